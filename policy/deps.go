@@ -1,0 +1,62 @@
+package policy
+
+import (
+	"context"
+	"io"
+	"net/netip"
+
+	"github.com/mailward/mailward/checks/dkim"
+	"github.com/mailward/mailward/checks/dmarc"
+	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/iprev"
+	"github.com/mailward/mailward/checks/spf"
+)
+
+// Checker runs the authentication and reputation checks. The engine calls
+// each method at the earliest stage its inputs are known. Implementations
+// report DNS trouble as temperror results, never as Go errors: every
+// outcome is a result the rules and Authentication-Results can show.
+type Checker interface {
+	// Client runs at connect: reverse DNS and the IP block and allow lists.
+	Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dnsbl.Result)
+	// Domains runs the domain lists over names seen later (HELO, sender domain).
+	Domains(ctx context.Context, names ...string) []dnsbl.Result
+	// SPFHelo checks the HELO identity (RFC 7208 section 2.3).
+	SPFHelo(ctx context.Context, ip netip.Addr, helo string) *spf.Result
+	// SPF checks the MAIL FROM identity; the null sender uses postmaster@helo.
+	SPF(ctx context.Context, ip netip.Addr, helo, sender string) *spf.Result
+	// Message starts verifying one message.
+	Message() MessageVerifier
+}
+
+// MessageVerifier receives the message as it streams in (header block, then
+// body, CRLF line ends) and verifies DKIM and DMARC at the end. It must not
+// hold the whole message in memory.
+type MessageVerifier interface {
+	io.Writer
+	// Finish evaluates DKIM signatures and DMARC for the message written so
+	// far, given the message's SPF result.
+	Finish(ctx context.Context, spf *spf.Result) ([]dkim.Result, *dmarc.Result)
+	// Close releases resources when a message is abandoned.
+	Close()
+}
+
+// Match is one rule that matched, for logs, headers and `check --explain`.
+type Match struct {
+	Rule    string  `json:"rule"`
+	Action  string  `json:"action"`
+	Stage   Stage   `json:"stage"`
+	Monitor bool    `json:"monitor,omitempty"`
+	Score   float64 `json:"score,omitempty"`
+}
+
+// Rules is a compiled rule set, as the rules package builds it.
+type Rules interface {
+	// Eval evaluates, in file order, the rules due at stage (the earliest
+	// stage at which everything they read is known) against f. Rules due at
+	// StageRcpt run once per recipient with f.Rcpt set. Score rules add to
+	// f.Score. Every match, enforced or monitored, is appended to *matches.
+	// The first terminal enforced match decides; otherwise the result's
+	// Action is Continue, possibly carrying header edits from add_header rules.
+	Eval(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict
+}

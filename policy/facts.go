@@ -1,0 +1,86 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/mailward/mailward/checks/dkim"
+	"github.com/mailward/mailward/checks/dmarc"
+	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/iprev"
+	"github.com/mailward/mailward/checks/spf"
+)
+
+// Header is one message header as received, in order.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Attachment describes one MIME part with a file name or a non-inline disposition.
+type Attachment struct {
+	Name        string `json:"name"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+}
+
+// Facts is everything known about a transaction so far. Each field says the
+// stage at which it becomes known; before that it holds its zero value.
+type Facts struct {
+	// Connect.
+	IP          netip.Addr     `json:"ip"`
+	ClientName  string         `json:"client_name,omitempty"` // the MTA's view of the client's name
+	IPRev       *iprev.Result  `json:"iprev,omitempty"`
+	DNSBL       []dnsbl.Result `json:"dnsbl,omitempty"`
+	Time        time.Time      `json:"time"`
+	Helo        string         `json:"helo,omitempty"` // helo
+	SPFHelo     *spf.Result    `json:"spf_helo,omitempty"`
+	MailFrom    string         `json:"mail_from"` // mail; "" is the null sender
+	AuthUser    string         `json:"auth_user,omitempty"`
+	TLS         bool           `json:"tls"`
+	TLSVersion  string         `json:"tls_version,omitempty"`
+	SPF         *spf.Result    `json:"spf,omitempty"`
+	Rcpt        string         `json:"rcpt,omitempty"`  // rcpt: the recipient being decided
+	Rcpts       []string       `json:"rcpts,omitempty"` // accepted recipients so far
+	Headers     []Header       `json:"-"`               // data (end of headers)
+	Size        int64          `json:"size"`            // eom: header and body bytes
+	Attachments []Attachment   `json:"attachments,omitempty"`
+	DKIM        []dkim.Result  `json:"dkim,omitempty"`
+	DMARC       *dmarc.Result  `json:"dmarc,omitempty"`
+	QueueID     string         `json:"queue_id,omitempty"` // whenever the MTA tells it
+	Score       float64        `json:"score"`
+	// Macros are the MTA's macros, merged over all stages so far.
+	Macros map[string]string `json:"-"`
+}
+
+// Header returns the first header with the name, case-insensitively.
+func (f *Facts) Header(name string) string {
+	for _, h := range f.Headers {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value
+		}
+	}
+	return ""
+}
+
+// HeaderValues returns every header with the name, in order.
+func (f *Facts) HeaderValues(name string) []string {
+	var out []string
+	for _, h := range f.Headers {
+		if strings.EqualFold(h.Name, name) {
+			out = append(out, h.Value)
+		}
+	}
+	return out
+}
+
+// DomainOf returns the domain part of an address, lower-cased; "" if none.
+func DomainOf(addr string) string {
+	addr = strings.Trim(strings.TrimSpace(addr), "<>")
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+}
