@@ -60,3 +60,11 @@ type Rules interface {
 	// Action is Continue, possibly carrying header edits from add_header rules.
 	Eval(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict
 }
+
+// RulesFunc lets an ordinary function serve as Rules.
+type RulesFunc func(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict
+
+// Eval calls fn.
+func (fn RulesFunc) Eval(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict {
+	return fn(ctx, stage, f, matches)
+}

@@ -50,6 +50,14 @@ type HeaderEdit struct {
 	Name    string `json:"name"`
 	Value   string `json:"value"`
 	Replace bool   `json:"replace,omitempty"`
+	// Prepend puts the header on top, where trace headers belong.
+	Prepend bool `json:"-"`
+}
+
+// HeaderRef names one existing header: the Index-th (from 1) of that name.
+type HeaderRef struct {
+	Name  string `json:"name"`
+	Index int    `json:"index"`
 }
 
 // Verdict is the engine's answer at one stage.
@@ -66,6 +74,8 @@ type Verdict struct {
 	Stage Stage  `json:"stage"`
 	// Headers are edits to apply at end of message.
 	Headers []HeaderEdit `json:"headers_added,omitempty"`
+	// Remove lists existing headers to delete at end of message.
+	Remove []HeaderRef `json:"headers_removed,omitempty"`
 }
 
 // Default SMTP replies, as most MTAs and filters use them.

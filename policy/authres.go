@@ -1,0 +1,133 @@
+package policy
+
+import "strings"
+
+// AuthResults builds the value of an Authentication-Results header
+// (RFC 8601) for what is known about the message.
+func AuthResults(authservID string, f *Facts) string {
+	var b strings.Builder
+	b.WriteString(authservID)
+	n := 0
+	add := func(method, result string, props ...string) {
+		b.WriteString(";\r\n\t")
+		b.WriteString(method + "=" + result)
+		for i := 0; i+1 < len(props); i += 2 {
+			if props[i+1] == "" {
+				continue
+			}
+			b.WriteString(" " + props[i] + "=" + arValue(props[i+1]))
+		}
+		n++
+	}
+	if f.IPRev != nil && f.IP.IsValid() {
+		add("iprev", f.IPRev.Result, "policy.iprev", f.IP.String())
+		if f.IPRev.PTR != "" {
+			b.WriteString(" (" + arComment(f.IPRev.PTR) + ")")
+		}
+	}
+	if f.SPF != nil {
+		from := f.MailFrom
+		if from == "" {
+			from = "postmaster@" + f.Helo
+		}
+		add("spf", f.SPF.Result, "smtp.mailfrom", from)
+	}
+	if f.SPFHelo != nil && f.Helo != "" {
+		add("spf", f.SPFHelo.Result, "smtp.helo", f.Helo)
+	}
+	for _, d := range f.DKIM {
+		add("dkim", d.Result, "header.d", d.Domain, "header.s", d.Selector, "header.b", d.Signature)
+		if d.Reason != "" && d.Result != "pass" {
+			b.WriteString(" (" + arComment(d.Reason) + ")")
+		}
+	}
+	if f.DKIM == nil && f.DMARC != nil {
+		add("dkim", "none")
+	}
+	if f.DMARC != nil {
+		add("dmarc", f.DMARC.Result, "header.from", f.DMARC.Domain, "policy.dmarc", f.DMARC.Policy)
+	}
+	if n == 0 {
+		b.WriteString("; none")
+	}
+	return b.String()
+}
+
+// arValue quotes a property value that is not a plain token.
+func arValue(v string) string {
+	for _, r := range v {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>,;:\"/[]?=`, r) {
+			return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+		}
+	}
+	return v
+}
+
+func arComment(s string) string {
+	return strings.NewReplacer("(", "[", ")", "]", "\r", " ", "\n", " ", `\`, "/").Replace(s)
+}
+
+// ForgedAuthResults finds the Authentication-Results headers that claim
+// our authserv-id: a sender must not be able to forge our results
+// (RFC 8601 section 5).
+func ForgedAuthResults(headers []Header, authservID string) []HeaderRef {
+	var out []HeaderRef
+	idx := 0
+	for _, h := range headers {
+		if !strings.EqualFold(h.Name, "Authentication-Results") {
+			continue
+		}
+		idx++
+		if strings.EqualFold(AuthServID(h.Value), authservID) {
+			out = append(out, HeaderRef{Name: h.Name, Index: idx})
+		}
+	}
+	return out
+}
+
+// AuthServID returns the authserv-id of an Authentication-Results value:
+// the first token, after comments and folding white space.
+func AuthServID(v string) string {
+	v = skipCFWS(v)
+	end := strings.IndexAny(v, " \t\r\n;(")
+	if end < 0 {
+		end = len(v)
+	}
+	id := v[:end]
+	if len(id) >= 2 && id[0] == '"' {
+		// A quoted authserv-id (a value form RFC 8601 allows).
+		if j := strings.IndexByte(v[1:], '"'); j >= 0 {
+			id = v[1 : j+1]
+		}
+	}
+	return id
+}
+
+// skipCFWS drops leading white space and (nested) comments.
+func skipCFWS(s string) string {
+	for {
+		s = strings.TrimLeft(s, " \t\r\n")
+		if !strings.HasPrefix(s, "(") {
+			return s
+		}
+		depth := 0
+		i := 0
+		for ; i < len(s); i++ {
+			switch s[i] {
+			case '\\':
+				i++
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+			if depth == 0 {
+				break
+			}
+		}
+		if i >= len(s) {
+			return ""
+		}
+		s = s[i+1:]
+	}
+}

@@ -1,0 +1,516 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/mailward/mailward/checks/spf"
+)
+
+// RcptOutcome is what happened to one recipient, for the log line.
+type RcptOutcome struct {
+	Rcpt   string `json:"rcpt"`
+	Action Action `json:"action"`
+	Code   int    `json:"code,omitempty"`
+}
+
+// Conn is one client connection: connection facts persist across the
+// messages sent on it. A Conn is used by one goroutine at a time.
+type Conn struct {
+	e    *Engine
+	snap *snapshot
+	info ConnInfo
+
+	facts   Facts
+	matches []Match
+	outcome []RcptOutcome
+
+	// connFinal holds a final verdict given at connect or HELO: it answers
+	// every later stage of the connection.
+	connFinal *Verdict
+	// msgFinal holds the final verdict of the current message.
+	msgFinal *Verdict
+	// pending collects what applies at end of message: header edits and a
+	// quarantine decided earlier.
+	pendingHeaders []HeaderEdit
+	pendingQuar    *Verdict
+
+	inMessage bool
+	started   time.Time
+	verifier  MessageVerifier
+	closed    bool
+}
+
+// Connect opens a connection and gives the connect-stage verdict.
+func (e *Engine) Connect(ctx context.Context, info ConnInfo) (*Conn, Verdict) {
+	e.wg.Add(1)
+	e.open.Add(1)
+	c := &Conn{e: e, snap: e.cur.Load(), info: info, started: time.Now()}
+	c.facts.IP = info.IP
+	c.facts.ClientName = info.Name
+	c.facts.Time = c.started
+	c.facts.Macros = map[string]string{}
+	c.mergeMacros(info.Macros)
+	v := c.run(ctx, StageConnect, func(ctx context.Context) {
+		if c.snap.checker != nil && info.IP.IsValid() {
+			c.facts.IPRev, c.facts.DNSBL = c.snap.checker.Client(ctx, info.IP)
+		}
+	})
+	if v.Action.Final() {
+		c.connFinal = &v
+		c.logTransaction(v)
+	}
+	return c, v
+}
+
+// Helo records the HELO/EHLO name and gives the helo-stage verdict.
+func (c *Conn) Helo(ctx context.Context, name string) Verdict {
+	if c.connFinal != nil {
+		return *c.connFinal
+	}
+	c.facts.Helo = name
+	v := c.run(ctx, StageHelo, func(ctx context.Context) {
+		ch := c.snap.checker
+		if ch == nil {
+			return
+		}
+		c.facts.SPFHelo = ch.SPFHelo(ctx, c.facts.IP, name)
+		c.facts.DNSBL = append(c.facts.DNSBL, ch.Domains(ctx, name)...)
+	})
+	if v.Action.Final() {
+		c.connFinal = &v
+		c.logTransaction(v)
+	}
+	return v
+}
+
+// Mail starts a message: it forgets the previous message's facts and
+// keeps the connection's.
+func (c *Conn) Mail(ctx context.Context, from string, info MailInfo) Verdict {
+	c.resetMessage()
+	if c.connFinal != nil {
+		return *c.connFinal
+	}
+	c.snap = c.e.cur.Load() // a message runs on the rules it started with
+	c.inMessage = true
+	c.started = time.Now()
+	c.facts.Time = c.started
+	c.facts.MailFrom = strings.Trim(from, "<>")
+	c.facts.AuthUser = info.AuthUser
+	c.facts.TLS = info.TLS
+	c.facts.TLSVersion = info.TLSVersion
+	c.SetQueueID(info.QueueID)
+	c.mergeMacros(info.Macros)
+	if c.snap.checker != nil {
+		c.verifier = c.snap.checker.Message()
+	}
+	return c.runMessage(ctx, StageMail, func(ctx context.Context) {
+		ch := c.snap.checker
+		if ch == nil {
+			return
+		}
+		c.facts.SPF = ch.SPF(ctx, c.facts.IP, c.facts.Helo, c.facts.MailFrom)
+		if d := DomainOf(c.facts.MailFrom); d != "" {
+			c.facts.DNSBL = append(c.facts.DNSBL, ch.Domains(ctx, d)...)
+		}
+	})
+}
+
+// Rcpt decides one recipient. A reject or tempfail here refuses that
+// recipient only; the message goes on for the others.
+func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
+	if v, done := c.decided(); done {
+		return v
+	}
+	c.facts.Rcpt = strings.Trim(rcpt, "<>")
+	var matches []Match
+	v := c.evalRules(ctx, StageRcpt, &matches)
+	c.matches = append(c.matches, matches...)
+	v = c.settle(v)
+	switch v.Action {
+	case Reject, Tempfail:
+		c.outcome = append(c.outcome, RcptOutcome{Rcpt: c.facts.Rcpt, Action: v.Action, Code: v.Code})
+		return v
+	}
+	c.facts.Rcpts = append(c.facts.Rcpts, c.facts.Rcpt)
+	c.outcome = append(c.outcome, RcptOutcome{Rcpt: c.facts.Rcpt, Action: Continue})
+	if v.Action.Final() {
+		c.finishMessage(v)
+	}
+	return v
+}
+
+// Header records one header as received. Value is unfolded as the MTA gave it.
+func (c *Conn) Header(name, value string) {
+	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: value})
+	if c.verifier != nil {
+		c.write(name + ": " + strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
+	}
+}
+
+// EndOfHeaders gives the data-stage verdict.
+func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
+	if v, done := c.decided(); done {
+		return v
+	}
+	c.facts.Rcpt = ""
+	if c.verifier != nil {
+		c.write("\r\n")
+	}
+	return c.runMessage(ctx, StageData, nil)
+}
+
+// Body takes the next chunk of the body, CRLF line ends.
+func (c *Conn) Body(chunk []byte) error {
+	c.facts.Size += int64(len(chunk))
+	if c.verifier == nil {
+		return nil
+	}
+	if _, err := c.verifier.Write(chunk); err != nil {
+		return fmt.Errorf("verifying message body: %w", err)
+	}
+	return nil
+}
+
+// EndOfMessage gives the final verdict of the message, with the header
+// edits to apply when it is accepted or quarantined.
+func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
+	if v, done := c.decided(); done {
+		return v
+	}
+	for _, h := range c.facts.Headers {
+		c.facts.Size += int64(len(h.Name) + len(h.Value) + 4)
+	}
+	v := c.run(ctx, StageEOM, func(ctx context.Context) {
+		if c.verifier != nil {
+			c.facts.DKIM, c.facts.DMARC = c.verifier.Finish(ctx, c.facts.SPF)
+		}
+	})
+	if !v.Action.Final() || v.Action == Quarantine {
+		v = c.endOfMessageChecks(v)
+	}
+	v = c.settle(v)
+	if v.Action == Continue {
+		v.Action = Accept
+		v.Stage = StageEOM
+	}
+	if v.Action == Accept || v.Action == Quarantine {
+		v.Headers = append(c.pendingHeaders, v.Headers...)
+		v.Headers = append(v.Headers, c.finalHeaders()...)
+		v.Remove = ForgedAuthResults(c.facts.Headers, c.snap.settings.Hostname)
+	} else {
+		v.Headers = nil
+	}
+	c.finishMessage(v)
+	return v
+}
+
+// endOfMessageChecks applies what only the engine decides: temperror
+// fallbacks, DMARC enforcement and score thresholds, in that order.
+func (c *Conn) endOfMessageChecks(v Verdict) Verdict {
+	s := c.snap.settings
+	dm := c.facts.DMARC
+	if dm != nil && dm.Result == "temperror" {
+		return c.fallback(s.DMARCOnTemperror, StageEOM, "dmarc temperror")
+	}
+	// An SPF temperror is not a pass: unless DKIM carried DMARC, the
+	// message could not be checked.
+	if c.facts.SPF != nil && c.facts.SPF.Result == "temperror" && (dm == nil || dm.Result != "pass") {
+		return c.fallback(s.OnError, StageEOM, "spf temperror")
+	}
+	if v.Action == Quarantine {
+		return v
+	}
+	if s.DMARCEnforce && dm != nil && dm.Result == "fail" {
+		switch dm.Policy {
+		case "reject":
+			return Verdict{Action: Reject, Code: 550, Enhanced: "5.7.1", Stage: StageEOM,
+				Text: "Rejected by DMARC policy for " + dm.Domain, Reason: "dmarc policy reject"}
+		case "quarantine":
+			return Verdict{Action: Quarantine, Stage: StageEOM, Reason: "DMARC policy quarantine for " + dm.Domain}
+		}
+	}
+	t := s.Thresholds
+	score := c.facts.Score
+	switch {
+	case t.Reject > 0 && score >= t.Reject:
+		return Verdict{Action: Reject, Stage: StageEOM, Text: "Message looks like spam", Reason: fmt.Sprintf("score %.1f >= %.1f", score, t.Reject)}
+	case t.Quarantine > 0 && score >= t.Quarantine:
+		return Verdict{Action: Quarantine, Stage: StageEOM, Reason: fmt.Sprintf("score %.1f >= %.1f", score, t.Quarantine)}
+	}
+	return v
+}
+
+// finalHeaders are the headers every accepted message gets.
+func (c *Conn) finalHeaders() []HeaderEdit {
+	s := c.snap.settings
+	out := []HeaderEdit{{Name: "Authentication-Results", Value: AuthResults(s.Hostname, &c.facts), Prepend: true}}
+	if s.ScoreHeader != "" {
+		t := s.Thresholds
+		if t.AddHeader <= 0 || c.facts.Score >= t.AddHeader {
+			out = append(out, HeaderEdit{Name: s.ScoreHeader, Value: scoreValue(c.facts.Score, c.matches), Replace: true})
+		}
+	}
+	return out
+}
+
+func scoreValue(score float64, matches []Match) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%.1f", score)
+	var names []string
+	for _, m := range matches {
+		if m.Score != 0 && !m.Monitor {
+			names = append(names, fmt.Sprintf("%s=%g", m.Rule, m.Score))
+		}
+	}
+	if len(names) > 0 {
+		b.WriteString(" (" + strings.Join(names, ", ") + ")")
+	}
+	return b.String()
+}
+
+// Abort forgets the current message; the connection goes on.
+func (c *Conn) Abort() {
+	if c.inMessage && c.msgFinal == nil {
+		c.logTransaction(Verdict{Action: Continue, Reason: "aborted by client or MTA"})
+	}
+	c.resetMessage()
+}
+
+// Close ends the connection.
+func (c *Conn) Close() {
+	if c.closed {
+		return
+	}
+	c.Abort()
+	c.closed = true
+	c.e.open.Add(-1)
+	c.e.wg.Done()
+}
+
+// SetQueueID records the MTA's queue id once it is known.
+func (c *Conn) SetQueueID(id string) {
+	if id != "" {
+		c.facts.QueueID = id
+	}
+}
+
+// AddMacros merges MTA macros given at any stage.
+func (c *Conn) AddMacros(m map[string]string) { c.mergeMacros(m) }
+
+// Facts returns what is known so far. The caller must not keep it past the next call.
+func (c *Conn) Facts() *Facts { return &c.facts }
+
+// Matches returns the rules matched in the current message (and connection).
+func (c *Conn) Matches() []Match { return c.matches }
+
+// Outcomes returns what happened to each recipient so far.
+func (c *Conn) Outcomes() []RcptOutcome { return c.outcome }
+
+func (c *Conn) mergeMacros(m map[string]string) {
+	maps.Copy(c.facts.Macros, m)
+}
+
+func (c *Conn) resetMessage() {
+	if c.verifier != nil {
+		c.verifier.Close()
+		c.verifier = nil
+	}
+	keep := c.facts
+	c.facts = Facts{
+		IP: keep.IP, ClientName: keep.ClientName, IPRev: keep.IPRev, Time: keep.Time,
+		Helo: keep.Helo, SPFHelo: keep.SPFHelo, Macros: keep.Macros,
+	}
+	// Domain-list hits on the previous sender do not belong to the next message.
+	for _, r := range keep.DNSBL {
+		if r.Query == "" || r.Query == keep.IP.String() || r.Query == keep.Helo {
+			c.facts.DNSBL = append(c.facts.DNSBL, r)
+		}
+	}
+	c.matches = c.connMatches()
+	c.outcome = nil
+	c.msgFinal = nil
+	c.pendingHeaders = nil
+	c.pendingQuar = nil
+	c.inMessage = false
+}
+
+// connMatches keeps the matches of connection stages for the next message.
+func (c *Conn) connMatches() []Match {
+	var out []Match
+	for _, m := range c.matches {
+		if m.Stage <= StageHelo {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// decided returns the verdict already final for this message or connection.
+func (c *Conn) decided() (Verdict, bool) {
+	if c.connFinal != nil {
+		return *c.connFinal, true
+	}
+	if c.msgFinal != nil {
+		return *c.msgFinal, true
+	}
+	return Verdict{}, false
+}
+
+// runMessage runs a message stage and ends the message on a final verdict.
+func (c *Conn) runMessage(ctx context.Context, st Stage, checks func(context.Context)) Verdict {
+	v := c.settle(c.run(ctx, st, checks))
+	if v.Action.Final() {
+		c.finishMessage(v)
+	}
+	return v
+}
+
+// settle holds back what can only be applied at end of message: header
+// edits and quarantine. Fronts see Continue for those until then.
+func (c *Conn) settle(v Verdict) Verdict {
+	if v.Stage != StageEOM {
+		c.pendingHeaders = append(c.pendingHeaders, v.Headers...)
+		v.Headers = nil
+		if v.Action == Quarantine {
+			if c.pendingQuar == nil {
+				q := v
+				c.pendingQuar = &q
+			}
+			return Verdict{Action: Continue, Stage: v.Stage}
+		}
+		return v
+	}
+	if c.pendingQuar != nil && (v.Action == Continue || v.Action == Accept) {
+		q := *c.pendingQuar
+		q.Stage = StageEOM
+		return q
+	}
+	return v
+}
+
+// run does one stage: checks, then rules, with panics and timeouts turned
+// into the configured fallback rather than a crash or a silent accept.
+func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) (v Verdict) {
+	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			c.e.log.Error("internal error while filtering", "stage", st.String(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			v = c.fallback(c.snap.settings.OnError, st, "internal error")
+		}
+	}()
+	if checks != nil {
+		checks(ctx)
+	}
+	if ctx.Err() != nil {
+		return c.fallback(c.snap.settings.OnError, st, "checks timed out")
+	}
+	return c.evalRules(ctx, st, &c.matches)
+}
+
+func (c *Conn) evalRules(ctx context.Context, st Stage, matches *[]Match) Verdict {
+	if c.snap.rules == nil {
+		return Verdict{Action: Continue, Stage: st}
+	}
+	v := c.snap.rules.Eval(ctx, st, &c.facts, matches)
+	v.Stage = st
+	if v.Action == Reject || v.Action == Tempfail {
+		v = v.WithDefaults()
+	}
+	return v
+}
+
+func (c *Conn) fallback(a Action, st Stage, why string) Verdict {
+	if a == Accept {
+		return Verdict{Action: Continue, Stage: st, Reason: why + "; accepted by on_error"}
+	}
+	return Verdict{Action: Tempfail, Stage: st, Reason: why}.WithDefaults()
+}
+
+func (c *Conn) finishMessage(v Verdict) {
+	c.msgFinal = &v
+	c.logTransaction(v)
+}
+
+func (c *Conn) write(s string) {
+	if _, err := c.verifier.Write([]byte(s)); err != nil {
+		c.e.log.Warn("message verifier refused data", "err", err)
+	}
+}
+
+func (c *Conn) logTransaction(v Verdict) {
+	f := &c.facts
+	attrs := []slog.Attr{
+		slog.String("queue_id", f.QueueID),
+		slog.String("front", c.info.Front),
+		slog.String("client_ip", ipString(f)),
+		slog.String("client_name", f.ClientName),
+		slog.String("helo", f.Helo),
+		slog.String("from", f.MailFrom),
+		slog.Any("rcpts", c.outcome),
+		slog.String("verdict", v.Action.String()),
+		slog.String("stage", v.Stage.String()),
+		slog.Duration("duration", time.Since(c.started)),
+	}
+	if v.Code != 0 {
+		attrs = append(attrs, slog.Int("code", v.Code))
+	}
+	if v.Reason != "" || v.Rule != "" {
+		attrs = append(attrs, slog.String("why", why(v)))
+	}
+	if len(c.matches) > 0 {
+		attrs = append(attrs, slog.Any("rules", c.matches))
+	}
+	attrs = append(attrs, slog.Float64("score", f.Score), slog.String("checks", checkSummary(f)))
+	c.e.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
+}
+
+func why(v Verdict) string {
+	switch {
+	case v.Rule != "" && v.Reason != "":
+		return "rule " + v.Rule + ": " + v.Reason
+	case v.Rule != "":
+		return "rule " + v.Rule
+	}
+	return v.Reason
+}
+
+func ipString(f *Facts) string {
+	if !f.IP.IsValid() {
+		return ""
+	}
+	return f.IP.String()
+}
+
+// checkSummary is the compact form of the check results for the log line.
+func checkSummary(f *Facts) string {
+	var parts []string
+	if f.IPRev != nil {
+		parts = append(parts, "iprev="+f.IPRev.Result)
+	}
+	for _, r := range f.DNSBL {
+		if len(r.Codes) > 0 {
+			parts = append(parts, "dnsbl="+r.Zone)
+		}
+	}
+	addSPF := func(name string, r *spf.Result) {
+		if r != nil {
+			parts = append(parts, name+"="+r.Result)
+		}
+	}
+	addSPF("spf_helo", f.SPFHelo)
+	addSPF("spf", f.SPF)
+	for _, d := range f.DKIM {
+		parts = append(parts, "dkim="+d.Result+"("+d.Domain+")")
+	}
+	if f.DMARC != nil {
+		parts = append(parts, "dmarc="+f.DMARC.Result)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,113 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Settings are the engine's own knobs, taken from the config file.
+type Settings struct {
+	// Hostname is the authserv-id of the Authentication-Results header.
+	Hostname string
+	// OnError is the verdict for a message that cannot be checked:
+	// Tempfail (the default) or Accept.
+	OnError Action
+	// DMARCEnforce rejects p=reject failures and quarantines p=quarantine failures.
+	DMARCEnforce bool
+	// DMARCOnTemperror is the verdict when DMARC cannot be evaluated: Tempfail or Accept.
+	DMARCOnTemperror Action
+	// Thresholds turn the final score into an action at end of message.
+	Thresholds Thresholds
+	// ScoreHeader, when set, names a header that carries the score and the rules that made it.
+	ScoreHeader string
+	// CheckTimeout bounds the checks and rules of one stage.
+	CheckTimeout time.Duration
+}
+
+// Thresholds are score levels; zero disables a level.
+type Thresholds struct {
+	Reject     float64
+	Quarantine float64
+	AddHeader  float64
+}
+
+// ConnInfo is what the front knows when a client connects.
+type ConnInfo struct {
+	IP     netip.Addr
+	Name   string // the client's name as the MTA resolved it, if any
+	Front  string // "milter", "smtp" or "policy", for logs
+	Macros map[string]string
+}
+
+// MailInfo is what the front knows at MAIL FROM besides the address.
+type MailInfo struct {
+	AuthUser   string
+	TLS        bool
+	TLSVersion string
+	QueueID    string
+	Macros     map[string]string
+}
+
+// snapshot is what a reload replaces together.
+type snapshot struct {
+	settings Settings
+	checker  Checker
+	rules    Rules
+}
+
+// Engine turns check results and rules into verdicts. It is safe for
+// concurrent use; each client connection gets its own Conn.
+type Engine struct {
+	cur  atomic.Pointer[snapshot]
+	log  *slog.Logger
+	wg   sync.WaitGroup
+	open atomic.Int64
+}
+
+// NewEngine returns an engine. checker and rules may be nil: no checks, no rules.
+func NewEngine(s Settings, checker Checker, rules Rules, log *slog.Logger) *Engine {
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Engine{log: log}
+	e.Update(s, checker, rules)
+	return e
+}
+
+// Update swaps in new settings, checks and rules. Transactions in flight
+// finish on what they started with.
+func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
+	if s.OnError != Accept {
+		s.OnError = Tempfail
+	}
+	if s.DMARCOnTemperror != Accept {
+		s.DMARCOnTemperror = Tempfail
+	}
+	if s.CheckTimeout <= 0 {
+		s.CheckTimeout = 30 * time.Second
+	}
+	e.cur.Store(&snapshot{settings: s, checker: checker, rules: rules})
+}
+
+// Settings returns the settings in force.
+func (e *Engine) Settings() Settings { return e.cur.Load().settings }
+
+// Open reports how many connections are open.
+func (e *Engine) Open() int64 { return e.open.Load() }
+
+// Wait blocks until every connection has closed or ctx ends.
+func (e *Engine) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %d open connections: %w", e.open.Load(), ctx.Err())
+	}
+}
