@@ -1,0 +1,46 @@
+// Package testenv starts the real parts that tests run against: a fixture
+// DNS server, redis-server, a private Postfix instance and an SMTP sink.
+// Everything listens on loopback only.
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// E2E reports whether end-to-end tests must run: with MAILWARD_E2E=1 a
+// missing binary fails the test instead of skipping it.
+func E2E() bool { return os.Getenv("MAILWARD_E2E") == "1" }
+
+// Require returns the path of an external program the test needs. Without
+// it the test is skipped, or fails under MAILWARD_E2E=1.
+func Require(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"} {
+		p := dir + "/" + name
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if E2E() {
+		t.Fatalf("%s is not installed; MAILWARD_E2E=1 requires it (run .ci/run, which installs it)", name)
+	}
+	t.Skipf("%s is not installed: skipping (set MAILWARD_E2E=1 to make this a failure)", name)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,252 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailward/mailward/internal/testenv"
+	"github.com/mailward/mailward/policy"
+)
+
+// frontRules exercises the front's translation of each kind of verdict.
+// The engine and rule files have their own tests; here the point is what
+// Postfix does with our answers.
+func frontRules(seen *sync.Map) policy.Rules {
+	return policy.RulesFunc(func(_ context.Context, st policy.Stage, f *policy.Facts, m *[]policy.Match) policy.Verdict {
+		switch st {
+		case policy.StageMail:
+			if f.MailFrom == "spammer@bad.example" {
+				return policy.Verdict{Action: policy.Reject, Code: 550, Enhanced: "5.7.1", Text: "Sender spammer@bad.example refused", Rule: "bad-sender"}
+			}
+		case policy.StageRcpt:
+			if strings.HasPrefix(f.Rcpt, "refused@") {
+				return policy.Verdict{Action: policy.Reject, Code: 550, Enhanced: "5.1.1", Text: "No such user here"}
+			}
+		case policy.StageEOM:
+			seen.Store(f.Header("Subject"), f.IP.String()+" "+f.Helo)
+			return policy.Verdict{Action: policy.Continue, Headers: []policy.HeaderEdit{
+				{Name: "X-Mailward-Test", Value: "client=" + f.IP.String() + " helo=" + f.Helo + " rcpts=" + strings.Join(f.Rcpts, ",")},
+			}}
+		}
+		return policy.Verdict{}
+	})
+}
+
+type rig struct {
+	postfix *testenv.Postfix
+	sink    *testenv.Sink
+	server  *Server
+	seen    *sync.Map
+}
+
+func startRig(t *testing.T) *rig {
+	t.Helper()
+	testenv.Require(t, "postfix")
+	ln, err := Listen("inet:127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := &sync.Map{}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	eng := policy.NewEngine(policy.Settings{Hostname: "mw.test.example"}, nil, frontRules(seen), log)
+	srv := New(eng, 30*time.Second, log)
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	sink := testenv.StartSink(t)
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{
+		RelayTo: sink.Addr(),
+		Main: map[string]string{
+			"smtpd_milters":         "inet:" + ln.Addr().String(),
+			"milter_default_action": "tempfail",
+			"milter_protocol":       "6",
+		},
+	})
+	return &rig{postfix: pf, sink: sink, server: srv, seen: seen}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func message(subject string, extra ...string) string {
+	h := "From: Alice <alice@sender.example>\r\nTo: bob@rcpt.example\r\nSubject: " + subject + "\r\n" +
+		"Message-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@sender.example>\r\n"
+	for _, e := range extra {
+		h += e + "\r\n"
+	}
+	return h + "\r\nHello Bob.\r\n"
+}
+
+func swaks(t *testing.T, addr string, args ...string) (string, error) {
+	t.Helper()
+	bin := testenv.Require(t, "swaks")
+	out, err := exec.Command(bin, append([]string{"--server", addr, "--helo", "client.test.example", "--timeout", "30"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func TestPostfixRejectsSender(t *testing.T) {
+	r := startRig(t)
+	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "spammer@bad.example", "--to", "bob@rcpt.example")
+	if err == nil {
+		t.Fatalf("swaks succeeded; want the sender refused:\n%s", out)
+	}
+	if !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused") {
+		t.Fatalf("want the configured 550 5.7.1 reply, got:\n%s", out)
+	}
+}
+
+func TestPostfixAddsAuthResultsAndRemovesForged(t *testing.T) {
+	r := startRig(t)
+	body := message("forged results",
+		"Authentication-Results: mw.test.example; dkim=pass header.d=bank.example",
+		"Authentication-Results: other.example; spf=pass smtp.mailfrom=sender.example")
+	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", body)
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	msgs, err := r.sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msgs[0].Header()
+	if strings.Contains(h, "header.d=bank.example") {
+		t.Errorf("forged Authentication-Results with our authserv-id still there:\n%s", h)
+	}
+	if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
+		t.Errorf("another server's Authentication-Results was removed:\n%s", h)
+	}
+	if !strings.Contains(h, "Authentication-Results: mw.test.example") {
+		t.Errorf("no Authentication-Results of ours:\n%s", h)
+	}
+	if !strings.Contains(h, "X-Mailward-Test: client=127.0.0.1 helo=client.test.example") {
+		t.Errorf("rule header missing or wrong:\n%s", h)
+	}
+}
+
+func TestPostfixTwoMessagesOneConnection(t *testing.T) {
+	r := startRig(t)
+	c, err := smtp.Dial(r.postfix.SMTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("multi.test.example"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		// The first message's recipient is refused: go-milter starts over
+		// after that reply, and the second message must still see the
+		// connection's facts.
+		if err := c.Mail("alice@sender.example", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("refused@rcpt.example", nil); err == nil {
+			t.Fatal("refused@ was accepted")
+		}
+		if err := c.Rcpt("bob@rcpt.example", nil); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(w, message(fmt.Sprintf("message %d", i)))
+		if err := w.Close(); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	c.Quit()
+	msgs, err := r.sink.Wait(2, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(m.Header(), "X-Mailward-Test: client=127.0.0.1 helo=multi.test.example rcpts=bob@rcpt.example") {
+			t.Errorf("message lost connection facts:\n%s", m.Header())
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		v, ok := r.seen.Load(fmt.Sprintf("message %d", i))
+		if !ok || v != "127.0.0.1 multi.test.example" {
+			t.Errorf("message %d: engine saw %v at end of message", i, v)
+		}
+	}
+}
+
+func TestPostfixOneRecipientOfThreeRejected(t *testing.T) {
+	r := startRig(t)
+	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example",
+		"--to", "one@rcpt.example,refused@rcpt.example,two@rcpt.example", "--data", message("three rcpts"))
+	if !strings.Contains(out, "550 5.1.1 No such user here") {
+		t.Fatalf("want the refused recipient's reply; swaks err=%v:\n%s", err, out)
+	}
+	msgs, err := r.sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(msgs[0].To, ",")
+	if got != "one@rcpt.example,two@rcpt.example" {
+		t.Fatalf("sink recipients = %s; want the two accepted ones", got)
+	}
+}
+
+func TestPostfixMilterDown(t *testing.T) {
+	r := startRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.server.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example")
+	if err == nil || !strings.Contains(out, "451 4.7.1") {
+		t.Fatalf("with mailward down want Postfix's milter_default_action (tempfail), got err=%v:\n%s", err, out)
+	}
+	if n := len(r.sink.Messages()); n != 0 {
+		t.Fatalf("%d messages reached the sink unfiltered", n)
+	}
+}
+
+func TestListenUnixRemovesStaleSocket(t *testing.T) {
+	path := t.TempDir() + "/m.sock"
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave the file behind as a crashed process would.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	l2, err := Listen("unix:"+path, 0o660)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	defer l2.Close()
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode = %v, %v; want 0660", fi.Mode().Perm(), err)
+	}
+	if _, err := Listen("unix:"+path, 0); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a live socket was replaced: %v", err)
+	}
+	if _, err := Listen("bogus", 0); err == nil {
+		t.Fatal("a malformed address was accepted")
+	}
+	var _ = errors.New
+}
