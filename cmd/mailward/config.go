@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailward/mailward/internal/config"
+	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy/milter"
+)
+
+// Config is the whole config file. Every key is documented in the README.
+type Config struct {
+	Hostname    string        `yaml:"hostname"`
+	OnError     string        `yaml:"on_error"`
+	Log         LogConfig     `yaml:"log"`
+	Milter      milter.Config `yaml:"milter"`
+	DMARC       DMARCConfig   `yaml:"dmarc"`
+	Thresholds  Thresholds    `yaml:"thresholds"`
+	ScoreHeader string        `yaml:"score_header"`
+	Timeouts    Timeouts      `yaml:"timeouts"`
+
+	file string
+	doc  *config.Doc
+}
+
+// LogConfig sets up log/slog.
+type LogConfig struct {
+	Format string `yaml:"format"` // text or json
+	Level  string `yaml:"level"`  // debug, info, warn, error
+}
+
+// DMARCConfig holds what the engine does with DMARC results.
+type DMARCConfig struct {
+	Enforce     bool   `yaml:"enforce"`
+	OnTemperror string `yaml:"on_temperror"`
+}
+
+// Thresholds turn the message score into an action.
+type Thresholds struct {
+	Reject     float64 `yaml:"reject"`
+	Quarantine float64 `yaml:"quarantine"`
+	AddHeader  float64 `yaml:"add_header"`
+}
+
+// Timeouts bound every wait.
+type Timeouts struct {
+	Checks   time.Duration `yaml:"checks"`
+	Milter   time.Duration `yaml:"milter"`
+	Shutdown time.Duration `yaml:"shutdown"`
+}
+
+// defaultConfig is what runs with no config file: a milter on loopback,
+// system DNS, memory cache, no rules.
+func defaultConfig() *Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return &Config{
+		Hostname: host,
+		OnError:  "tempfail",
+		Log:      LogConfig{Format: "text", Level: "info"},
+		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
+		DMARC:    DMARCConfig{OnTemperror: "tempfail"},
+		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
+		file:     "(defaults)",
+		doc:      &config.Doc{File: "(defaults)"},
+	}
+}
+
+// loadConfig reads file over the defaults; "" means defaults alone.
+func loadConfig(file string) (*Config, error) {
+	cfg := defaultConfig()
+	if file == "" {
+		return cfg, cfg.validate()
+	}
+	doc, err := config.Load(file, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.file, cfg.doc = file, doc
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) validate() error {
+	var errs config.Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, c.doc.Errorf(key, format, args...))
+	}
+	if c.Hostname == "" {
+		bad("hostname", "must not be empty: it is the authserv-id of Authentication-Results")
+	}
+	if c.OnError != "tempfail" && c.OnError != "accept" {
+		bad("on_error", "%q: want tempfail or accept", c.OnError)
+	}
+	if c.DMARC.OnTemperror != "tempfail" && c.DMARC.OnTemperror != "accept" {
+		bad("dmarc.on_temperror", "%q: want tempfail or accept", c.DMARC.OnTemperror)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Milter.Listen != "" && !strings.HasPrefix(c.Milter.Listen, "inet:") && !strings.HasPrefix(c.Milter.Listen, "inet6:") &&
+		!strings.HasPrefix(c.Milter.Listen, "unix:") && !strings.HasPrefix(c.Milter.Listen, "local:") {
+		bad("milter.listen", "%q: want inet:HOST:PORT or unix:/path", c.Milter.Listen)
+	}
+	if _, err := c.socketMode(); err != nil {
+		bad("milter.socket_mode", "%v", err)
+	}
+	for key, d := range map[string]time.Duration{"timeouts.checks": c.Timeouts.Checks, "timeouts.milter": c.Timeouts.Milter, "timeouts.shutdown": c.Timeouts.Shutdown} {
+		if d <= 0 {
+			bad(key, "must be a positive duration such as 30s")
+		}
+	}
+	t := c.Thresholds
+	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
+		bad("thresholds", "thresholds must not be negative (0 turns a level off)")
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (c *Config) socketMode() (os.FileMode, error) {
+	if c.Milter.SocketMode == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", c.Milter.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// settings is the engine's part of the config.
+func (c *Config) settings() policy.Settings {
+	act := func(s string) policy.Action {
+		if s == "accept" {
+			return policy.Accept
+		}
+		return policy.Tempfail
+	}
+	return policy.Settings{
+		Hostname:         c.Hostname,
+		OnError:          act(c.OnError),
+		DMARCEnforce:     c.DMARC.Enforce,
+		DMARCOnTemperror: act(c.DMARC.OnTemperror),
+		Thresholds:       policy.Thresholds(c.Thresholds),
+		ScoreHeader:      c.ScoreHeader,
+		CheckTimeout:     c.Timeouts.Checks,
+	}
+}
