@@ -207,12 +207,12 @@ func TestVerdictDefaultsAndReply(t *testing.T) {
 
 func TestAuthServID(t *testing.T) {
 	for in, want := range map[string]string{
-		"mx.test; spf=pass":                  "mx.test",
+		"mx.test; spf=pass":                   "mx.test",
 		"  (comment (nested)) mx.test 1; x=y": "mx.test",
-		"mx.test;":                           "mx.test",
-		"\r\n\tMX.TEST; none":                "MX.TEST",
-		"(unterminated":                      "",
-		"":                                   "",
+		"mx.test;":                            "mx.test",
+		"\r\n\tMX.TEST; none":                 "MX.TEST",
+		"(unterminated":                       "",
+		"":                                    "",
 	} {
 		if got := AuthServID(in); got != want {
 			t.Errorf("AuthServID(%q) = %q, want %q", in, got, want)

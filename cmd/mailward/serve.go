@@ -114,4 +114,3 @@ func reload(file string, old *Config, oldParts *parts, engine *policy.Engine, lo
 	log.Error("reload failed; keeping the running config and rules", "err", err)
 	return old, oldParts
 }
-
