@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// mailwardBinary builds the command once per test run.
+func mailwardBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mailward-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mailward")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// daemon is a mailward serve process.
+type daemon struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func startDaemon(t *testing.T, config string, addr string) *daemon {
+	t.Helper()
+	d := &daemon{out: &syncBuffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(mailwardBinary(t), "serve", "--config", config)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("mailward output:\n%s", d.out.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mailward did not listen on %s: %v\n%s", addr, err, d.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(within):
+		t.Fatalf("mailward still running after %s\n%s", within, d.out.String())
+		return nil
+	}
+}
+
+func TestSIGTERMFinishesTransactionInFlight(t *testing.T) {
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+"\ntimeouts:\n  shutdown: 20s\n")
+	d := startDaemon(t, cfg, addr)
+
+	client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	defer client.Close()
+	s, err := client.Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustContinue := func(what string, a *gomilter.Action, err error) {
+		t.Helper()
+		if err != nil || a.Code != gomilter.ActContinue {
+			t.Fatalf("%s: %+v, %v", what, a, err)
+		}
+	}
+	a, err := s.Conn("client.example", gomilter.FamilyInet, 25, "192.0.2.10")
+	mustContinue("connect", a, err)
+	a, err = s.Helo("client.example")
+	mustContinue("helo", a, err)
+	a, err = s.Mail("<a@sender.example>", nil)
+	mustContinue("mail", a, err)
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are refused while the open one finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("mailward still accepts connections after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a, err = s.Rcpt("<b@rcpt.example>", nil)
+	mustContinue("rcpt", a, err)
+	a, err = s.HeaderField("Subject", "in flight")
+	mustContinue("header", a, err)
+	a, err = s.HeaderEnd()
+	mustContinue("eoh", a, err)
+	mods, act, err := s.End()
+	if err != nil || act.Code != gomilter.ActAccept {
+		t.Fatalf("end of message: %+v, %v", act, err)
+	}
+	var ar bool
+	for _, m := range mods {
+		ar = ar || (m.Code == gomilter.ActInsertHeader || m.Code == gomilter.ActAddHeader) && m.HeaderName == "Authentication-Results"
+	}
+	if !ar {
+		t.Fatalf("accepted message got no Authentication-Results: %+v", mods)
+	}
+	s.Close()
+	client.Close()
+	if err := d.wait(t, 15*time.Second); err != nil {
+		t.Fatalf("mailward exited with %v; want 0\n%s", err, d.out.String())
+	}
+	if !strings.Contains(d.out.String(), "verdict=accept") {
+		t.Fatalf("no transaction log line:\n%s", d.out.String())
+	}
+}
