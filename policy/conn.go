@@ -43,6 +43,7 @@ type Conn struct {
 	inMessage bool
 	started   time.Time
 	verifier  MessageVerifier
+	mime      *mimeScanner
 	closed    bool
 }
 
@@ -109,6 +110,7 @@ func (c *Conn) Mail(ctx context.Context, from string, info MailInfo) Verdict {
 	if c.snap.checker != nil {
 		c.verifier = c.snap.checker.Message()
 	}
+	c.mime = newMIMEScanner()
 	return c.runMessage(ctx, StageMail, func(ctx context.Context) {
 		ch := c.snap.checker
 		if ch == nil {
@@ -148,9 +150,7 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 // Header records one header as received. Value is unfolded as the MTA gave it.
 func (c *Conn) Header(name, value string) {
 	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: value})
-	if c.verifier != nil {
-		c.write(name + ": " + strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
-	}
+	c.write(name + ": " + strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
 }
 
 // EndOfHeaders gives the data-stage verdict.
@@ -159,15 +159,16 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		return v
 	}
 	c.facts.Rcpt = ""
-	if c.verifier != nil {
-		c.write("\r\n")
-	}
+	c.write("\r\n")
 	return c.runMessage(ctx, StageData, nil)
 }
 
 // Body takes the next chunk of the body, CRLF line ends.
 func (c *Conn) Body(chunk []byte) error {
 	c.facts.Size += int64(len(chunk))
+	if c.mime != nil {
+		c.mime.Write(chunk)
+	}
 	if c.verifier == nil {
 		return nil
 	}
@@ -187,6 +188,10 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 		c.facts.Size += int64(len(h.Name) + len(h.Value) + 4)
 	}
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
+		if c.mime != nil {
+			c.facts.Attachments = c.mime.Finish()
+			c.mime = nil
+		}
 		if c.verifier != nil {
 			c.facts.DKIM, c.facts.DMARC = c.verifier.Finish(ctx, c.facts.SPF)
 		}
@@ -321,6 +326,10 @@ func (c *Conn) resetMessage() {
 		c.verifier.Close()
 		c.verifier = nil
 	}
+	if c.mime != nil {
+		c.mime.Close()
+		c.mime = nil
+	}
 	keep := c.facts
 	c.facts = Facts{
 		IP: keep.IP, ClientName: keep.ClientName, IPRev: keep.IPRev, Time: keep.Time,
@@ -438,7 +447,14 @@ func (c *Conn) finishMessage(v Verdict) {
 	c.logTransaction(v)
 }
 
+// write feeds header bytes to what reads the message as it streams.
 func (c *Conn) write(s string) {
+	if c.mime != nil {
+		c.mime.Write([]byte(s))
+	}
+	if c.verifier == nil {
+		return
+	}
 	if _, err := c.verifier.Write([]byte(s)); err != nil {
 		c.e.log.Warn("message verifier refused data", "err", err)
 	}

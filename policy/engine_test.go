@@ -239,3 +239,31 @@ func FuzzAuthServID(f *testing.F) {
 		}
 	})
 }
+
+func TestAttachmentsListedAtEndOfMessage(t *testing.T) {
+	var got []Attachment
+	e := newTestEngine(func(_ context.Context, st Stage, f *Facts, _ *[]Match) Verdict {
+		if st == StageEOM {
+			got = f.Attachments
+		}
+		return Verdict{}
+	})
+	c, _ := e.Connect(ctx, ConnInfo{})
+	defer c.Close()
+	c.Mail(ctx, "a@x.example", MailInfo{})
+	c.Rcpt(ctx, "b@y.example")
+	c.Header("MIME-Version", "1.0")
+	c.Header("Content-Type", `multipart/mixed; boundary="b1"`)
+	c.EndOfHeaders(ctx)
+	body := "--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n" +
+		"--b1\r\nContent-Type: application/octet-stream; name=\"invoice.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n" +
+		"--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\r\n%PDF-1.4\r\n--b1--\r\n"
+	// Chunks split mid-line, as an MTA may send them.
+	for i := 0; i < len(body); i += 7 {
+		c.Body([]byte(body[i:min(i+7, len(body))]))
+	}
+	c.EndOfMessage(ctx)
+	if len(got) != 2 || got[0].Name != "invoice.exe" || got[0].Size != 12 || got[1].Name != "a.pdf" || got[1].ContentType != "application/pdf" {
+		t.Fatalf("attachments = %+v", got)
+	}
+}
