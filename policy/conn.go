@@ -130,10 +130,7 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 		return v
 	}
 	c.facts.Rcpt = strings.Trim(rcpt, "<>")
-	var matches []Match
-	v := c.evalRules(ctx, StageRcpt, &matches)
-	c.matches = append(c.matches, matches...)
-	v = c.settle(v)
+	v := c.settle(c.run(ctx, StageRcpt, nil))
 	switch v.Action {
 	case Reject, Tempfail:
 		c.outcome = append(c.outcome, RcptOutcome{Rcpt: c.facts.Rcpt, Action: v.Action, Code: v.Code})
@@ -408,6 +405,10 @@ func (c *Conn) settle(v Verdict) Verdict {
 func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) (v Verdict) {
 	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
 	defer cancel()
+	if o := c.e.obs; o != nil {
+		start := time.Now()
+		defer func() { o.Stage(c.info.Front, st, v, time.Since(start)) }()
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			c.e.log.Error("internal error while filtering", "stage", st.String(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
@@ -420,14 +421,14 @@ func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) 
 	if ctx.Err() != nil {
 		return c.fallback(c.snap.settings.OnError, st, "checks timed out")
 	}
-	return c.evalRules(ctx, st, &c.matches)
+	return c.evalRules(ctx, st)
 }
 
-func (c *Conn) evalRules(ctx context.Context, st Stage, matches *[]Match) Verdict {
+func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {
 	if c.snap.rules == nil {
 		return Verdict{Action: Continue, Stage: st}
 	}
-	v := c.snap.rules.Eval(ctx, st, &c.facts, matches)
+	v := c.snap.rules.Eval(ctx, st, &c.facts, &c.matches)
 	v.Stage = st
 	if v.Action == Reject || v.Action == Tempfail {
 		v = v.WithDefaults()
@@ -469,7 +470,7 @@ func (c *Conn) logTransaction(v Verdict) {
 		slog.String("client_name", f.ClientName),
 		slog.String("helo", f.Helo),
 		slog.String("from", f.MailFrom),
-		slog.Any("rcpts", c.outcome),
+		slog.String("rcpts", outcomeString(c.outcome)),
 		slog.String("verdict", v.Action.String()),
 		slog.String("stage", v.Stage.String()),
 		slog.Duration("duration", time.Since(c.started)),
@@ -481,9 +482,12 @@ func (c *Conn) logTransaction(v Verdict) {
 		attrs = append(attrs, slog.String("why", why(v)))
 	}
 	if len(c.matches) > 0 {
-		attrs = append(attrs, slog.Any("rules", c.matches))
+		attrs = append(attrs, slog.String("rules", matchString(c.matches)))
 	}
 	attrs = append(attrs, slog.Float64("score", f.Score), slog.String("checks", checkSummary(f)))
+	if o := c.e.obs; o != nil {
+		o.Transaction(c.info.Front, v, f, c.matches, time.Since(c.started))
+	}
 	c.e.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
 }
 
@@ -527,6 +531,34 @@ func checkSummary(f *Facts) string {
 	}
 	if f.DMARC != nil {
 		parts = append(parts, "dmarc="+f.DMARC.Result)
+	}
+	return strings.Join(parts, " ")
+}
+
+// outcomeString renders recipients as "a@x=accept b@y=550".
+func outcomeString(out []RcptOutcome) string {
+	parts := make([]string, len(out))
+	for i, o := range out {
+		r := o.Action.String()
+		if o.Action == Continue {
+			r = "ok"
+		}
+		if o.Code != 0 {
+			r = fmt.Sprint(o.Code)
+		}
+		parts[i] = o.Rcpt + "=" + r
+	}
+	return strings.Join(parts, " ")
+}
+
+// matchString renders matches as "name:action", monitored ones marked.
+func matchString(ms []Match) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.Rule + ":" + m.Action
+		if m.Monitor {
+			parts[i] += "(monitor)"
+		}
 	}
 	return strings.Join(parts, " ")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/mailward/mailward/checks/dkim"
 	"github.com/mailward/mailward/checks/dmarc"
@@ -67,4 +68,13 @@ type RulesFunc func(ctx context.Context, stage Stage, f *Facts, matches *[]Match
 // Eval calls fn.
 func (fn RulesFunc) Eval(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict {
 	return fn(ctx, stage, f, matches)
+}
+
+// Observer receives what the engine decided, for metrics. Calls come from
+// many connections at once.
+type Observer interface {
+	// Stage is called once per stage the engine ran, with its verdict and how long it took.
+	Stage(front string, st Stage, v Verdict, d time.Duration)
+	// Transaction is called once per transaction, at its end.
+	Transaction(front string, v Verdict, f *Facts, matches []Match, d time.Duration)
 }

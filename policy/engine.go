@@ -65,6 +65,7 @@ type snapshot struct {
 type Engine struct {
 	cur  atomic.Pointer[snapshot]
 	log  *slog.Logger
+	obs  Observer
 	wg   sync.WaitGroup
 	open atomic.Int64
 }
@@ -93,6 +94,9 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 	}
 	e.cur.Store(&snapshot{settings: s, checker: checker, rules: rules})
 }
+
+// Observe sends the engine's decisions to o; call it before serving.
+func (e *Engine) Observe(o Observer) { e.obs = o }
 
 // Settings returns the settings in force.
 func (e *Engine) Settings() Settings { return e.cur.Load().settings }
