@@ -50,7 +50,7 @@ type Conn struct {
 // Connect opens a connection and gives the connect-stage verdict.
 func (e *Engine) Connect(ctx context.Context, info ConnInfo) (*Conn, Verdict) {
 	e.wg.Add(1)
-	e.open.Add(1)
+	e.counter(info.Front).Add(1)
 	c := &Conn{e: e, snap: e.cur.Load(), info: info, started: time.Now()}
 	c.facts.IP = info.IP
 	c.facts.ClientName = info.Name
@@ -291,7 +291,7 @@ func (c *Conn) Close() {
 	}
 	c.Abort()
 	c.closed = true
-	c.e.open.Add(-1)
+	c.e.counter(c.info.Front).Add(-1)
 	c.e.wg.Done()
 }
 

@@ -67,7 +67,7 @@ type Engine struct {
 	log  *slog.Logger
 	obs  Observer
 	wg   sync.WaitGroup
-	open atomic.Int64
+	open sync.Map // front name → *atomic.Int64
 }
 
 // NewEngine returns an engine. checker and rules may be nil: no checks, no rules.
@@ -101,8 +101,16 @@ func (e *Engine) Observe(o Observer) { e.obs = o }
 // Settings returns the settings in force.
 func (e *Engine) Settings() Settings { return e.cur.Load().settings }
 
-// Open reports how many connections are open.
-func (e *Engine) Open() int64 { return e.open.Load() }
+// Open reports how many connections of a front are open.
+func (e *Engine) Open(front string) int64 { return e.counter(front).Load() }
+
+func (e *Engine) counter(front string) *atomic.Int64 {
+	if n, ok := e.open.Load(front); ok {
+		return n.(*atomic.Int64)
+	}
+	n, _ := e.open.LoadOrStore(front, new(atomic.Int64))
+	return n.(*atomic.Int64)
+}
 
 // Wait blocks until every connection has closed or ctx ends.
 func (e *Engine) Wait(ctx context.Context) error {
@@ -112,6 +120,6 @@ func (e *Engine) Wait(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("waiting for %d open connections: %w", e.open.Load(), ctx.Err())
+		return fmt.Errorf("waiting for open connections: %w", ctx.Err())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
@@ -18,6 +19,7 @@ type Config struct {
 	OnError     string        `yaml:"on_error"`
 	Log         LogConfig     `yaml:"log"`
 	Milter      milter.Config `yaml:"milter"`
+	Admin       admin.Config  `yaml:"admin"`
 	DMARC       DMARCConfig   `yaml:"dmarc"`
 	Thresholds  Thresholds    `yaml:"thresholds"`
 	ScoreHeader string        `yaml:"score_header"`
@@ -65,6 +67,7 @@ func defaultConfig() *Config {
 		OnError:  "tempfail",
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
+		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		DMARC:    DMARCConfig{OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
 		file:     "(defaults)",

@@ -14,6 +14,8 @@ type parts struct {
 	rules   policy.Rules
 	nrules  int
 	closers []func()
+	// readiness checks shared dependencies, for /readyz.
+	readiness []func(context.Context) error
 }
 
 func (p *parts) summary() string {
@@ -24,6 +26,16 @@ func (p *parts) close() {
 	for _, c := range p.closers {
 		c()
 	}
+}
+
+// ready reports a part that cannot serve, such as an unreachable Redis.
+func (p *parts) ready(ctx context.Context) error {
+	for _, r := range p.readiness {
+		if err := r(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // buildParts compiles rules and sets up the checks for cfg.

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 )
@@ -46,27 +50,56 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *checkOnly {
+		parts.close()
 		fmt.Fprintf(stdout, "%s: OK (%s)\n", cfg.file, parts.summary())
 		return 0
 	}
-	if err := serve(cfg, *file, parts, log); err != nil {
+	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, reloads: make(chan chan error)}
+	if err := d.run(); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(cfg *Config, file string, parts *parts, log *slog.Logger) error {
-	engine := policy.NewEngine(cfg.settings(), parts.checker, parts.rules, log)
-	mode, _ := cfg.socketMode()
-	ln, err := milter.Listen(cfg.Milter.Listen, mode)
+// daemon is a running mailward: its engine, fronts and admin listener.
+type daemon struct {
+	file    string
+	cfg     *Config
+	parts   *parts
+	log     *slog.Logger
+	engine  *policy.Engine
+	metrics *admin.Metrics
+	reloads chan chan error
+}
+
+func (d *daemon) run() error {
+	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.rules, d.log)
+	d.metrics = admin.NewMetrics()
+	d.engine.Observe(d.metrics)
+
+	mode, _ := d.cfg.socketMode()
+	ln, err := milter.Listen(d.cfg.Milter.Listen, mode)
 	if err != nil {
 		return err
 	}
-	ms := milter.New(engine, cfg.Timeouts.Milter, log)
-	errc := make(chan error, 1)
+	ms := milter.New(d.engine, d.cfg.Timeouts.Milter, d.log)
+	errc := make(chan error, 2)
 	go func() { errc <- ms.Serve(ln) }()
-	log.Info("mailward started", "milter", cfg.Milter.Listen, "config", cfg.file, "loaded", parts.summary())
+	d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": "milter"},
+		func() float64 { return float64(d.engine.Open("milter")) })
+
+	var adm *admin.Server
+	if d.cfg.Admin.Listen != "" {
+		aln, err := net.Listen("tcp", d.cfg.Admin.Listen)
+		if err != nil {
+			ms.Shutdown(context.Background())
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		adm = admin.New(d.cfg.Admin, d.metrics, admin.Hooks{Ready: d.ready, Reload: d.requestReload}, d.log)
+		go func() { errc <- adm.Serve(aln) }()
+	}
+	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -74,43 +107,66 @@ func serve(cfg *Config, file string, parts *parts, log *slog.Logger) error {
 	for {
 		select {
 		case err := <-errc:
-			return fmt.Errorf("milter listener: %w", err)
+			if err != nil {
+				return err
+			}
+		case reply := <-d.reloads:
+			reply <- d.reload()
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				cfg, parts = reload(file, cfg, parts, engine, log)
+				d.reload()
 				continue
 			}
-			log.Info("shutting down: finishing transactions in flight", "signal", sig.String(), "timeout", cfg.Timeouts.Shutdown)
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Shutdown)
+			d.log.Info("shutting down: finishing transactions in flight", "signal", sig.String(), "timeout", d.cfg.Timeouts.Shutdown)
+			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeouts.Shutdown)
 			err := ms.Shutdown(ctx)
 			cancel()
-			parts.close()
-			if err != nil {
-				log.Warn("shutdown", "err", err)
+			if adm != nil {
+				adm.Shutdown(context.Background())
 			}
-			log.Info("mailward stopped")
+			d.parts.close()
+			if err != nil {
+				d.log.Warn("shutdown", "err", err)
+			}
+			d.log.Info("mailward stopped")
 			return nil
 		}
 	}
 }
 
+// requestReload runs a reload on the daemon's own goroutine, so that HTTP
+// and SIGHUP reloads never race.
+func (d *daemon) requestReload() error {
+	reply := make(chan error, 1)
+	d.reloads <- reply
+	return <-reply
+}
+
 // reload reads the config and rules again; on any error the running ones
 // stay and the error is logged with its position.
-func reload(file string, old *Config, oldParts *parts, engine *policy.Engine, log *slog.Logger) (*Config, *parts) {
-	cfg, err := loadConfig(file)
+func (d *daemon) reload() error {
+	cfg, err := loadConfig(d.file)
+	var p *parts
 	if err == nil {
-		var p *parts
-		p, err = buildParts(context.Background(), cfg, log)
-		if err == nil {
-			if cfg.Milter.Listen != old.Milter.Listen {
-				log.Warn("milter.listen changed; it takes effect at restart", "running", old.Milter.Listen, "new", cfg.Milter.Listen)
-			}
-			engine.Update(cfg.settings(), p.checker, p.rules)
-			oldParts.close()
-			log.Info("reloaded", "config", cfg.file, "loaded", p.summary())
-			return cfg, p
-		}
+		p, err = buildParts(context.Background(), cfg, d.log)
 	}
-	log.Error("reload failed; keeping the running config and rules", "err", err)
-	return old, oldParts
+	d.metrics.Reload(err)
+	if err != nil {
+		d.log.Error("reload failed; keeping the running config and rules", "err", err)
+		return err
+	}
+	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen {
+		d.log.Warn("listen addresses changed; they take effect at restart")
+	}
+	d.engine.Update(cfg.settings(), p.checker, p.rules)
+	d.parts.close()
+	d.cfg, d.parts = cfg, p
+	d.log.Info("reloaded", "config", cfg.file, "loaded", p.summary())
+	return nil
+}
+
+// ready reports whether mailward can take mail: listeners are up (it runs
+// only once they are), rules are loaded, and the shared cache answers.
+func (d *daemon) ready(ctx context.Context) error {
+	return d.parts.ready(ctx)
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,8 +47,8 @@ func mailwardBinary(t *testing.T) string {
 	return binPath
 }
 
-// daemon is a mailward serve process.
-type daemon struct {
+// proc is a mailward serve process.
+type proc struct {
 	cmd  *exec.Cmd
 	out  *syncBuffer
 	done chan error
@@ -64,9 +66,9 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func startDaemon(t *testing.T, config string, addr string) *daemon {
+func startProc(t *testing.T, config string, addr string) *proc {
 	t.Helper()
-	d := &daemon{out: &syncBuffer{}, done: make(chan error, 1)}
+	d := &proc{out: &syncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(mailwardBinary(t), "serve", "--config", config)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
@@ -93,7 +95,7 @@ func startDaemon(t *testing.T, config string, addr string) *daemon {
 	}
 }
 
-func (d *daemon) wait(t *testing.T, within time.Duration) error {
+func (d *proc) wait(t *testing.T, within time.Duration) error {
 	t.Helper()
 	select {
 	case err := <-d.done:
@@ -107,8 +109,8 @@ func (d *daemon) wait(t *testing.T, within time.Duration) error {
 func TestSIGTERMFinishesTransactionInFlight(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+"\ntimeouts:\n  shutdown: 20s\n")
-	d := startDaemon(t, cfg, addr)
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+"\nadmin:\n  listen: \"\"\ntimeouts:\n  shutdown: 20s\n")
+	d := startProc(t, cfg, addr)
 
 	client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
@@ -172,5 +174,106 @@ func TestSIGTERMFinishesTransactionInFlight(t *testing.T) {
 	}
 	if !strings.Contains(d.out.String(), "verdict=accept") {
 		t.Fatalf("no transaction log line:\n%s", d.out.String())
+	}
+}
+
+func httpDo(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdminEndpointsAndReload(t *testing.T) {
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	good := "hostname: mw.test.example\nmilter:\n  listen: inet:" + addr + "\nadmin:\n  listen: " + adminAddr + "\n"
+	cfg := writeFile(t, dir, "mailward.yaml", good)
+	p := startProc(t, cfg, addr)
+	base := "http://" + adminAddr
+	waitHTTP(t, base+"/healthz")
+	if code, body := httpDo(t, "GET", base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	// A milter transaction shows up in the metrics.
+	sendOne(t, addr)
+	if code, body := httpDo(t, "GET", base+"/metrics"); code != 200 || !strings.Contains(body, `mailward_transactions_total{front="milter",verdict="accept"} 1`) {
+		t.Fatalf("/metrics = %d, no accepted milter transaction:\n%s", code, body)
+	}
+	// A broken config is refused over HTTP and the running one stays.
+	writeFile(t, dir, "mailward.yaml", good+"bogus_key: 1\n")
+	code, body := httpDo(t, "POST", base+"/reload")
+	if code != 422 || !strings.Contains(body, "mailward.yaml:6:1: unknown key \"bogus_key\"") {
+		t.Fatalf("bad reload = %d %q", code, body)
+	}
+	if code, _ := httpDo(t, "GET", base+"/readyz"); code != 200 {
+		t.Fatalf("not ready after a failed reload")
+	}
+	// SIGHUP with the same broken file: logged, still serving.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	sendOne(t, addr)
+	writeFile(t, dir, "mailward.yaml", good)
+	if code, body := httpDo(t, "POST", base+"/reload"); code != 200 {
+		t.Fatalf("good reload = %d %s", code, body)
+	}
+	_, metrics := httpDo(t, "GET", base+"/metrics")
+	for _, want := range []string{`mailward_reloads_total{result="failure"} 2`, `mailward_reloads_total{result="success"} 1`, `mailward_transactions_total{front="milter",verdict="accept"} 2`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if !strings.Contains(p.out.String(), "reload failed; keeping the running config and rules") {
+		t.Errorf("failed reload not logged:\n%s", p.out.String())
+	}
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sendOne runs one accepted message through the milter.
+func sendOne(t *testing.T, addr string) {
+	t.Helper()
+	client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	defer client.Close()
+	s, err := client.Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	steps := []func() (*gomilter.Action, error){
+		func() (*gomilter.Action, error) { return s.Conn("c.example", gomilter.FamilyInet, 25, "192.0.2.1") },
+		func() (*gomilter.Action, error) { return s.Helo("c.example") },
+		func() (*gomilter.Action, error) { return s.Mail("<a@x.example>", nil) },
+		func() (*gomilter.Action, error) { return s.Rcpt("<b@y.example>", nil) },
+		func() (*gomilter.Action, error) { return s.HeaderEnd() },
+	}
+	for i, step := range steps {
+		if a, err := step(); err != nil || a.Code != gomilter.ActContinue {
+			t.Fatalf("step %d: %+v %v", i, a, err)
+		}
+	}
+	if _, a, err := s.End(); err != nil || a.Code != gomilter.ActAccept {
+		t.Fatalf("end: %+v %v", a, err)
 	}
 }

@@ -1,0 +1,130 @@
+// Package admin is the operator's side of mailward: Prometheus metrics,
+// health and readiness, reload over HTTP and optional pprof.
+package admin
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mailward/mailward/policy"
+)
+
+// Metrics holds mailward's metrics in a registry of its own, so that two
+// instances in one process (tests) never collide.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	transactions *prometheus.CounterVec
+	verdicts     *prometheus.CounterVec
+	ruleMatches  *prometheus.CounterVec
+	checkResults *prometheus.CounterVec
+	stageLatency *prometheus.HistogramVec
+	txLatency    *prometheus.HistogramVec
+	reloads      *prometheus.CounterVec
+	lastReload   prometheus.Gauge
+}
+
+// NewMetrics registers every metric, plus the Go runtime and process ones.
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_transactions_total", Help: "Transactions ended, by front and final verdict.",
+		}, []string{"front", "verdict"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_stage_verdicts_total", Help: "Verdicts given, by front, stage and action.",
+		}, []string{"front", "stage", "action"}),
+		ruleMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_rule_matches_total", Help: "Rule matches, by rule name and mode (enforce or monitor).",
+		}, []string{"rule", "mode"}),
+		checkResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_check_results_total", Help: "Check results, by check and result.",
+		}, []string{"check", "result"}),
+		stageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mailward_stage_duration_seconds", Help: "Time spent on the checks and rules of one stage.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"front", "stage"}),
+		txLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mailward_transaction_duration_seconds", Help: "Whole-transaction time, from MAIL FROM (or connect) to its verdict.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, []string{"front"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_reloads_total", Help: "Config and rule reloads, by result (success or failure).",
+		}, []string{"result"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mailward_last_good_reload_timestamp_seconds", Help: "When the running config and rules were loaded.",
+		}),
+	}
+	r.MustRegister(m.transactions, m.verdicts, m.ruleMatches, m.checkResults, m.stageLatency, m.txLatency,
+		m.reloads, m.lastReload, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.lastReload.SetToCurrentTime()
+	return m
+}
+
+// Stage implements policy.Observer.
+func (m *Metrics) Stage(front string, st policy.Stage, v policy.Verdict, d time.Duration) {
+	m.verdicts.WithLabelValues(front, st.String(), v.Action.String()).Inc()
+	m.stageLatency.WithLabelValues(front, st.String()).Observe(d.Seconds())
+}
+
+// Transaction implements policy.Observer.
+func (m *Metrics) Transaction(front string, v policy.Verdict, f *policy.Facts, matches []policy.Match, d time.Duration) {
+	m.transactions.WithLabelValues(front, v.Action.String()).Inc()
+	m.txLatency.WithLabelValues(front).Observe(d.Seconds())
+	for _, x := range matches {
+		mode := "enforce"
+		if x.Monitor {
+			mode = "monitor"
+		}
+		m.ruleMatches.WithLabelValues(x.Rule, mode).Inc()
+	}
+	if f.IPRev != nil {
+		m.checkResults.WithLabelValues("iprev", f.IPRev.Result).Inc()
+	}
+	if f.SPF != nil {
+		m.checkResults.WithLabelValues("spf", f.SPF.Result).Inc()
+	}
+	if f.SPFHelo != nil {
+		m.checkResults.WithLabelValues("spf_helo", f.SPFHelo.Result).Inc()
+	}
+	for _, r := range f.DKIM {
+		m.checkResults.WithLabelValues("dkim", r.Result).Inc()
+	}
+	if f.DMARC != nil {
+		m.checkResults.WithLabelValues("dmarc", f.DMARC.Result).Inc()
+	}
+	for _, r := range f.DNSBL {
+		res := "clean"
+		switch {
+		case r.Error != "":
+			res = "error"
+		case len(r.Codes) > 0:
+			res = "listed"
+		}
+		m.checkResults.WithLabelValues("dnsbl:"+r.Zone, res).Inc()
+	}
+}
+
+// Reload records a reload attempt.
+func (m *Metrics) Reload(err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReload.SetToCurrentTime()
+}
+
+// GaugeFunc registers a gauge read at scrape time, e.g. open connections
+// of a front or a cache's breaker state.
+func (m *Metrics) GaugeFunc(name, help string, labels prometheus.Labels, fn func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, fn))
+}
+
+// CounterFunc registers a counter read at scrape time, e.g. DNS queries.
+func (m *Metrics) CounterFunc(name, help string, labels prometheus.Labels, fn func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, fn))
+}
