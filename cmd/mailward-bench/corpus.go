@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Item is one message of a corpus with the verdict mailward must give it
+// under the config that gen writes beside it.
+type Item struct {
+	File  string   `json:"file"`
+	Class string   `json:"class"`
+	IP    string   `json:"ip"`
+	Helo  string   `json:"helo"`
+	From  string   `json:"from"`
+	Rcpts []string `json:"rcpts"`
+	// Expect is the final action: accept, reject or quarantine.
+	Expect string `json:"expect"`
+	// RejectRcpts are the recipients that must be refused at RCPT.
+	RejectRcpts []string `json:"reject_rcpts,omitempty"`
+	// RemoveHeader names a header that must be deleted (a forged one).
+	RemoveHeader string `json:"remove_header,omitempty"`
+}
+
+// Manifest describes a corpus directory.
+type Manifest struct {
+	Zone     string `json:"zone"`
+	Origin   string `json:"origin"`
+	AuthServ string `json:"authserv_id"`
+	Items    []Item `json:"items"`
+}
+
+// Message is an item with its bytes loaded.
+type Message struct {
+	Item
+	Header [][2]string
+	Body   []byte
+}
+
+func loadCorpus(dir string) (*Manifest, []Message, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading corpus: %w (make one with mailward-bench gen)", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, "manifest.json"), err)
+	}
+	msgs := make([]Message, 0, len(m.Items))
+	for _, it := range m.Items {
+		raw, err := os.ReadFile(filepath.Join(dir, it.File))
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading corpus message: %w", err)
+		}
+		h, body, err := splitMessage(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", it.File, err)
+		}
+		msgs = append(msgs, Message{Item: it, Header: h, Body: body})
+	}
+	if len(msgs) == 0 {
+		return nil, nil, fmt.Errorf("corpus %s has no messages", dir)
+	}
+	return &m, msgs, nil
+}
+
+// splitMessage parses the header fields (keeping folding) and the body.
+func splitMessage(raw []byte) ([][2]string, []byte, error) {
+	var fields [][2]string
+	i := 0
+	for i < len(raw) {
+		end := indexCRLF(raw, i)
+		if end < 0 {
+			return nil, nil, fmt.Errorf("header not terminated")
+		}
+		line := string(raw[i:end])
+		i = end + 2
+		if line == "" {
+			return fields, raw[i:], nil
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
+			fields[len(fields)-1][1] += "\r\n" + line
+			continue
+		}
+		name, value, ok := cut(line, ':')
+		if !ok {
+			return nil, nil, fmt.Errorf("malformed header line %q", line)
+		}
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+		fields = append(fields, [2]string{name, value})
+	}
+	return fields, nil, nil
+}
+
+func indexCRLF(b []byte, from int) int {
+	for j := from; j+1 < len(b); j++ {
+		if b[j] == '\r' && b[j+1] == '\n' {
+			return j
+		}
+	}
+	return -1
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
