@@ -34,17 +34,17 @@ type runOpts struct {
 
 // result sums up one run.
 type result struct {
-	Name       string                    `json:"name"`
-	Messages   int                       `json:"messages"`
-	Errors     int                       `json:"errors"`
-	Seconds    float64                   `json:"seconds"`
-	PerSecond  float64                   `json:"messages_per_second"`
-	Latency    map[string]latency        `json:"latency_ms"`
-	Right      map[string]int            `json:"right"`
-	Total      map[string]int            `json:"total"`
-	Wrong      []string                  `json:"wrong,omitempty"`
-	Ratio      float64                   `json:"ratio_to_baseline,omitempty"`
-	durations  map[string][]time.Duration `json:"-"`
+	Name      string                     `json:"name"`
+	Messages  int                        `json:"messages"`
+	Errors    int                        `json:"errors"`
+	Seconds   float64                    `json:"seconds"`
+	PerSecond float64                    `json:"messages_per_second"`
+	Latency   map[string]latency         `json:"latency_ms"`
+	Right     map[string]int             `json:"right"`
+	Total     map[string]int             `json:"total"`
+	Wrong     []string                   `json:"wrong,omitempty"`
+	Ratio     float64                    `json:"ratio_to_baseline,omitempty"`
+	durations map[string][]time.Duration `json:"-"`
 }
 
 type latency struct {
