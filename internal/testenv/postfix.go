@@ -24,6 +24,37 @@ type PostfixConfig struct {
 	Master []string
 }
 
+// ReadMainCf reads the settings of a main.cf snippet, such as the ones in
+// examples/postfix, so tests use them as written.
+func ReadMainCf(t testing.TB, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	out := map[string]string{}
+	var last string
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if last == "" {
+				t.Fatalf("%s:%d: continuation line without a setting", path, i+1)
+			}
+			out[last] += " " + strings.TrimSpace(line)
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%s:%d: not a main.cf setting: %q", path, i+1, line)
+		}
+		last = strings.TrimSpace(k)
+		out[last] = strings.TrimSpace(v)
+	}
+	return out
+}
+
 // Postfix is a private Postfix instance: its own config, queue and data
 // directories in a temporary directory, its own port on 127.0.0.1.
 type Postfix struct {

@@ -68,14 +68,13 @@ func startRig(t *testing.T) *rig {
 		srv.Shutdown(ctx)
 	})
 	sink := testenv.StartSink(t)
-	pf := testenv.StartPostfix(t, testenv.PostfixConfig{
-		RelayTo: sink.Addr(),
-		Main: map[string]string{
-			"smtpd_milters":         "inet:" + ln.Addr().String(),
-			"milter_default_action": "tempfail",
-			"milter_protocol":       "6",
-		},
-	})
+	// The documented snippet, as written, with only the address changed.
+	main := testenv.ReadMainCf(t, "../../examples/postfix/main.cf.milter")
+	if main["smtpd_milters"] != "inet:127.0.0.1:8891" || main["milter_default_action"] != "tempfail" {
+		t.Fatalf("examples/postfix/main.cf.milter changed: %v", main)
+	}
+	main["smtpd_milters"] = "inet:" + ln.Addr().String()
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: main})
 	return &rig{postfix: pf, sink: sink, server: srv, seen: seen}
 }
 
