@@ -133,6 +133,7 @@ func (g *generator) zoneHeader() error {
 	fmt.Fprintf(&g.zone, "@ IN SOA ns.bench.test. hostmaster.bench.test. 1 3600 600 86400 300\n@ IN NS ns.bench.test.\nns IN A 127.0.0.1\n")
 	// The sending host: forward-confirmed reverse DNS.
 	fmt.Fprintf(&g.zone, "mail.sender IN A %s\n", clientIP)
+	fmt.Fprintf(&g.zone, "2.0.192.in-addr.arpa. IN SOA ns.bench.test. hostmaster.bench.test. 1 3600 600 86400 300\n")
 	fmt.Fprintf(&g.zone, "10.2.0.192.in-addr.arpa. IN PTR %s.\n", clientName)
 	// The unaligned bounce domain of an email service provider, whose SPF refuses the client.
 	fmt.Fprintf(&g.zone, "esp IN TXT \"v=spf1 -all\"\nesp IN MX 10 mail.sender\n")
