@@ -1,0 +1,312 @@
+package smtp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the SMTP proxy's part of the config file (the smtp: section).
+// Zero values take the defaults of DefaultConfig.
+type Config struct {
+	// Listen is HOST:PORT for plain SMTP with STARTTLS; empty: none.
+	Listen string `yaml:"listen"`
+	// ListenTLS is HOST:PORT for implicit TLS (as on port 465); empty: none.
+	ListenTLS string `yaml:"listen_tls"`
+	// Upstream is HOST:PORT of the MTA mail is relayed to.
+	Upstream string `yaml:"upstream"`
+	// Hostname is the name in the greeting, the EHLO to upstream and Received headers.
+	Hostname string `yaml:"hostname"`
+
+	// TLSCert and TLSKey are PEM files; with them STARTTLS is offered.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// UpstreamTLS is opportunistic, required or off.
+	UpstreamTLS string `yaml:"upstream_tls"`
+	// UpstreamTLSCA, when set, is a PEM file of CAs the upstream
+	// certificate must chain to; without it the certificate is not verified.
+	UpstreamTLSCA string `yaml:"upstream_tls_ca"`
+	// UpstreamTLSServerName is the name verified in the upstream certificate
+	// (default: the host of Upstream).
+	UpstreamTLSServerName string `yaml:"upstream_tls_server_name"`
+
+	// TrustedNetworks may send XCLIENT and (with ProxyProtocol) a PROXY header.
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	// ProxyProtocol makes connections from trusted networks start with a
+	// PROXY protocol v1 or v2 header.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+
+	MaxMessageSize      int64 `yaml:"max_message_size"`
+	MaxRecipients       int   `yaml:"max_recipients"`
+	MaxConnections      int   `yaml:"max_connections"`
+	MaxConnectionsPerIP int   `yaml:"max_connections_per_ip"`
+
+	// CommandTimeout bounds the wait for each client command.
+	CommandTimeout time.Duration `yaml:"command_timeout"`
+	// DataTimeout bounds each wait for message data from the client.
+	DataTimeout time.Duration `yaml:"data_timeout"`
+	// UpstreamTimeout bounds each wait for upstream, connecting included.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+
+	// Quarantine is what a quarantine verdict does: header, tempfail or reject.
+	Quarantine string `yaml:"quarantine"`
+	// QuarantineHeader names the header a quarantined message is relayed with.
+	QuarantineHeader string `yaml:"quarantine_header"`
+
+	// SpoolDir holds messages larger than a small in-memory buffer while
+	// they are checked (default: the system temporary directory).
+	SpoolDir string `yaml:"spool_dir"`
+}
+
+// Defaults.
+const (
+	DefaultMaxMessageSize      = 50 << 20
+	DefaultMaxRecipients       = 100
+	DefaultMaxConnections      = 500
+	DefaultMaxConnectionsPerIP = 20
+	DefaultCommandTimeout      = 5 * time.Minute
+	DefaultDataTimeout         = 10 * time.Minute
+	DefaultUpstreamTimeout     = 5 * time.Minute
+	DefaultQuarantineHeader    = "X-Mailward-Quarantine"
+)
+
+// DefaultConfig returns the defaults; Listen and Upstream stay empty.
+func DefaultConfig() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Hostname:            host,
+		UpstreamTLS:         "opportunistic",
+		MaxMessageSize:      DefaultMaxMessageSize,
+		MaxRecipients:       DefaultMaxRecipients,
+		MaxConnections:      DefaultMaxConnections,
+		MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
+		CommandTimeout:      DefaultCommandTimeout,
+		DataTimeout:         DefaultDataTimeout,
+		UpstreamTimeout:     DefaultUpstreamTimeout,
+		Quarantine:          "header",
+		QuarantineHeader:    DefaultQuarantineHeader,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Hostname == "" {
+		c.Hostname = d.Hostname
+	}
+	if c.UpstreamTLS == "" {
+		c.UpstreamTLS = d.UpstreamTLS
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = d.MaxMessageSize
+	}
+	if c.MaxRecipients == 0 {
+		c.MaxRecipients = d.MaxRecipients
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = d.MaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = d.MaxConnectionsPerIP
+	}
+	if c.CommandTimeout == 0 {
+		c.CommandTimeout = d.CommandTimeout
+	}
+	if c.DataTimeout == 0 {
+		c.DataTimeout = d.DataTimeout
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = d.UpstreamTimeout
+	}
+	if c.Quarantine == "" {
+		c.Quarantine = d.Quarantine
+	}
+	if c.QuarantineHeader == "" {
+		c.QuarantineHeader = d.QuarantineHeader
+	}
+	return c
+}
+
+// Problem is one bad config value; Key is relative to the smtp section.
+type Problem struct {
+	Key     string
+	Message string
+}
+
+func (p Problem) Error() string { return "smtp." + p.Key + ": " + p.Message }
+
+// Problems lists every bad value after defaults are applied, so the
+// config loader can point at each one.
+func (c Config) Problems() []Problem {
+	c = c.withDefaults()
+	var out []Problem
+	bad := func(key, format string, args ...any) {
+		out = append(out, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
+	}
+	for key, addr := range map[string]string{"listen": c.Listen, "listen_tls": c.ListenTLS} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q: want HOST:PORT", addr)
+		}
+	}
+	if c.Upstream == "" {
+		bad("upstream", "required: HOST:PORT of the MTA to relay to")
+	} else if _, _, err := net.SplitHostPort(c.Upstream); err != nil {
+		bad("upstream", "%q: want HOST:PORT", c.Upstream)
+	}
+	if strings.ContainsAny(c.Hostname, " \t\r\n") {
+		bad("hostname", "%q: must be one word", c.Hostname)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert", "tls_cert and tls_key go together")
+	}
+	if c.ListenTLS != "" && c.TLSCert == "" {
+		bad("listen_tls", "needs tls_cert and tls_key")
+	}
+	switch c.UpstreamTLS {
+	case "opportunistic", "required", "off":
+	default:
+		bad("upstream_tls", "%q: want opportunistic, required or off", c.UpstreamTLS)
+	}
+	if _, err := parseNetworks(c.TrustedNetworks); err != nil {
+		bad("trusted_networks", "%v", err)
+	}
+	if c.MaxMessageSize < 0 {
+		bad("max_message_size", "must not be negative")
+	}
+	for key, n := range map[string]int{"max_recipients": c.MaxRecipients, "max_connections": c.MaxConnections, "max_connections_per_ip": c.MaxConnectionsPerIP} {
+		if n < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	for key, d := range map[string]time.Duration{"command_timeout": c.CommandTimeout, "data_timeout": c.DataTimeout, "upstream_timeout": c.UpstreamTimeout} {
+		if d < 0 {
+			bad(key, "must be a positive duration such as 5m")
+		}
+	}
+	switch c.Quarantine {
+	case "header", "tempfail", "reject":
+	default:
+		bad("quarantine", "%q: want header, tempfail or reject", c.Quarantine)
+	}
+	if !validHeaderName(c.QuarantineHeader) {
+		bad("quarantine_header", "%q is not a header name", c.QuarantineHeader)
+	}
+	if c.SpoolDir != "" {
+		if fi, err := os.Stat(c.SpoolDir); err != nil || !fi.IsDir() {
+			bad("spool_dir", "%q is not a directory", c.SpoolDir)
+		}
+	}
+	return out
+}
+
+// Validate reports every problem as one error.
+func (c Config) Validate() error {
+	ps := c.Problems()
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+func parseNetworks(nets []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		if p, err := netip.ParsePrefix(n); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(n)
+		if err != nil {
+			return nil, fmt.Errorf("%q: want an address or CIDR network", n)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// settings is the checked, ready-to-use form of a Config; a reload
+// swaps it whole.
+type settings struct {
+	cfg       Config
+	trusted   []netip.Prefix
+	cert      *tls.Certificate // nil: no TLS towards clients
+	upTLS     *tls.Config      // nil: no TLS towards upstream
+	spoolDir  string
+	upstreamH string
+}
+
+func newSettings(cfg Config) (*settings, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st := &settings{cfg: cfg, spoolDir: cfg.SpoolDir}
+	st.trusted, _ = parseNetworks(cfg.TrustedNetworks)
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading smtp.tls_cert %s and smtp.tls_key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		st.cert = &cert
+	}
+	st.upstreamH, _, _ = net.SplitHostPort(cfg.Upstream)
+	if cfg.UpstreamTLS != "off" {
+		name := cfg.UpstreamTLSServerName
+		if name == "" {
+			name = st.upstreamH
+		}
+		st.upTLS = &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}
+		if cfg.UpstreamTLSCA != "" {
+			pem, err := os.ReadFile(cfg.UpstreamTLSCA)
+			if err != nil {
+				return nil, fmt.Errorf("reading smtp.upstream_tls_ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("smtp.upstream_tls_ca %s: no PEM certificates in it", cfg.UpstreamTLSCA)
+			}
+			st.upTLS.RootCAs = pool
+		} else {
+			// Opportunistic encryption as MTAs do it: a certificate that
+			// cannot be verified still beats plain text.
+			st.upTLS.InsecureSkipVerify = true
+		}
+	}
+	return st, nil
+}
+
+func (st *settings) isTrusted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range st.trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,368 @@
+package smtp
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// identMode is how upstream learns who the real client is.
+type identMode int
+
+const (
+	identXCLIENT  identMode = iota // the session takes the client's identity
+	identXFORWARD                  // attributes sent before each MAIL
+	identReceived                  // a Received header of our own
+)
+
+func (m identMode) String() string {
+	return [...]string{"xclient", "xforward", "received"}[m]
+}
+
+// clientInfo is what upstream is told about the real client.
+type clientInfo struct {
+	ip    netip.Addr
+	port  uint16
+	name  string // verified host name; "" when unknown
+	helo  string
+	esmtp bool
+	login string
+	tls   bool
+}
+
+func (ci *clientInfo) proto() string {
+	if ci.esmtp {
+		return "ESMTP"
+	}
+	return "SMTP"
+}
+
+// replyError is a failure reply of upstream's, to pass on to the client.
+type replyError struct {
+	r      reply
+	during string
+}
+
+func (e *replyError) Error() string {
+	return "upstream answered " + e.during + " with " + e.r.String()
+}
+
+var errTLSRequired = errors.New("upstream does not offer STARTTLS and smtp.upstream_tls is required")
+
+// tlsError is a failed TLS handshake with upstream.
+type tlsError struct{ err error }
+
+func (e *tlsError) Error() string { return "TLS handshake with upstream: " + e.err.Error() }
+func (e *tlsError) Unwrap() error { return e.err }
+
+// upstream is one connection to the real MTA, used by one session.
+type upstream struct {
+	conn  *deadlineConn
+	sock  net.Conn // the connection in use: TCP or TLS over it
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	caps  caps
+	tls   bool
+	ident identMode
+}
+
+// dialUpstream connects, says EHLO, starts TLS as configured and, given a
+// client, tells upstream who it is.
+func dialUpstream(ctx context.Context, st *settings, ci *clientInfo, log *slog.Logger) (*upstream, error) {
+	up, err := connectUpstream(ctx, st, st.upTLS != nil)
+	var te *tlsError
+	if errors.As(err, &te) && st.cfg.UpstreamTLS == "opportunistic" {
+		log.Warn("smtp: TLS to upstream failed; relaying without TLS", "upstream", st.cfg.Upstream, "err", err)
+		up, err = connectUpstream(ctx, st, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ci != nil {
+		if err := up.identify(ci, st.cfg.Hostname, log); err != nil {
+			up.close()
+			return nil, err
+		}
+	}
+	return up, nil
+}
+
+func connectUpstream(ctx context.Context, st *settings, useTLS bool) (*upstream, error) {
+	timeout := st.cfg.UpstreamTimeout
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", st.cfg.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to upstream %s: %w", st.cfg.Upstream, err)
+	}
+	up := &upstream{conn: &deadlineConn{Conn: raw, timeout: timeout}}
+	up.use(up.conn)
+	ok := false
+	defer func() {
+		if !ok {
+			up.close()
+		}
+	}()
+	greet, err := readReply(up.br)
+	if err != nil {
+		return nil, fmt.Errorf("reading upstream greeting: %w", err)
+	}
+	if greet.code != 220 {
+		return nil, &replyError{greet, "the connection"}
+	}
+	if err := up.ehlo(st.cfg.Hostname); err != nil {
+		return nil, err
+	}
+	if useTLS && up.caps.startTLS {
+		r, err := up.cmd("STARTTLS")
+		if err != nil {
+			return nil, err
+		}
+		if r.code != 220 {
+			return nil, &tlsError{fmt.Errorf("STARTTLS refused: %s", r)}
+		}
+		tc := tls.Client(up.conn, st.upTLS.Clone())
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return nil, &tlsError{err}
+		}
+		up.use(tc)
+		up.tls = true
+		if err := up.ehlo(st.cfg.Hostname); err != nil {
+			return nil, err
+		}
+	}
+	if st.cfg.UpstreamTLS == "required" && !up.tls {
+		return nil, errTLSRequired
+	}
+	ok = true
+	return up, nil
+}
+
+func (up *upstream) use(c net.Conn) {
+	up.sock = c
+	up.br = bufio.NewReaderSize(c, 4096)
+	up.bw = bufio.NewWriterSize(c, 32<<10)
+}
+
+func (up *upstream) ehlo(name string) error {
+	r, err := up.cmd("EHLO " + name)
+	if err != nil {
+		return err
+	}
+	if r.code != 250 {
+		return &replyError{r, "EHLO"}
+	}
+	up.caps = parseEHLO(r)
+	return nil
+}
+
+// identify tells upstream the real client: XCLIENT when offered and
+// allowed, else XFORWARD before each MAIL, else a Received header.
+func (up *upstream) identify(ci *clientInfo, hostname string, log *slog.Logger) error {
+	if len(up.caps.xclient) > 0 {
+		r, err := up.cmd(xclientLine(ci, up.caps.xclient))
+		if err != nil {
+			return err
+		}
+		if r.code == 220 {
+			up.ident = identXCLIENT
+			helo := ci.helo
+			if helo == "" {
+				helo = hostname
+			}
+			return up.ehlo(helo)
+		}
+		log.Warn("smtp: upstream refused XCLIENT; check smtpd_authorized_xclient_hosts", "reply", r.String())
+	}
+	if len(up.caps.xforward) > 0 {
+		up.ident = identXFORWARD
+	} else {
+		up.ident = identReceived
+	}
+	return nil
+}
+
+func addrAttr(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "[UNAVAILABLE]"
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		return "IPV6:" + ip.String()
+	}
+	return ip.String()
+}
+
+func nameAttr(name string) string {
+	if name == "" {
+		return "[UNAVAILABLE]"
+	}
+	return name
+}
+
+type attr struct{ name, value string }
+
+func attrLine(cmd string, attrs []attr, allowed map[string]bool) string {
+	var b strings.Builder
+	b.WriteString(cmd)
+	for _, a := range attrs {
+		if allowed[a.name] && a.value != "" {
+			b.WriteString(" " + a.name + "=" + xtextEncode(truncate(a.value, 255)))
+		}
+	}
+	return b.String()
+}
+
+func xclientLine(ci *clientInfo, allowed map[string]bool) string {
+	attrs := []attr{
+		{"NAME", nameAttr(ci.name)},
+		{"ADDR", addrAttr(ci.ip)},
+		{"PORT", portAttr(ci.port)},
+		{"PROTO", ci.proto()},
+		{"HELO", ci.helo},
+		{"LOGIN", ci.login},
+	}
+	return attrLine("XCLIENT", attrs, allowed)
+}
+
+func portAttr(p uint16) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(p))
+}
+
+// xforward sends the client's attributes for the next transaction.
+func (up *upstream) xforward(ci *clientInfo, id string, log *slog.Logger) error {
+	lines := []string{
+		attrLine("XFORWARD", []attr{{"NAME", nameAttr(ci.name)}, {"ADDR", addrAttr(ci.ip)}, {"PORT", portAttr(ci.port)}}, up.caps.xforward),
+		attrLine("XFORWARD", []attr{{"PROTO", ci.proto()}, {"HELO", ci.helo}, {"IDENT", id}, {"SOURCE", "REMOTE"}}, up.caps.xforward),
+	}
+	for _, l := range lines {
+		if l == "XFORWARD" {
+			continue
+		}
+		r, err := up.cmd(l)
+		if err != nil {
+			return err
+		}
+		if r.code != 250 {
+			log.Warn("smtp: upstream refused XFORWARD", "reply", r.String())
+		}
+	}
+	return nil
+}
+
+// cmd sends one command and reads its reply.
+func (up *upstream) cmd(line string) (reply, error) {
+	verb, _, _ := strings.Cut(line, " ")
+	if _, err := up.bw.WriteString(line + "\r\n"); err != nil {
+		return reply{}, fmt.Errorf("sending %s upstream: %w", verb, err)
+	}
+	if err := up.bw.Flush(); err != nil {
+		return reply{}, fmt.Errorf("sending %s upstream: %w", verb, err)
+	}
+	r, err := readReply(up.br)
+	if err != nil {
+		return reply{}, fmt.Errorf("reading upstream reply to %s: %w", verb, err)
+	}
+	return r, nil
+}
+
+// data sends DATA and, if upstream says 354, the message; it returns
+// upstream's reply to DATA or to the end of the message.
+func (up *upstream) data(write func(io.Writer) error) (reply, error) {
+	r, err := up.cmd("DATA")
+	if err != nil || r.code != 354 {
+		return r, err
+	}
+	dw := dotWriter(up.bw)
+	if err := write(dw); err != nil {
+		return reply{}, fmt.Errorf("sending message upstream: %w", err)
+	}
+	if err := dw.Close(); err != nil {
+		return reply{}, fmt.Errorf("sending message upstream: %w", err)
+	}
+	if err := up.bw.Flush(); err != nil {
+		return reply{}, fmt.Errorf("sending message upstream: %w", err)
+	}
+	r, err = readReply(up.br)
+	if err != nil {
+		return reply{}, fmt.Errorf("reading upstream reply to the message: %w", err)
+	}
+	return r, nil
+}
+
+// keepAlive sends NOOP now and then while the client uploads a message,
+// so that upstream does not time the idle session out. stop ends it and
+// reports whether upstream is still there.
+func (up *upstream) keepAlive(every time.Duration) (stop func() error) {
+	quit := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				done <- nil
+				return
+			case <-t.C:
+				r, err := up.cmd("NOOP")
+				if err == nil && r.code != 250 {
+					err = &replyError{r, "NOOP"}
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(quit)
+		return <-done
+	}
+}
+
+// quit ends the session politely and closes the connection.
+func (up *upstream) quit() {
+	up.conn.timeout = 5 * time.Second
+	up.cmd("QUIT")
+	up.close()
+}
+
+func (up *upstream) close() {
+	up.sock.Close()
+}
+
+// deadlineConn bounds every read and write with a timeout.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
