@@ -1,0 +1,89 @@
+// Package dkim verifies DKIM signatures (RFC 6376) as a message streams
+// in, with the algorithm rules of RFC 8301 and RFC 8463: rsa-sha256 and
+// ed25519-sha256 are verified, rsa-sha1 is refused by policy, RSA keys
+// under the configured minimum (never less than 1024 bits) fail.
+//
+// Cryptography and canonicalization are github.com/emersion/go-msgauth/dkim;
+// this package feeds it through a pipe so the body is hashed while it
+// arrives, looks keys up through our resolver, and turns its errors into
+// RFC 8601 results.
+package dkim
+
+import (
+	"context"
+	"fmt"
+)
+
+// TXTResolver looks up TXT records; *resolver.Resolver satisfies it.
+// Errors must wrap the resolver's sentinels so that temporary failures
+// (resolver.IsTemporary) can be told from missing keys.
+type TXTResolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxSignatures = 10
+	DefaultMaxSize       = 64 << 20
+	DefaultMinRSABits    = 1024
+	// maxHeader bounds the header block kept while it is parsed.
+	maxHeader = 1 << 20
+)
+
+// Options tune verification. Zero values pick the defaults.
+type Options struct {
+	// MaxSignatures is how many DKIM-Signature fields are verified, in
+	// header order; the rest are reported with result "none".
+	MaxSignatures int `yaml:"max_signatures"`
+	// MaxSize is the largest message (header and body, bytes) verified;
+	// past it signatures are reported "neutral".
+	MaxSize int64 `yaml:"max_size"`
+	// MinRSABits is the smallest RSA key accepted; RFC 8301 forbids less than 1024.
+	MinRSABits int `yaml:"min_rsa_bits"`
+}
+
+// Validate reports option values that make no sense.
+func (o Options) Validate() error {
+	switch {
+	case o.MaxSignatures < 0:
+		return fmt.Errorf("max_signatures %d is negative", o.MaxSignatures)
+	case o.MaxSize < 0:
+		return fmt.Errorf("max_size %d is negative", o.MaxSize)
+	case o.MinRSABits < 0:
+		return fmt.Errorf("min_rsa_bits %d is negative", o.MinRSABits)
+	case o.MinRSABits > 0 && o.MinRSABits < 1024:
+		return fmt.Errorf("min_rsa_bits %d is under 1024, which RFC 8301 forbids", o.MinRSABits)
+	case o.MinRSABits > 16384:
+		return fmt.Errorf("min_rsa_bits %d is over 16384", o.MinRSABits)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxSignatures <= 0 {
+		o.MaxSignatures = DefaultMaxSignatures
+	}
+	if o.MaxSize <= 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	if o.MinRSABits < DefaultMinRSABits {
+		o.MinRSABits = DefaultMinRSABits
+	}
+	return o
+}
+
+// Checker holds the settings shared by every message. It is safe for
+// concurrent use.
+type Checker struct {
+	r    TXTResolver
+	opts Options
+}
+
+// New returns a Checker that looks keys up through r. Invalid options are
+// raised to their defaults; call Options.Validate first to report them.
+func New(r TXTResolver, opts Options) *Checker {
+	return &Checker{r: r, opts: opts.withDefaults()}
+}
+
+// Options returns the options in force, defaults filled in.
+func (c *Checker) Options() Options { return c.opts }
