@@ -1,0 +1,396 @@
+package rules
+
+import (
+	"context"
+	"mime"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/mailward/mailward/policy"
+)
+
+// Attachment is one attachment as rules see it.
+type Attachment struct {
+	Name        string `expr:"name"`
+	ContentType string `expr:"content_type"`
+	Size        int    `expr:"size"`
+}
+
+// DKIMResult is one verified signature as rules see it.
+type DKIMResult struct {
+	Domain    string `expr:"domain"`
+	Selector  string `expr:"selector"`
+	Algorithm string `expr:"algorithm"`
+	Result    string `expr:"result"`
+	Reason    string `expr:"reason"`
+}
+
+// DMARCResult is the message's DMARC outcome as rules see it; all fields
+// are empty when DMARC was not evaluated.
+type DMARCResult struct {
+	Result       string `expr:"result"`
+	Policy       string `expr:"policy"`
+	Domain       string `expr:"domain"`
+	PolicyDomain string `expr:"policy_domain"`
+	OrgDomain    string `expr:"org_domain"`
+	Testing      bool   `expr:"testing"`
+	Reason       string `expr:"reason"`
+}
+
+// env is what expressions read. The names in the tags are a user
+// contract, documented in README.md; keep them.
+type env struct {
+	IP               string              `expr:"ip"`
+	IPVersion        int                 `expr:"ip_version"`
+	PTR              string              `expr:"ptr"`
+	FCrDNS           bool                `expr:"fcrdns"`
+	DNSBL            map[string][]string `expr:"dnsbl"`
+	Now              time.Time           `expr:"now"`
+	QueueID          string              `expr:"queue_id"`
+	Helo             string              `expr:"helo"`
+	SPFHelo          string              `expr:"spf_helo"`
+	MailFrom         string              `expr:"mail_from"`
+	MailFromDomain   string              `expr:"mail_from_domain"`
+	AuthUser         string              `expr:"auth_user"`
+	TLS              bool                `expr:"tls"`
+	SPF              string              `expr:"spf"`
+	Rcpt             string              `expr:"rcpt"`
+	Rcpts            []string            `expr:"rcpts"`
+	RcptCount        int                 `expr:"rcpt_count"`
+	Headers          map[string][]string `expr:"headers"`
+	Header           func(string) string `expr:"header"`
+	Subject          string              `expr:"subject"`
+	HeaderFrom       string              `expr:"header_from"`
+	HeaderFromDomain string              `expr:"header_from_domain"`
+	MessageID        string              `expr:"message_id"`
+	Size             int                 `expr:"size"`
+	Attachments      []Attachment        `expr:"attachments"`
+	DKIM             []DKIMResult        `expr:"dkim"`
+	DMARC            DMARCResult         `expr:"dmarc"`
+	Score            float64             `expr:"score"`
+	// Ctx reaches functions that take a context; rules do not name it.
+	Ctx context.Context `expr:"$ctx"`
+}
+
+// Variable ids, one bit each in a rule's read set.
+const (
+	vIP = iota
+	vIPVersion
+	vPTR
+	vFCrDNS
+	vDNSBL
+	vNow
+	vQueueID
+	vHelo
+	vSPFHelo
+	vMailFrom
+	vMailFromDomain
+	vAuthUser
+	vTLS
+	vSPF
+	vRcpt
+	vRcpts
+	vRcptCount
+	vHeaders
+	vHeader
+	vSubject
+	vHeaderFrom
+	vHeaderFromDomain
+	vMessageID
+	vSize
+	vAttachments
+	vDKIM
+	vDMARC
+	vScore
+	numVars
+)
+
+const allVars = uint64(1)<<numVars - 1
+
+// variable describes one name rules can read and the stage it becomes known.
+type variable struct {
+	name  string
+	stage policy.Stage
+}
+
+var variables = [numVars]variable{
+	vIP:               {"ip", policy.StageConnect},
+	vIPVersion:        {"ip_version", policy.StageConnect},
+	vPTR:              {"ptr", policy.StageConnect},
+	vFCrDNS:           {"fcrdns", policy.StageConnect},
+	vDNSBL:            {"dnsbl", policy.StageConnect},
+	vNow:              {"now", policy.StageConnect},
+	vQueueID:          {"queue_id", policy.StageConnect},
+	vHelo:             {"helo", policy.StageHelo},
+	vSPFHelo:          {"spf_helo", policy.StageHelo},
+	vMailFrom:         {"mail_from", policy.StageMail},
+	vMailFromDomain:   {"mail_from_domain", policy.StageMail},
+	vAuthUser:         {"auth_user", policy.StageMail},
+	vTLS:              {"tls", policy.StageMail},
+	vSPF:              {"spf", policy.StageMail},
+	vRcpt:             {"rcpt", policy.StageRcpt},
+	vRcpts:            {"rcpts", policy.StageRcpt},
+	vRcptCount:        {"rcpt_count", policy.StageRcpt},
+	vHeaders:          {"headers", policy.StageData},
+	vHeader:           {"header", policy.StageData},
+	vSubject:          {"subject", policy.StageData},
+	vHeaderFrom:       {"header_from", policy.StageData},
+	vHeaderFromDomain: {"header_from_domain", policy.StageData},
+	vMessageID:        {"message_id", policy.StageData},
+	vSize:             {"size", policy.StageEOM},
+	vAttachments:      {"attachments", policy.StageEOM},
+	vDKIM:             {"dkim", policy.StageEOM},
+	vDMARC:            {"dmarc", policy.StageEOM},
+	vScore:            {"score", policy.StageEOM},
+}
+
+// variableID finds a variable by name.
+func variableID(name string) (int, bool) {
+	for i, v := range variables {
+		if v.name == name {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// state is one evaluation's scratch space: the env filled once per stage
+// and a VM, reused through the Set's pool.
+type state struct {
+	env     env
+	vm      vm.VM
+	facts   *policy.Facts
+	headers map[string][]string
+	dnsbl   map[string][]string
+	header  func(string) string
+	ctx     context.Context
+}
+
+func newState() *state {
+	st := &state{headers: map[string][]string{}, dnsbl: map[string][]string{}}
+	st.header = st.headerValue
+	return st
+}
+
+func (st *state) headerValue(name string) string {
+	if st.facts == nil {
+		return ""
+	}
+	return st.facts.Header(name)
+}
+
+// reset drops everything from the last evaluation so nothing of one
+// message lingers into another.
+func (st *state) reset() {
+	st.env = env{}
+	st.facts = nil
+	st.ctx = nil
+	clear(st.headers)
+	clear(st.dnsbl)
+}
+
+// fill sets the variables in need from f.
+func (st *state) fill(ctx context.Context, f *policy.Facts, need uint64) {
+	st.facts = f
+	st.ctx = ctx
+	e := &st.env
+	e.Ctx = ctx
+	e.Header = st.header
+	e.Score = f.Score
+	for id := 0; id < numVars; id++ {
+		if need&(1<<id) == 0 {
+			continue
+		}
+		switch id {
+		case vIP:
+			if f.IP.IsValid() {
+				e.IP = f.IP.Unmap().WithZone("").String()
+			}
+		case vIPVersion:
+			switch {
+			case !f.IP.IsValid():
+			case f.IP.Unmap().Is4():
+				e.IPVersion = 4
+			default:
+				e.IPVersion = 6
+			}
+		case vPTR:
+			if f.IPRev != nil {
+				e.PTR = f.IPRev.PTR
+			}
+		case vFCrDNS:
+			e.FCrDNS = f.IPRev != nil && f.IPRev.FCrDNS
+		case vDNSBL:
+			for _, r := range f.DNSBL {
+				if len(r.Codes) == 0 {
+					continue
+				}
+				old := st.dnsbl[r.Zone]
+				// A full slice expression makes append copy, never write into the facts.
+				st.dnsbl[r.Zone] = append(old[:len(old):len(old)], r.Codes...)
+			}
+			e.DNSBL = st.dnsbl
+		case vNow:
+			e.Now = f.Time
+		case vQueueID:
+			e.QueueID = f.QueueID
+		case vHelo:
+			e.Helo = f.Helo
+		case vSPFHelo:
+			if f.SPFHelo != nil {
+				e.SPFHelo = f.SPFHelo.Result
+			}
+		case vMailFrom:
+			e.MailFrom = f.MailFrom
+		case vMailFromDomain:
+			e.MailFromDomain = policy.DomainOf(f.MailFrom)
+		case vAuthUser:
+			e.AuthUser = f.AuthUser
+		case vTLS:
+			e.TLS = f.TLS
+		case vSPF:
+			if f.SPF != nil {
+				e.SPF = f.SPF.Result
+			}
+		case vRcpt:
+			e.Rcpt = f.Rcpt
+		case vRcpts:
+			e.Rcpts = f.Rcpts
+		case vRcptCount:
+			e.RcptCount = len(f.Rcpts)
+			if f.Rcpt != "" {
+				e.RcptCount++
+			}
+		case vHeaders:
+			for _, h := range f.Headers {
+				k := strings.ToLower(h.Name)
+				st.headers[k] = append(st.headers[k], h.Value)
+			}
+			e.Headers = st.headers
+		case vSubject:
+			e.Subject = decodeHeader(f.Header("Subject"))
+		case vHeaderFrom:
+			e.HeaderFrom = headerAddress(f.Header("From"))
+		case vHeaderFromDomain:
+			e.HeaderFromDomain = policy.DomainOf(headerAddress(f.Header("From")))
+		case vMessageID:
+			e.MessageID = strings.TrimSpace(f.Header("Message-ID"))
+		case vSize:
+			e.Size = int(f.Size)
+		case vAttachments:
+			if len(f.Attachments) > 0 {
+				e.Attachments = make([]Attachment, len(f.Attachments))
+				for i, a := range f.Attachments {
+					e.Attachments[i] = Attachment{Name: a.Name, ContentType: strings.ToLower(a.ContentType), Size: int(a.Size)}
+				}
+			}
+		case vDKIM:
+			if len(f.DKIM) > 0 {
+				e.DKIM = make([]DKIMResult, len(f.DKIM))
+				for i, d := range f.DKIM {
+					e.DKIM[i] = DKIMResult{Domain: strings.ToLower(d.Domain), Selector: d.Selector, Algorithm: d.Algorithm, Result: d.Result, Reason: d.Reason}
+				}
+			}
+		case vDMARC:
+			if d := f.DMARC; d != nil {
+				e.DMARC = DMARCResult{Result: d.Result, Policy: d.Policy, Domain: strings.ToLower(d.Domain),
+					PolicyDomain: d.PolicyDomain, OrgDomain: d.OrgDomain, Testing: d.Testing, Reason: d.Reason}
+			}
+		}
+	}
+}
+
+// value returns a variable's current value, for explanations.
+func (e *env) value(id int) any {
+	switch id {
+	case vIP:
+		return e.IP
+	case vIPVersion:
+		return e.IPVersion
+	case vPTR:
+		return e.PTR
+	case vFCrDNS:
+		return e.FCrDNS
+	case vDNSBL:
+		return e.DNSBL
+	case vNow:
+		return e.Now
+	case vQueueID:
+		return e.QueueID
+	case vHelo:
+		return e.Helo
+	case vSPFHelo:
+		return e.SPFHelo
+	case vMailFrom:
+		return e.MailFrom
+	case vMailFromDomain:
+		return e.MailFromDomain
+	case vAuthUser:
+		return e.AuthUser
+	case vTLS:
+		return e.TLS
+	case vSPF:
+		return e.SPF
+	case vRcpt:
+		return e.Rcpt
+	case vRcpts:
+		return e.Rcpts
+	case vRcptCount:
+		return e.RcptCount
+	case vHeaders:
+		return e.Headers
+	case vSubject:
+		return e.Subject
+	case vHeaderFrom:
+		return e.HeaderFrom
+	case vHeaderFromDomain:
+		return e.HeaderFromDomain
+	case vMessageID:
+		return e.MessageID
+	case vSize:
+		return e.Size
+	case vAttachments:
+		return e.Attachments
+	case vDKIM:
+		return e.DKIM
+	case vDMARC:
+		return e.DMARC
+	case vScore:
+		return e.Score
+	}
+	return nil
+}
+
+// decodeHeader decodes RFC 2047 encoded words; charsets the standard
+// library does not know leave the value as received.
+func decodeHeader(v string) string {
+	var d mime.WordDecoder
+	if s, err := d.DecodeHeader(v); err == nil {
+		return s
+	}
+	return v
+}
+
+// headerAddress returns the first address of an address header such as
+// From, leniently: broken headers still give what looks like an address.
+func headerAddress(v string) string {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return ""
+	}
+	if a, err := mail.ParseAddress(v); err == nil {
+		return a.Address
+	}
+	if as, err := mail.ParseAddressList(v); err == nil && len(as) > 0 {
+		return as[0].Address
+	}
+	if i := strings.LastIndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			return strings.TrimSpace(v[i+1 : i+j])
+		}
+	}
+	return v
+}

@@ -1,0 +1,477 @@
+// Package rules reads, compiles and evaluates the rule files
+// administrators write: YAML rules with expr conditions, named lists, lint
+// checks, tests written next to the rules, and safe reloading.
+package rules
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"mime"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mailward/mailward/policy"
+)
+
+// Set is a compiled rule set. It is immutable and safe for concurrent
+// use; a reload builds a new one.
+type Set struct {
+	rules    []*rule
+	stages   [numStages][]*rule
+	need     [numStages]uint64 // variables read by each stage's rules
+	lists    map[string]*list
+	files    []string
+	warnings Problems
+	log      *slog.Logger
+	pool     sync.Pool
+}
+
+const numStages = int(policy.StageEOM) + 1
+
+// errorLogEvery limits how often one rule's evaluation errors are logged;
+// all of them are counted.
+const errorLogEvery = time.Minute
+
+// Load reads and compiles the rule files and lists cfg names. The error,
+// if any, is a Problems listing every problem as file:line:col: message.
+func Load(cfg Config, opts Options) (*Set, error) {
+	var p problems
+	files := expandConfig(cfg.Files, opts.BaseDir, &p)
+	b := build(buildInput{files: files, lists: cfg.Lists, listBase: opts.BaseDir}, opts, &p)
+	if err := p.list.err(); err != nil {
+		return nil, err
+	}
+	b.set.warnings = p.list.Warnings()
+	return b.set, nil
+}
+
+// buildInput is what one build reads.
+type buildInput struct {
+	files     []string
+	data      map[string][]byte // file contents by name, instead of the disk
+	lists     map[string]ListConfig
+	listBase  string
+	listsOpen bool // a config with more lists may exist: unknown lists are warnings
+}
+
+// built is a build's result with what lint needs besides the set.
+type built struct {
+	set      *Set
+	specs    []*fileSpec
+	declared map[string]listDecl
+	used     map[string]bool
+}
+
+// build parses and compiles everything, collecting problems in p. The
+// set holds the rules that compiled.
+func build(in buildInput, opts Options, p *problems) *built {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &built{declared: map[string]listDecl{}}
+	var decls []listDecl
+	names := make([]string, 0, len(in.lists))
+	for n := range in.lists {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		lc := in.lists[n]
+		path := resolve(in.listBase, lc.File)
+		decls = append(decls, listDecl{name: n, cfg: lc, path: path, pos: Pos{File: path}})
+	}
+	for _, f := range in.files {
+		data, ok := in.data[f]
+		if !ok {
+			var err error
+			if data, err = os.ReadFile(f); err != nil {
+				p.errorf(Pos{File: f}, "%v", err)
+				continue
+			}
+		}
+		fs := parseFile(f, data, p)
+		if fs == nil {
+			continue
+		}
+		b.specs = append(b.specs, fs)
+		decls = append(decls, fs.lists...)
+	}
+
+	lists := map[string]*list{}
+	var files []string
+	for _, d := range decls {
+		if prev, dup := b.declared[d.name]; dup {
+			p.errorf(d.pos, "list %q is declared twice (first at %s)", d.name, prev.pos)
+			continue
+		}
+		b.declared[d.name] = d
+		switch {
+		case !listNameRE.MatchString(d.name):
+			p.errorf(d.pos, "list name %q: start with a letter, then letters, digits, '_', '-' or '.'", d.name)
+			continue
+		case d.cfg.File == "":
+			p.errorf(d.pos, "list %q has no file", d.name)
+			continue
+		}
+		switch d.cfg.Type {
+		case listIP, listDomain, listAddress, listRegexp:
+		default:
+			p.errorf(d.pos, "list %q: unknown type %q (want ip, domain, address or regexp)", d.name, d.cfg.Type)
+			continue
+		}
+		if l := readList(d.name, d.cfg.Type, d.path, p); l != nil {
+			lists[d.name] = l
+			files = append(files, d.path)
+		}
+	}
+
+	c := newCompiler(opts, lists, in.listsOpen, p)
+	s := &Set{lists: lists, log: log}
+	s.pool.New = func() any { return newState() }
+	seen := map[string]Pos{}
+	for _, fs := range b.specs {
+		files = append(files, fs.src.name)
+		for _, n := range fs.rules {
+			r := c.compileRule(fs.src, n)
+			if r == nil {
+				continue
+			}
+			if prev, dup := seen[r.name]; dup {
+				p.errorf(r.pos, "duplicate rule name %q (first defined at %s)", r.name, prev)
+				continue
+			}
+			seen[r.name] = r.pos
+			s.rules = append(s.rules, r)
+			s.stages[r.stage] = append(s.stages[r.stage], r)
+			s.need[r.stage] |= r.reads
+		}
+	}
+	b.used = c.used
+	slices.Sort(files)
+	s.files = slices.Compact(files)
+	b.set = s
+	return b
+}
+
+// Files returns the rule and list files the set was built from: the
+// files to watch for changes.
+func (s *Set) Files() []string {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.files)
+}
+
+// Len returns the number of rules.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.rules)
+}
+
+// Warnings returns what the load found questionable but not wrong.
+func (s *Set) Warnings() Problems {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.warnings)
+}
+
+// RuleInfo describes one rule and what it has done since load.
+type RuleInfo struct {
+	Name        string       `json:"name"`
+	Description string       `json:"description,omitempty"`
+	Pos         Pos          `json:"-"`
+	Stage       policy.Stage `json:"stage"`
+	Action      string       `json:"action"`
+	Monitor     bool         `json:"monitor,omitempty"`
+	Tags        []string     `json:"tags,omitempty"`
+	// Reads are the variables the rule reads.
+	Reads []string `json:"reads,omitempty"`
+	// Matches counts matches, monitored ones included; Errors counts
+	// evaluations that failed at run time.
+	Matches uint64 `json:"matches"`
+	Errors  uint64 `json:"errors"`
+}
+
+// Rules describes every rule in file order.
+func (s *Set) Rules() []RuleInfo {
+	if s == nil {
+		return nil
+	}
+	out := make([]RuleInfo, len(s.rules))
+	for i, r := range s.rules {
+		out[i] = RuleInfo{
+			Name: r.name, Description: r.desc, Pos: r.pos, Stage: r.stage, Action: r.kind.String(),
+			Monitor: r.monitor, Tags: slices.Clone(r.tags), Reads: r.readNames(),
+			Matches: r.matches.Load(), Errors: r.errors.Load(),
+		}
+	}
+	return out
+}
+
+// Eval runs the rules due at stage against f, in file order, as
+// policy.Rules describes: score rules add to f.Score, add_header rules
+// collect header edits, and the first enforced terminal match decides.
+// A rule that fails at run time does not match; the failure is counted
+// and logged and the other rules go on.
+func (s *Set) Eval(ctx context.Context, stage policy.Stage, f *policy.Facts, matches *[]policy.Match) policy.Verdict {
+	return s.eval(ctx, stage, f, matches, nil)
+}
+
+// Explanation is what one rule did at one evaluation.
+type Explanation struct {
+	Rule    string       `json:"rule"`
+	Pos     Pos          `json:"-"`
+	Stage   policy.Stage `json:"stage"`
+	Action  string       `json:"action"`
+	Monitor bool         `json:"monitor,omitempty"`
+	Matched bool         `json:"matched"`
+	// Decided is true for the match that gave the stage's verdict.
+	Decided bool   `json:"decided,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Vars are the variables the rule read, with their values.
+	Vars []Var `json:"vars,omitempty"`
+}
+
+// Var is one variable's value as a rule saw it.
+type Var struct {
+	Name  string `json:"name"`
+	Value any    `json:"value"`
+}
+
+// Explain evaluates every rule due at stage against f, including those an
+// earlier terminal match would have cut off, and reports what each did
+// and the values of the variables it read. It changes nothing: not f, not
+// the counters.
+func (s *Set) Explain(ctx context.Context, stage policy.Stage, f *policy.Facts) []Explanation {
+	if s == nil || f == nil {
+		return nil
+	}
+	fc := *f
+	var out []Explanation
+	s.eval(ctx, stage, &fc, nil, &hooks{dry: true, all: true, trace: func(e Explanation) { out = append(out, e) }})
+	return out
+}
+
+// Traced returns rules that evaluate exactly as s does and report each
+// rule they run to fn, for `mailward check --explain`.
+func (s *Set) Traced(fn func(Explanation)) policy.Rules {
+	return policy.RulesFunc(func(ctx context.Context, stage policy.Stage, f *policy.Facts, matches *[]policy.Match) policy.Verdict {
+		return s.eval(ctx, stage, f, matches, &hooks{trace: fn})
+	})
+}
+
+// hooks change an evaluation for explanations.
+type hooks struct {
+	trace func(Explanation)
+	dry   bool // no counters, no logs
+	all   bool // go on after the deciding match, changing nothing more
+}
+
+func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, matches *[]policy.Match, h *hooks) policy.Verdict {
+	v := policy.Verdict{Action: policy.Continue, Stage: stage}
+	if s == nil || f == nil || stage < 0 || int(stage) >= numStages {
+		return v
+	}
+	rs := s.stages[stage]
+	if len(rs) == 0 {
+		return v
+	}
+	st := s.pool.Get().(*state)
+	defer func() {
+		st.reset()
+		s.pool.Put(st)
+	}()
+	st.fill(ctx, f, s.need[stage])
+	decided := false
+	for _, r := range rs {
+		out, err := st.vm.Run(r.prog, &st.env)
+		matched, _ := out.(bool)
+		if err != nil {
+			matched = false
+		}
+		decides := matched && !decided && !r.monitor && r.kind.terminal()
+		if h != nil && h.trace != nil {
+			h.trace(s.explain(r, st, stage, matched, decides, err))
+		}
+		if err != nil {
+			if h == nil || !h.dry {
+				s.evalError(r, stage, f, err)
+			}
+			continue
+		}
+		if !matched || decided {
+			continue
+		}
+		if h == nil || !h.dry {
+			r.matches.Add(1)
+		}
+		m := policy.Match{Rule: r.name, Action: r.kind.String(), Stage: stage, Monitor: r.monitor}
+		if r.monitor {
+			if h == nil || !h.dry {
+				s.log.Info("rule matched in monitor mode", "rule", r.name, "action", r.kind.String(),
+					"stage", stage.String(), "queue_id", f.QueueID)
+			}
+			appendMatch(matches, m)
+			continue
+		}
+		switch r.kind {
+		case kindScore:
+			f.Score += r.score
+			st.env.Score = f.Score
+			m.Score = r.score
+		case kindAddHeader:
+			v.Headers = append(v.Headers, policy.HeaderEdit{Name: r.hdrName, Value: headerText(r.hdrValue.render(st, s, r, stage, h))})
+		default:
+			v.Action = r.kind.action()
+			v.Rule = r.name
+			v.Code, v.Enhanced = r.code, r.enhanced
+			if r.message != nil {
+				text := r.message.render(st, s, r, stage, h)
+				if v.Action == policy.Reject || v.Action == policy.Tempfail {
+					v.Text = replyText(text)
+				} else {
+					v.Reason = replyText(text)
+				}
+			}
+		}
+		appendMatch(matches, m)
+		if decides {
+			if h == nil || !h.all {
+				return v
+			}
+			decided = true
+		}
+	}
+	return v
+}
+
+func appendMatch(matches *[]policy.Match, m policy.Match) {
+	if matches != nil {
+		*matches = append(*matches, m)
+	}
+}
+
+func (s *Set) explain(r *rule, st *state, stage policy.Stage, matched, decides bool, err error) Explanation {
+	e := Explanation{Rule: r.name, Pos: r.pos, Stage: stage, Action: r.kind.String(), Monitor: r.monitor, Matched: matched, Decided: decides}
+	if err != nil {
+		e.Error = err.Error()
+	}
+	for id := 0; id < numVars; id++ {
+		if r.reads&(1<<id) != 0 && id != vHeader {
+			e.Vars = append(e.Vars, Var{Name: variables[id].name, Value: st.env.value(id)})
+		}
+	}
+	return e
+}
+
+// evalError counts a run-time failure and logs it, at most once a minute per rule.
+func (s *Set) evalError(r *rule, stage policy.Stage, f *policy.Facts, err error) {
+	r.errors.Add(1)
+	now := time.Now().UnixNano()
+	last := r.lastLog.Load()
+	if now-last < int64(errorLogEvery) || !r.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("rule failed at run time and did not match", "rule", r.name, "stage", stage.String(),
+		"queue_id", f.QueueID, "err", err.Error(), "errors", r.errors.Load())
+}
+
+// Run-time limits of the text rules produce.
+const (
+	maxReplyText   = 400 // an SMTP reply line is at most 512 octets
+	maxHeaderValue = 900 // a header line is at most 998 octets
+)
+
+// render fills in a template. A part that fails renders empty; the
+// failure counts as the rule's error.
+func (t *template) render(st *state, s *Set, r *rule, stage policy.Stage, h *hooks) string {
+	if len(t.parts) == 0 {
+		return t.tail
+	}
+	var b strings.Builder
+	for _, p := range t.parts {
+		b.WriteString(p.lit)
+		out, err := st.vm.Run(p.prog, &st.env)
+		if err != nil {
+			if h == nil || !h.dry {
+				s.evalError(r, stage, st.facts, fmt.Errorf("template: %w", err))
+			}
+			continue
+		}
+		b.WriteString(format(out))
+	}
+	b.WriteString(t.tail)
+	return b.String()
+}
+
+func format(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case []string:
+		return strings.Join(x, ", ")
+	case time.Time:
+		return x.Format(time.RFC3339)
+	}
+	return fmt.Sprint(v)
+}
+
+// replyText makes text safe for an SMTP reply: one line of printable
+// ASCII, so nothing a sender controls can add reply lines.
+func replyText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < ' ' || r == 0x7f:
+			b.WriteByte(' ')
+		case r > 0x7e:
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r)
+		}
+		if b.Len() >= maxReplyText {
+			break
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// headerText makes text safe for a header value: one line, non-ASCII
+// encoded as RFC 2047 words.
+func headerText(s string) string {
+	var b strings.Builder
+	ascii := true
+	for _, r := range s {
+		switch {
+		case r < ' ' || r == 0x7f || r == utf8.RuneError:
+			b.WriteByte(' ')
+		default:
+			if r > 0x7e {
+				ascii = false
+			}
+			b.WriteRune(r)
+		}
+		if b.Len() >= maxHeaderValue {
+			break
+		}
+	}
+	out := strings.TrimSpace(b.String())
+	if !ascii {
+		out = mime.QEncoding.Encode("utf-8", out)
+	}
+	return out
+}
