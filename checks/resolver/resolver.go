@@ -166,12 +166,65 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 	return nil, &lookupError{name: strings.TrimSuffix(fq, "."), qtype: dns.TypeToString[qtype], kind: ErrServFail, cause: fmt.Errorf("more than %d CNAMEs", maxCNAMEs)}
 }
 
+// normalize returns name lower-cased, fully qualified, and in the
+// presentation form answers come back in (special bytes escaped), or
+// ErrNXDomain for something that cannot be a domain name.
 func normalize(name string, qtype uint16) (string, error) {
-	fq := strings.ToLower(dns.Fqdn(strings.TrimSpace(name)))
-	if _, ok := dns.IsDomainName(fq); !ok || name == "" || len(fq) > 254 || strings.Contains(fq, "..") {
-		return "", &lookupError{name: fmt.Sprintf("%q", name), qtype: dns.TypeToString[qtype], kind: ErrNXDomain, cause: fmt.Errorf("invalid domain name")}
+	bad := func() error {
+		return &lookupError{name: fmt.Sprintf("%q", name), qtype: dns.TypeToString[qtype], kind: ErrNXDomain, cause: fmt.Errorf("invalid domain name")}
 	}
-	return fq, nil
+	if name == "" {
+		return "", bad()
+	}
+	fq := asciiLower(dns.Fqdn(name))
+	if plainName(fq) {
+		if len(fq) > 254 || strings.Contains(fq, "..") || (fq[0] == '.' && fq != ".") {
+			return "", bad()
+		}
+		for l := range strings.SplitSeq(strings.TrimSuffix(fq, "."), ".") {
+			if len(l) > 63 {
+				return "", bad()
+			}
+		}
+		return fq, nil
+	}
+	var buf [256]byte
+	off, err := dns.PackDomainName(fq, buf[:], 0, nil, false)
+	if err != nil {
+		return "", bad()
+	}
+	fq, _, err = dns.UnpackDomainName(buf[:off], 0)
+	if err != nil {
+		return "", bad()
+	}
+	return asciiLower(fq), nil
+}
+
+// asciiLower folds only A-Z: DNS names are bytes, not UTF-8 (RFC 4343).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 'A' && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'A' && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// plainName reports whether name holds only bytes that need no escaping.
+func plainName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '*') {
+			return false
+		}
+	}
+	return true
 }
 
 // outcome is what one exchange established about one name and type. It is
@@ -299,7 +352,7 @@ func parse(resp *dns.Msg, fq string, qtype uint16) outcome {
 				out.rrs = append(out.rrs, rr)
 				out.ttl = min(out.ttl, h.Ttl)
 			} else if c, ok := rr.(*dns.CNAME); ok && cname == "" {
-				cname = strings.ToLower(c.Target)
+				cname = asciiLower(c.Target)
 				out.ttl = min(out.ttl, h.Ttl)
 			}
 		}
@@ -346,11 +399,39 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	out := make([]string, 0, len(ans.RRs))
 	for _, rr := range ans.RRs {
 		if t, ok := rr.(*dns.TXT); ok {
-			out = append(out, strings.Join(t.Txt, ""))
+			var b strings.Builder
+			for _, part := range t.Txt {
+				unescape(&b, part)
+			}
+			out = append(out, b.String())
 		}
 	}
 	return out, nil
 }
+
+// unescape writes the bytes of a character-string as miekg/dns presents
+// it ("\"" for a quote, "\\" for a backslash, "\DDD" for other bytes).
+func unescape(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')
+			if n <= 255 {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i+1])
+		i++
+	}
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupIP returns host's IPv4 then IPv6 addresses, asking for both at
 // once. If either family has addresses they are returned without error;

@@ -38,6 +38,7 @@ mx1      IN A    192.0.2.10
 mx2      IN A    192.0.2.20
 signed   IN A    192.0.2.30
 slow     IN A    192.0.2.40
+esc      IN TXT  "a\"b\\c\195\175\000d" "e f"
 `
 
 const reverse = `
@@ -67,6 +68,12 @@ func TestLookups(t *testing.T) {
 	}
 	if strings.Join(txt, "|") != "v=spf1 ip4:192.0.2.0/24 -all|other" && strings.Join(txt, "|") != "other|v=spf1 ip4:192.0.2.0/24 -all" {
 		t.Errorf("TXT = %q", txt)
+	}
+
+	// TXT data are bytes: escapes in the answer's presentation form are undone.
+	txt, err = r.LookupTXT(ctx, "esc.example.test")
+	if err != nil || len(txt) != 1 || txt[0] != "a\"b\\c\xc3\xaf\x00de f" {
+		t.Errorf("escaped TXT = %q, %v", txt, err)
 	}
 
 	ips, err := r.LookupIP(ctx, "HOST.example.test.")

@@ -31,6 +31,7 @@ type DNSServer struct {
 type fault struct {
 	servFail, drop, truncate, refuse, ad bool
 	delay                                time.Duration
+	dropTypes                            map[uint16]bool
 }
 
 type queryKey struct {
@@ -149,6 +150,16 @@ func (s *DNSServer) ServFail(name string) { s.setFault(name, func(f *fault) { f.
 // Drop makes queries for name go unanswered, so clients time out.
 func (s *DNSServer) Drop(name string) { s.setFault(name, func(f *fault) { f.drop = true }) }
 
+// DropType makes queries for name and qtype only go unanswered.
+func (s *DNSServer) DropType(name string, qtype uint16) {
+	s.setFault(name, func(f *fault) {
+		if f.dropTypes == nil {
+			f.dropTypes = map[uint16]bool{}
+		}
+		f.dropTypes[qtype] = true
+	})
+}
+
 // Truncate makes UDP answers for name come back with TC set and no records;
 // TCP answers stay complete.
 func (s *DNSServer) Truncate(name string) { s.setFault(name, func(f *fault) { f.truncate = true }) }
@@ -165,7 +176,7 @@ func (s *DNSServer) Refuse(name string) { s.setFault(name, func(f *fault) { f.re
 // resolver would for DNSSEC-signed data.
 func (s *DNSServer) Authenticated(name string) { s.setFault(name, func(f *fault) { f.ad = true }) }
 
-// Reset undoes ServFail, Drop, Truncate, Delay, Refuse and Authenticated for name.
+// Reset undoes ServFail, Drop, DropType, Truncate, Delay, Refuse and Authenticated for name.
 func (s *DNSServer) Reset(name string) {
 	s.mu.Lock()
 	delete(s.faults, canonical(name))
@@ -191,7 +202,18 @@ func (s *DNSServer) setFault(name string, set func(*fault)) {
 	set(f)
 }
 
-func canonical(name string) string { return strings.ToLower(dns.Fqdn(name)) }
+// canonical lower-cases name and spells its escapes one way, by packing
+// and unpacking it: "\032" and "\ " are the same byte.
+func canonical(name string) string {
+	fq := dns.Fqdn(name)
+	buf := make([]byte, 256)
+	if off, err := dns.PackDomainName(fq, buf, 0, nil, false); err == nil {
+		if s, _, err := dns.UnpackDomainName(buf[:off], 0); err == nil {
+			fq = s
+		}
+	}
+	return strings.ToLower(fq)
+}
 
 func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	if len(req.Question) != 1 {
@@ -212,7 +234,7 @@ func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	z := s.zone
 	s.mu.Unlock()
 
-	if f.drop {
+	if f.drop || f.dropTypes[q.Qtype] {
 		return
 	}
 	if f.delay > 0 {

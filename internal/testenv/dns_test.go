@@ -105,6 +105,15 @@ func TestDNSServerFaults(t *testing.T) {
 		t.Error("Drop: got an answer")
 	}
 	s.Reset(name)
+	s.DropType(name, dns.TypeAAAA)
+	if _, _, err := c.ExchangeContext(context.Background(), m, s.Addr()); err != nil {
+		t.Errorf("DropType(AAAA) dropped an A query: %v", err)
+	}
+	m.SetQuestion(dns.Fqdn(name), dns.TypeAAAA)
+	if _, _, err := c.ExchangeContext(context.Background(), m, s.Addr()); err == nil {
+		t.Error("DropType(AAAA): got an answer")
+	}
+	s.Reset(name)
 	s.Authenticated(name)
 	if r := ask(t, s, "udp", name, dns.TypeA); !r.AuthenticatedData {
 		t.Error("Authenticated: no AD bit")
