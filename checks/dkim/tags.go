@@ -178,8 +178,12 @@ func ParseKey(txt string) (*Key, error) {
 		return nil, fmt.Errorf("key record version %q is not DKIM1", clip(v))
 	}
 	k := &Key{Type: strings.ToLower(stripFWS(tags["k"]))}
-	if k.Type == "" {
+	switch k.Type {
+	case "":
 		k.Type = "rsa"
+	case "rsa", "ed25519":
+	default:
+		return nil, fmt.Errorf("key type %q is not supported", clip(k.Type))
 	}
 	p, ok := tags["p"]
 	if !ok {
@@ -206,8 +210,6 @@ func ParseKey(txt string) (*Key, error) {
 			return nil, fmt.Errorf("Ed25519 key is %d bytes, not 32", len(der))
 		}
 		k.Bits = 256
-	default:
-		return nil, fmt.Errorf("key type %q is not supported", clip(k.Type))
 	}
 	return k, nil
 }
