@@ -33,7 +33,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	ln       net.Listener
+	lns      map[net.Listener]struct{}
 	closing  bool
 	conns    map[net.Conn]*connState
 	live     map[*entry]struct{}
@@ -72,6 +72,7 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) *Server {
 		log:    log,
 		ctx:    ctx,
 		cancel: cancel,
+		lns:    map[net.Listener]struct{}{},
 		conns:  map[net.Conn]*connState{},
 		live:   map[*entry]struct{}{},
 		byKey:  map[key]*entry{},
@@ -94,7 +95,8 @@ func (s *Server) Stats() Stats {
 }
 
 // Serve accepts connections on ln until Shutdown; each connection serves
-// many requests, one at a time, as Postfix sends them.
+// many requests, one at a time, as Postfix sends them. Serve may run on
+// several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -102,7 +104,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
-	s.ln = ln
+	s.lns[ln] = struct{}{}
 	if !s.sweeping {
 		s.sweeping = true
 		go s.sweepEvery(sweepInterval(s.cfg.InstanceTTL))
@@ -135,9 +137,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.sessions.Add(1)
 		s.mu.Unlock()
 		s.connections.Add(1)
+		peer := c.RemoteAddr().String()
+		if peer == "" || peer == "@" {
+			peer = "unix:" + ln.Addr().String() // unix peers have no address of their own
+		}
 		go func() {
 			defer s.sessions.Done()
-			s.serveStream(c, c.RemoteAddr().String(), st)
+			s.serveStream(c, peer, st)
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
@@ -155,8 +161,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closing = true
 		close(s.stop)
 	}
-	if s.ln != nil {
-		s.ln.Close()
+	for ln := range s.lns {
+		ln.Close()
 	}
 	for c, st := range s.conns {
 		if !st.busy {
