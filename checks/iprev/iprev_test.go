@@ -15,6 +15,7 @@ import (
 )
 
 const zone = `
+$TTL 300
 $ORIGIN example.test.
 @       IN SOA ns hostmaster 1 3600 600 86400 60
 good    IN A    192.0.2.1

@@ -46,8 +46,8 @@ type zoneData struct {
 	soas  []*dns.SOA
 }
 
-// StartDNS serves zone (RFC 1035 master file text; $ORIGIN and $TTL allowed)
-// on 127.0.0.1 until the test ends.
+// StartDNS serves zone (RFC 1035 master file text; $ORIGIN and $TTL allowed,
+// records without a TTL get 3600) on 127.0.0.1 until the test ends.
 func StartDNS(t testing.TB, zone string) *DNSServer {
 	t.Helper()
 	s, err := NewDNSServer("127.0.0.1:0", zone)
@@ -367,6 +367,7 @@ func parseZone(zone string) (*zoneData, error) {
 	z := &zoneData{rrs: map[string][]dns.RR{}, names: map[string]bool{}}
 	zp := dns.NewZoneParser(strings.NewReader(zone), ".", "fixture")
 	zp.SetIncludeAllowed(false)
+	zp.SetDefaultTTL(3600) // records with no TTL and no $TTL: an hour, as usual, not 0 (uncacheable)
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		name := canonical(rr.Header().Name)
 		rr.Header().Name = name
