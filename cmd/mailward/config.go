@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
+	"github.com/mailward/mailward/rules"
 )
 
 // Config is the whole config file. Every key is documented in the README.
@@ -24,6 +26,9 @@ type Config struct {
 	Thresholds  Thresholds    `yaml:"thresholds"`
 	ScoreHeader string        `yaml:"score_header"`
 	Timeouts    Timeouts      `yaml:"timeouts"`
+	Rules       rules.Config  `yaml:"rules"`
+	// Lists may also stand at the top level, beside rules.
+	Lists map[string]rules.ListConfig `yaml:"lists"`
 
 	file string
 	doc  *config.Doc
@@ -130,10 +135,38 @@ func (c *Config) validate() error {
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
 		bad("thresholds", "thresholds must not be negative (0 turns a level off)")
 	}
+	for name := range c.Lists {
+		if _, dup := c.Rules.Lists[name]; dup {
+			bad("lists."+name, "list %q is also declared under rules.lists", name)
+		}
+	}
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
+}
+
+// rulesConfig merges the top-level lists into the rules' config.
+func (c *Config) rulesConfig() rules.Config {
+	rc := c.Rules
+	if len(c.Lists) > 0 {
+		rc.Lists = map[string]rules.ListConfig{}
+		for k, v := range c.Rules.Lists {
+			rc.Lists[k] = v
+		}
+		for k, v := range c.Lists {
+			rc.Lists[k] = v
+		}
+	}
+	return rc
+}
+
+// baseDir is where relative paths in the config are resolved from.
+func (c *Config) baseDir() string {
+	if c.file == "" || c.file == "(defaults)" {
+		return "."
+	}
+	return filepath.Dir(c.file)
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

@@ -6,20 +6,32 @@ import (
 	"log/slog"
 
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/rules"
 )
 
 // parts are what a config builds for the engine; a reload builds new ones.
 type parts struct {
 	checker policy.Checker
-	rules   policy.Rules
-	nrules  int
+	rules   *rules.Holder
 	closers []func()
 	// readiness checks shared dependencies, for /readyz.
 	readiness []func(context.Context) error
 }
 
+// ruleSet is the compiled rule set in force (nil rules when there are none).
+func (p *parts) ruleSet() policy.Rules {
+	if s := p.rules.Current(); s != nil {
+		return s
+	}
+	return nil
+}
+
 func (p *parts) summary() string {
-	return fmt.Sprintf("%d rules, checks %v", p.nrules, p.checker != nil)
+	n := 0
+	if s := p.rules.Current(); s != nil {
+		n = s.Len()
+	}
+	return fmt.Sprintf("%d rules, checks %v", n, p.checker != nil)
 }
 
 func (p *parts) close() {
@@ -30,6 +42,9 @@ func (p *parts) close() {
 
 // ready reports a part that cannot serve, such as an unreachable Redis.
 func (p *parts) ready(ctx context.Context) error {
+	if p.rules.Current() == nil {
+		return fmt.Errorf("no rules loaded")
+	}
 	for _, r := range p.readiness {
 		if err := r(ctx); err != nil {
 			return err
@@ -38,7 +53,16 @@ func (p *parts) ready(ctx context.Context) error {
 	return nil
 }
 
-// buildParts compiles rules and sets up the checks for cfg.
+// buildParts compiles rules and sets up the checks for cfg. Nothing is
+// kept if any part fails.
 func buildParts(ctx context.Context, cfg *Config, log *slog.Logger) (*parts, error) {
-	return &parts{}, nil
+	p := &parts{}
+	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{BaseDir: cfg.baseDir(), Logger: log})
+	if err := p.rules.Load(cfg.rulesConfig()); err != nil {
+		return nil, fmt.Errorf("loading rules:\n%w", err)
+	}
+	for _, w := range p.rules.Current().Warnings() {
+		log.Warn("rule warning", "at", w.String())
+	}
+	return p, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
+	"github.com/mailward/mailward/rules"
 )
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -54,7 +55,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%s)\n", cfg.file, parts.summary())
 		return 0
 	}
-	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, reloads: make(chan chan error)}
+	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, reloads: make(chan chan error), ruleChanges: make(chan ruleChange)}
 	if err := d.run(); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
@@ -71,10 +72,54 @@ type daemon struct {
 	engine  *policy.Engine
 	metrics *admin.Metrics
 	reloads chan chan error
+	// ruleChanges carries the results of reloads made because a rule or
+	// list file changed on disk.
+	ruleChanges chan ruleChange
+	stopWatch   func()
+}
+
+type ruleChange struct {
+	holder *rules.Holder
+	err    error
+}
+
+// watchRules reloads the rules when their files change, as SIGHUP would.
+func (d *daemon) watchRules() {
+	if d.stopWatch != nil {
+		d.stopWatch()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopWatch = cancel
+	h := d.parts.rules
+	go func() {
+		err := rules.Watch(ctx, h, func(err error) {
+			select {
+			case d.ruleChanges <- ruleChange{h, err}:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil {
+			d.log.Warn("rule files are not watched; reload with SIGHUP", "err", err)
+		}
+	}()
+}
+
+// rulesChanged applies a reload the file watcher made.
+func (d *daemon) rulesChanged(c ruleChange) {
+	if c.holder != d.parts.rules {
+		return // from a holder a full reload has replaced
+	}
+	d.metrics.Reload(c.err)
+	if c.err != nil {
+		d.log.Error("rule files changed but do not compile; keeping the running rules", "err", c.err)
+		return
+	}
+	d.engine.Update(d.cfg.settings(), d.parts.checker, d.parts.ruleSet())
+	d.log.Info("rules reloaded after a file change", "loaded", d.parts.summary())
 }
 
 func (d *daemon) run() error {
-	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.rules, d.log)
+	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.ruleSet(), d.log)
 	d.metrics = admin.NewMetrics()
 	d.engine.Observe(d.metrics)
 
@@ -99,6 +144,8 @@ func (d *daemon) run() error {
 		adm = admin.New(d.cfg.Admin, d.metrics, admin.Hooks{Ready: d.ready, Reload: d.requestReload}, d.log)
 		go func() { errc <- adm.Serve(aln) }()
 	}
+	d.watchRules()
+	defer func() { d.stopWatch() }()
 	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
 
 	sigs := make(chan os.Signal, 4)
@@ -112,6 +159,8 @@ func (d *daemon) run() error {
 			}
 		case reply := <-d.reloads:
 			reply <- d.reload()
+		case c := <-d.ruleChanges:
+			d.rulesChanged(c)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				d.reload()
@@ -158,9 +207,10 @@ func (d *daemon) reload() error {
 	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen {
 		d.log.Warn("listen addresses changed; they take effect at restart")
 	}
-	d.engine.Update(cfg.settings(), p.checker, p.rules)
+	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
 	d.parts.close()
 	d.cfg, d.parts = cfg, p
+	d.watchRules()
 	d.log.Info("reloaded", "config", cfg.file, "loaded", p.summary())
 	return nil
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+const rejectSenderRules = `rules:
+  - name: bad-sender
+    description: a sender we never want
+    when: mail_from == "spammer@bad.example"
+    action: reject
+    code: "550 5.7.1"
+    message: "Sender {{mail_from}} refused by policy"
+`
+
+// TestServeWithPostfix runs the real binary with a config and a rule file
+// behind a private Postfix: a configured reject, an accepted message with
+// our Authentication-Results, then a broken rule save that must not change
+// what is served, then a good one that does.
+func TestServeWithPostfix(t *testing.T) {
+	testenv.Require(t, "postfix")
+	swaks := testenv.Require(t, "swaks")
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if err := os.Mkdir(filepath.Join(dir, "rules.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "rules.d/local.yaml", rejectSenderRules)
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+
+		"\nadmin:\n  listen: \"\"\nrules:\n  files: [\"rules.d/*.yaml\"]\n")
+	p := startProc(t, cfg, addr)
+
+	sink := testenv.StartSink(t)
+	main := testenv.ReadMainCf(t, "../../examples/postfix/main.cf.milter")
+	main["smtpd_milters"] = "inet:" + addr
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: main})
+
+	send := func(from string) (string, error) {
+		out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--helo", "client.test.example", "--timeout", "30",
+			"--from", from, "--to", "bob@rcpt.example").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := send("spammer@bad.example"); err == nil || !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused by policy") {
+		t.Fatalf("configured reject not applied (err=%v):\n%s", err, out)
+	}
+	if out, err := send("friend@good.example"); err != nil {
+		t.Fatalf("good sender refused: %v\n%s", err, out)
+	}
+	msgs, err := sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msgs[0].Header(), "Authentication-Results: mw.test.example") {
+		t.Fatalf("no Authentication-Results:\n%s", msgs[0].Header())
+	}
+
+	// A typo saved into the rule file: the running rules stay.
+	writeFile(t, dir, "rules.d/local.yaml", strings.Replace(rejectSenderRules, `mail_from ==`, `mail_frm ==`, 1))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitOutput(t, p, "keeping the running", 10*time.Second)
+	if !strings.Contains(p.out.String(), "local.yaml:4:") {
+		t.Errorf("reload error does not name file and line:\n%s", p.out.String())
+	}
+	if out, err := send("spammer@bad.example"); err == nil || !strings.Contains(out, "550 5.7.1") {
+		t.Fatalf("after a broken reload the old rules must still reject (err=%v):\n%s", err, out)
+	}
+	// Fixed: now refuse another sender; the file watcher picks it up.
+	writeFile(t, dir, "rules.d/local.yaml", strings.Replace(rejectSenderRules, "spammer@bad.example", "friend@good.example", 1))
+	waitOutput(t, p, "rules reloaded after a file change", 10*time.Second)
+	if out, err := send("friend@good.example"); err == nil || !strings.Contains(out, "550 5.7.1 Sender friend@good.example refused") {
+		t.Fatalf("reloaded rule not applied (err=%v):\n%s", err, out)
+	}
+}
+
+func waitOutput(t *testing.T, p *proc, s string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.out.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mailward never logged %q:\n%s", s, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
