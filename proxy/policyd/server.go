@@ -55,7 +55,7 @@ type connState struct{ busy bool }
 type Stats struct {
 	Connections int64 // connections accepted
 	Open        int64 // connections open now
-	Requests    int64 // requests answered, malformed ones included
+	Requests    int64 // requests answered (or the answer being written), malformed ones included
 	Malformed   int64 // requests answered DEFER_IF_PERMIT because they could not be used
 	Instances   int64 // messages and sessions held now
 }
@@ -236,12 +236,12 @@ func (s *Server) serveStream(rw stream, peer string, st *connState) {
 		rw.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		answer, keep := s.next(r, sess, peer)
 		if answer != "" {
+			s.requests.Add(1) // before the write, so that a client reading the answer sees it counted
 			rw.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			if _, err := io.WriteString(rw, "action="+answer+"\n\n"); err != nil {
 				s.log.Warn("writing policy answer", "peer", peer, "err", err)
 				return
 			}
-			s.requests.Add(1)
 		}
 		if st != nil && !s.setBusy(st, false) {
 			return
