@@ -137,9 +137,9 @@ func (ms macroString) endsInMacro() bool {
 // macroValues are what the letters expand to for one evaluation.
 type macroValues struct {
 	sender, local, senderDomain, helo string
-	ip, ipDotted, ipVersion, client  string
-	receiver, timestamp              string
-	validated                        func(domain string) string // the p macro, looked up on demand
+	ipDotted, ipVersion, client       string
+	receiver, timestamp               string
+	validated                         func(domain string) string // the p macro, looked up on demand
 }
 
 // expand expands ms with domain as the current domain (the d macro).

@@ -157,7 +157,6 @@ func newEval(c *Checker, ip netip.Addr, helo, local, domain string) *eval {
 		local:        local,
 		senderDomain: domain,
 		helo:         helo,
-		ip:           ip.String(),
 		ipDotted:     dottedIP(ip),
 		ipVersion:    "in-addr",
 		client:       ip.String(),

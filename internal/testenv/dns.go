@@ -349,9 +349,18 @@ func (z *zoneData) addSOA(m *dns.Msg, name string) {
 			best = soa
 		}
 	}
-	if best != nil {
-		m.Ns = append(m.Ns, best)
+	if best == nil {
+		// Outside every zone served: answer as a recursive server would,
+		// with the root's SOA, so that the answer can be cached.
+		best = rootSOA
 	}
+	m.Ns = append(m.Ns, best)
+}
+
+var rootSOA = &dns.SOA{
+	Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 300},
+	Ns:  "a.root-servers.invalid.", Mbox: "hostmaster.invalid.", Serial: 1,
+	Refresh: 1800, Retry: 900, Expire: 604800, Minttl: 300,
 }
 
 func withOwner(rr dns.RR, name string) dns.RR {
