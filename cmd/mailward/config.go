@@ -12,6 +12,7 @@ import (
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
+	"github.com/mailward/mailward/proxy/policyd"
 	"github.com/mailward/mailward/rules"
 )
 
@@ -21,6 +22,7 @@ type Config struct {
 	OnError     string        `yaml:"on_error"`
 	Log         LogConfig     `yaml:"log"`
 	Milter      milter.Config `yaml:"milter"`
+	Policy      policyd.Config `yaml:"policy"`
 	Admin       admin.Config  `yaml:"admin"`
 	DMARC       DMARCConfig   `yaml:"dmarc"`
 	Thresholds  Thresholds    `yaml:"thresholds"`
@@ -72,6 +74,7 @@ func defaultConfig() *Config {
 		OnError:  "tempfail",
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
+		Policy:   policyd.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		DMARC:    DMARCConfig{OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
@@ -134,6 +137,9 @@ func (c *Config) validate() error {
 	t := c.Thresholds
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
 		bad("thresholds", "thresholds must not be negative (0 turns a level off)")
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, c.doc.Errorf("policy", "%v", err))
 	}
 	for name := range c.Lists {
 		if _, dup := c.Rules.Lists[name]; dup {

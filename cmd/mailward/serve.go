@@ -17,6 +17,7 @@ import (
 	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
+	"github.com/mailward/mailward/proxy/policyd"
 	"github.com/mailward/mailward/rules"
 )
 
@@ -123,22 +124,49 @@ func (d *daemon) run() error {
 	d.metrics = admin.NewMetrics()
 	d.engine.Observe(d.metrics)
 
-	mode, _ := d.cfg.socketMode()
-	ln, err := milter.Listen(d.cfg.Milter.Listen, mode)
-	if err != nil {
+	errc := make(chan error, 4)
+	// stops shuts the fronts down, newest first.
+	var stops []func(context.Context) error
+	shutdown := func(ctx context.Context) error {
+		var err error
+		for i := len(stops) - 1; i >= 0; i-- {
+			err = errors.Join(err, stops[i](ctx))
+		}
 		return err
 	}
-	ms := milter.New(d.engine, d.cfg.Timeouts.Milter, d.log)
-	errc := make(chan error, 2)
-	go func() { errc <- ms.Serve(ln) }()
-	d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": "milter"},
-		func() float64 { return float64(d.engine.Open("milter")) })
+	if d.cfg.Milter.Listen != "" {
+		mode, _ := d.cfg.socketMode()
+		ln, err := milter.Listen(d.cfg.Milter.Listen, mode)
+		if err != nil {
+			return err
+		}
+		ms := milter.New(d.engine, d.cfg.Timeouts.Milter, d.log)
+		go func() { errc <- ms.Serve(ln) }()
+		stops = append(stops, ms.Shutdown)
+	}
+	if d.cfg.Policy.Listen != "" {
+		pln, err := policyd.Listen(d.cfg.Policy)
+		if err != nil {
+			shutdown(context.Background())
+			return err
+		}
+		ps := policyd.New(d.engine, d.cfg.Policy, d.log)
+		go func() { errc <- ps.Serve(pln) }()
+		stops = append(stops, ps.Shutdown)
+	}
+	if len(stops) == 0 {
+		return errors.New("nothing to serve: set milter.listen or policy.listen")
+	}
+	for _, front := range []string{"milter", "policy", "smtp"} {
+		d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": front},
+			func() float64 { return float64(d.engine.Open(front)) })
+	}
 
 	var adm *admin.Server
 	if d.cfg.Admin.Listen != "" {
 		aln, err := net.Listen("tcp", d.cfg.Admin.Listen)
 		if err != nil {
-			ms.Shutdown(context.Background())
+			shutdown(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		adm = admin.New(d.cfg.Admin, d.metrics, admin.Hooks{Ready: d.ready, Reload: d.requestReload}, d.log)
@@ -146,7 +174,7 @@ func (d *daemon) run() error {
 	}
 	d.watchRules()
 	defer func() { d.stopWatch() }()
-	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
+	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "policy", d.cfg.Policy.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -168,7 +196,7 @@ func (d *daemon) run() error {
 			}
 			d.log.Info("shutting down: finishing transactions in flight", "signal", sig.String(), "timeout", d.cfg.Timeouts.Shutdown)
 			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeouts.Shutdown)
-			err := ms.Shutdown(ctx)
+			err := shutdown(ctx)
 			cancel()
 			if adm != nil {
 				adm.Shutdown(context.Background())
@@ -204,7 +232,7 @@ func (d *daemon) reload() error {
 		d.log.Error("reload failed; keeping the running config and rules", "err", err)
 		return err
 	}
-	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen {
+	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen || cfg.Policy.Listen != d.cfg.Policy.Listen {
 		d.log.Warn("listen addresses changed; they take effect at restart")
 	}
 	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
