@@ -18,17 +18,17 @@ import (
 
 // Config is the whole config file. Every key is documented in the README.
 type Config struct {
-	Hostname    string        `yaml:"hostname"`
-	OnError     string        `yaml:"on_error"`
-	Log         LogConfig     `yaml:"log"`
-	Milter      milter.Config `yaml:"milter"`
+	Hostname    string         `yaml:"hostname"`
+	OnError     string         `yaml:"on_error"`
+	Log         LogConfig      `yaml:"log"`
+	Milter      milter.Config  `yaml:"milter"`
 	Policy      policyd.Config `yaml:"policy"`
-	Admin       admin.Config  `yaml:"admin"`
-	DMARC       DMARCConfig   `yaml:"dmarc"`
-	Thresholds  Thresholds    `yaml:"thresholds"`
-	ScoreHeader string        `yaml:"score_header"`
-	Timeouts    Timeouts      `yaml:"timeouts"`
-	Rules       rules.Config  `yaml:"rules"`
+	Admin       admin.Config   `yaml:"admin"`
+	DMARC       DMARCConfig    `yaml:"dmarc"`
+	Thresholds  Thresholds     `yaml:"thresholds"`
+	ScoreHeader string         `yaml:"score_header"`
+	Timeouts    Timeouts       `yaml:"timeouts"`
+	Rules       rules.Config   `yaml:"rules"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
