@@ -184,7 +184,7 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 			ids = append(ids, identifier{"dkim", s.Domain, s.Result})
 		}
 	}
-	var unsure []string
+	var unsure, unaligned []string
 	for _, id := range ids {
 		if id.result != "pass" && id.result != "temperror" {
 			continue
@@ -203,6 +203,8 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 			unsure = append(unsure, fmt.Sprintf("cannot tell whether %s domain %s aligns: %v", id.method, id.domain, err))
 		case aligned:
 			unsure = append(unsure, fmt.Sprintf("%s temperror for aligned domain %s", id.method, id.domain))
+		case id.result == "pass":
+			unaligned = append(unaligned, fmt.Sprintf("%s pass for %s", id.method, id.domain))
 		}
 	}
 	if len(unsure) > 0 {
@@ -211,6 +213,9 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 	}
 	res.Result = "fail"
 	res.Reason = "no aligned spf or dkim pass"
+	if len(unaligned) > 0 {
+		res.Reason += fmt.Sprintf(" (%s not aligned, %s)", strings.Join(unaligned, ", "), modeNames(rec))
+	}
 	return res
 }
 
@@ -238,6 +243,10 @@ func (c *Checker) aligned(ctx context.Context, w *walker, author, org string, or
 		return false, err
 	}
 	return idOrg == org, nil
+}
+
+func modeNames(rec *Record) string {
+	return "aspf " + modeName(rec.ASPF) + ", adkim " + modeName(rec.ADKIM)
 }
 
 func modeName(mode string) string {

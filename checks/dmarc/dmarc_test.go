@@ -82,7 +82,7 @@ func TestRecordAtAuthorDomain(t *testing.T) {
 		expect{result: "pass", policy: "reject", reason: "spf pass"})
 	// A pass for an unrelated domain is not enough.
 	verify(t, check(t, c, from, spfPass("example.net"), dkimRes("pass", "example.net")),
-		expect{result: "fail", policy: "reject"})
+		expect{result: "fail", policy: "reject", reason: "spf pass for example.net, dkim pass for example.net not aligned"})
 	if n := srv.Queries("_dmarc.com", dns.TypeTXT); n != 1 {
 		t.Errorf("_dmarc.com asked %d times, want once (cached after)", n)
 	}
