@@ -246,6 +246,9 @@ type cacheKey struct {
 // exchange. Temporary failures come back as errors and are not cached.
 func (r *Resolver) lookup(ctx context.Context, fq string, qtype uint16) (outcome, error) {
 	key := cacheKey{fq, qtype}
+	if err := ctx.Err(); err != nil {
+		return outcome{}, &lookupError{name: strings.TrimSuffix(fq, "."), qtype: dns.TypeToString[qtype], kind: ErrTimeout, cause: err}
+	}
 	if r.cache != nil {
 		if out, ok := r.cache.get(key, r.now()); ok {
 			return out, nil

@@ -511,6 +511,49 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// FuzzTXTRoundTrip serves arbitrary bytes as a TXT record: LookupTXT must
+// give back exactly those bytes, whatever escaping the wire form needed.
+func FuzzTXTRoundTrip(f *testing.F) {
+	srv := testenv.StartDNS(f, zone)
+	r, err := New(Config{Servers: []string{srv.Addr()}, CacheSize: -1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("v=spf1 -all"))
+	f.Add([]byte("a\"b\\c\x00\xff\\065"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 || len(data) > 2000 {
+			return
+		}
+		var parts []string
+		for rest := data; len(rest) > 0; {
+			n := min(len(rest), 255)
+			var b strings.Builder
+			b.WriteByte('"')
+			for _, c := range rest[:n] {
+				if c == '"' || c == '\\' || c < ' ' || c > '~' {
+					fmt.Fprintf(&b, "\\%03d", c)
+				} else {
+					b.WriteByte(c)
+				}
+			}
+			b.WriteByte('"')
+			parts = append(parts, b.String())
+			rest = rest[n:]
+		}
+		if err := srv.SetZone("rt.example.test. 60 IN TXT " + strings.Join(parts, " ") + "\n"); err != nil {
+			t.Fatalf("zone: %v", err)
+		}
+		txt, err := r.LookupTXT(context.Background(), "rt.example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(txt) != 1 || txt[0] != string(data) {
+			t.Errorf("got %q, want %q", txt, data)
+		}
+	})
+}
+
 func BenchmarkQueryCached(b *testing.B) {
 	_, r := start(b, "")
 	ctx := context.Background()
