@@ -64,7 +64,8 @@ type sigField struct {
 }
 
 // NewVerifier starts verifying one message. ctx bounds the key look-ups
-// made while the message streams in.
+// made while the message streams in. Every Verifier must end with Finish
+// or Close, which release the goroutine verifying it.
 func (c *Checker) NewVerifier(ctx context.Context) *Verifier {
 	ctx, cancel := context.WithCancel(ctx)
 	return &Verifier{c: c, ctx: ctx, cancel: cancel}

@@ -102,6 +102,9 @@ func combine(domains []string, results []*Result) *Result {
 			break
 		}
 	}
+	if pick == nil {
+		pick = results[0]
+	}
 	out := *pick
 	out.Reason = fmt.Sprintf("From has %d author domains (%s); %s: %s", len(domains), strings.Join(domains, ", "), pick.Domain, pick.Reason)
 	return &out
