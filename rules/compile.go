@@ -87,7 +87,9 @@ type rule struct {
 	when     string
 	whenPos  Pos
 	prog     *vm.Program
+	native   boolFn // the condition as Go code, when it has a common shape
 	reads    uint64 // variables read by the condition and the templates
+	vmReads  uint64 // variables the VM reads: all of reads, or the templates' when native
 
 	matches atomic.Uint64
 	errors  atomic.Uint64
@@ -177,6 +179,7 @@ var ctxType = reflect.TypeOf((*context.Context)(nil)).Elem()
 
 // compiler compiles the rules of one load against its lists.
 type compiler struct {
+	funcs     *funcs
 	lists     map[string]*list
 	listsOpen bool // lists may be declared in a config not at hand: warn, do not fail
 	used      map[string]bool
@@ -188,8 +191,9 @@ type compiler struct {
 func newCompiler(opts Options, lists map[string]*list, listsOpen bool, p *problems) *compiler {
 	c := &compiler{lists: lists, listsOpen: listsOpen, used: map[string]bool{}, extra: map[string]Func{}, p: p}
 	fs := &funcs{lists: lists, org: opts.OrgDomain}
+	c.funcs = fs
 	c.base = []expr.Option{
-		expr.Env(env{}),
+		expr.Env(envTypes()),
 		expr.Function("in_list", fs.inList, new(func(string, string) bool)),
 		expr.Function("in_cidr", fs.inCIDR, new(func(string, string) bool)),
 		expr.Function("domain_of", domainOf, new(func(string) string)),
@@ -203,7 +207,7 @@ func newCompiler(opts Options, lists map[string]*list, listsOpen bool, p *proble
 			c.extra[f.Name] = f
 		}
 	}
-	c.base = append(c.base, expr.WithContext("$ctx"))
+	c.base = append(c.base, expr.WithContext(ctxName))
 	return c
 }
 
@@ -533,6 +537,7 @@ func (c *compiler) compileTemplate(src *source, n *yaml.Node, r *rule) *template
 		} else {
 			prog, a := c.compileExpr(inner, m, innerOff, false)
 			r.reads |= a.reads
+			r.vmReads |= a.reads
 			r.stage = max(r.stage, a.stage)
 			if prog == nil {
 				ok = false
@@ -715,6 +720,12 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		r.prog = prog
 		r.reads |= a.reads
 		r.stage = max(r.stage, a.stage)
+		if prog != nil {
+			r.native = c.native(prog.Node())
+		}
+		if r.native == nil {
+			r.vmReads |= a.reads
+		}
 	}
 
 	// The rule runs at the first stage where all it reads is known.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"mime"
 	"net/mail"
+	"reflect"
 	"strings"
 	"time"
 
@@ -157,23 +158,58 @@ func variableID(name string) (int, bool) {
 	return 0, false
 }
 
-// state is one evaluation's scratch space: the env filled once per stage
-// and a VM, reused through the Set's pool.
+// envTypes returns what expressions are compiled against: each name of
+// the env struct with a value of its type. Programs then read a map of
+// the same shape, filled once per stage: a map read costs no allocation,
+// a struct field read through reflection costs one.
+func envTypes() map[string]any {
+	out := map[string]any{}
+	t := reflect.TypeOf(env{})
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		out[f.Tag.Get("expr")] = reflect.Zero(f.Type).Interface()
+	}
+	// An interface's zero value has no type; give the context one.
+	out[ctxName] = context.Background()
+	return out
+}
+
+// ctxName is how functions that take a context reach it.
+const ctxName = "$ctx"
+
+// state is one evaluation's scratch space: the env filled once per stage,
+// the values programs read, and a VM, reused through the Set's pool.
 type state struct {
 	env     env
+	vals    map[string]any
+	filled  uint64 // variables set in vals
 	vm      vm.VM
 	facts   *policy.Facts
 	headers map[string][]string
 	dnsbl   map[string][]string
 	header  func(string) string
-	ctx     context.Context
+
+	// The element a native predicate is looking at.
+	curAttachment *Attachment
+	curDKIM       *DKIMResult
+	curString     string
 }
 
 func newState() *state {
-	st := &state{headers: map[string][]string{}, dnsbl: map[string][]string{}}
+	st := &state{vals: envTypes(), headers: map[string][]string{}, dnsbl: map[string][]string{}}
 	st.header = st.headerValue
 	return st
 }
+
+// zeroValues are the boxed zero values of the variables, to reset with.
+var zeroValues = func() [numVars]any {
+	var out [numVars]any
+	var e env
+	for id := range out {
+		out[id] = e.value(id)
+	}
+	return out
+}()
 
 func (st *state) headerValue(name string) string {
 	if st.facts == nil {
@@ -185,21 +221,44 @@ func (st *state) headerValue(name string) string {
 // reset drops everything from the last evaluation so nothing of one
 // message lingers into another.
 func (st *state) reset() {
+	for id := 0; id < numVars; id++ {
+		if st.filled&(1<<id) != 0 {
+			st.vals[variables[id].name] = zeroValues[id]
+		}
+	}
+	st.filled = 0
+	st.vals[ctxName] = context.Background()
 	st.env = env{}
 	st.facts = nil
-	st.ctx = nil
 	clear(st.headers)
 	clear(st.dnsbl)
 }
 
-// fill sets the variables in need from f.
-func (st *state) fill(ctx context.Context, f *policy.Facts, need uint64) {
+// setScore updates the score programs see after a score rule matched.
+func (st *state) setScore(score float64) {
+	st.env.Score = score
+	if st.filled&(1<<vScore) != 0 {
+		st.vals["score"] = score
+	}
+}
+
+// fill sets the variables in need from f, and boxes those in box into
+// the map the VM reads.
+func (st *state) fill(ctx context.Context, f *policy.Facts, need, box uint64) {
 	st.facts = f
-	st.ctx = ctx
 	e := &st.env
 	e.Ctx = ctx
 	e.Header = st.header
 	e.Score = f.Score
+	st.vals[ctxName] = ctx
+	defer func() {
+		for id := 0; id < numVars; id++ {
+			if box&(1<<id) != 0 {
+				st.vals[variables[id].name] = e.value(id)
+			}
+		}
+		st.filled = box
+	}()
 	for id := 0; id < numVars; id++ {
 		if need&(1<<id) == 0 {
 			continue
@@ -350,6 +409,8 @@ func (e *env) value(id int) any {
 		return e.HeaderFromDomain
 	case vMessageID:
 		return e.MessageID
+	case vHeader:
+		return e.Header
 	case vSize:
 		return e.Size
 	case vAttachments:

@@ -25,6 +25,7 @@ type Set struct {
 	rules    []*rule
 	stages   [numStages][]*rule
 	need     [numStages]uint64 // variables read by each stage's rules
+	box      [numStages]uint64 // the part of need the VM reads
 	lists    map[string]*list
 	files    []string
 	warnings Problems
@@ -151,6 +152,7 @@ func build(in buildInput, opts Options, p *problems) *built {
 			s.rules = append(s.rules, r)
 			s.stages[r.stage] = append(s.stages[r.stage], r)
 			s.need[r.stage] |= r.reads
+			s.box[r.stage] |= r.vmReads
 		}
 	}
 	b.used = c.used
@@ -291,13 +293,20 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		st.reset()
 		s.pool.Put(st)
 	}()
-	st.fill(ctx, f, s.need[stage])
+	st.fill(ctx, f, s.need[stage], s.box[stage])
 	decided := false
 	for _, r := range rs {
-		out, err := st.vm.Run(r.prog, &st.env)
-		matched, _ := out.(bool)
-		if err != nil {
-			matched = false
+		var matched bool
+		var err error
+		if r.native != nil {
+			matched = r.native(st)
+		} else {
+			var out any
+			out, err = st.vm.Run(r.prog, st.vals)
+			matched, _ = out.(bool)
+			if err != nil {
+				matched = false
+			}
 		}
 		decides := matched && !decided && !r.monitor && r.kind.terminal()
 		if h != nil && h.trace != nil {
@@ -327,7 +336,7 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		switch r.kind {
 		case kindScore:
 			f.Score += r.score
-			st.env.Score = f.Score
+			st.setScore(f.Score)
 			m.Score = r.score
 		case kindAddHeader:
 			v.Headers = append(v.Headers, policy.HeaderEdit{Name: r.hdrName, Value: headerText(r.hdrValue.render(st, s, r, stage, h))})
@@ -401,7 +410,7 @@ func (t *template) render(st *state, s *Set, r *rule, stage policy.Stage, h *hoo
 	var b strings.Builder
 	for _, p := range t.parts {
 		b.WriteString(p.lit)
-		out, err := st.vm.Run(p.prog, &st.env)
+		out, err := st.vm.Run(p.prog, st.vals)
 		if err != nil {
 			if h == nil || !h.dry {
 				s.evalError(r, stage, st.facts, fmt.Errorf("template: %w", err))
