@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/admin"
+	"github.com/mailward/mailward/checks"
+	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
@@ -18,17 +21,22 @@ import (
 
 // Config is the whole config file. Every key is documented in the README.
 type Config struct {
-	Hostname    string         `yaml:"hostname"`
-	OnError     string         `yaml:"on_error"`
-	Log         LogConfig      `yaml:"log"`
-	Milter      milter.Config  `yaml:"milter"`
-	Policy      policyd.Config `yaml:"policy"`
-	Admin       admin.Config   `yaml:"admin"`
-	DMARC       DMARCConfig    `yaml:"dmarc"`
-	Thresholds  Thresholds     `yaml:"thresholds"`
-	ScoreHeader string         `yaml:"score_header"`
-	Timeouts    Timeouts       `yaml:"timeouts"`
-	Rules       rules.Config   `yaml:"rules"`
+	Hostname    string             `yaml:"hostname"`
+	OnError     string             `yaml:"on_error"`
+	Log         LogConfig          `yaml:"log"`
+	Milter      milter.Config      `yaml:"milter"`
+	Policy      policyd.Config     `yaml:"policy"`
+	Admin       admin.Config       `yaml:"admin"`
+	DNS         resolver.Config    `yaml:"dns"`
+	SPF         checks.SPFConfig   `yaml:"spf"`
+	IPRev       checks.IPRevConfig `yaml:"iprev"`
+	DNSBL       dnsbl.Config       `yaml:"dnsbl"`
+	DKIM        checks.DKIMConfig  `yaml:"dkim"`
+	DMARC       DMARCConfig        `yaml:"dmarc"`
+	Thresholds  Thresholds         `yaml:"thresholds"`
+	ScoreHeader string             `yaml:"score_header"`
+	Timeouts    Timeouts           `yaml:"timeouts"`
+	Rules       rules.Config       `yaml:"rules"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -42,10 +50,12 @@ type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 }
 
-// DMARCConfig holds what the engine does with DMARC results.
+// DMARCConfig holds the DMARC check's options and what the engine does
+// with its results.
 type DMARCConfig struct {
-	Enforce     bool   `yaml:"enforce"`
-	OnTemperror string `yaml:"on_temperror"`
+	checks.DMARCConfig `yaml:",inline"`
+	Enforce            bool   `yaml:"enforce"`
+	OnTemperror        string `yaml:"on_temperror"`
 }
 
 // Thresholds turn the message score into an action.
@@ -65,6 +75,7 @@ type Timeouts struct {
 // defaultConfig is what runs with no config file: a milter on loopback,
 // system DNS, memory cache, no rules.
 func defaultConfig() *Config {
+	def := checks.DefaultConfig()
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "localhost"
@@ -76,7 +87,10 @@ func defaultConfig() *Config {
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
 		Policy:   policyd.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
-		DMARC:    DMARCConfig{OnTemperror: "tempfail"},
+		SPF:      def.SPF,
+		IPRev:    def.IPRev,
+		DKIM:     def.DKIM,
+		DMARC:    DMARCConfig{DMARCConfig: def.DMARC, OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
 		file:     "(defaults)",
 		doc:      &config.Doc{File: "(defaults)"},
@@ -138,6 +152,11 @@ func (c *Config) validate() error {
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
 		bad("thresholds", "thresholds must not be negative (0 turns a level off)")
 	}
+	if err := c.checks().Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("%s: %s", c.doc.Pos(firstWord(line)), line))
+		}
+	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, c.doc.Errorf("policy", "%v", err))
 	}
@@ -150,6 +169,19 @@ func (c *Config) validate() error {
 		return errs
 	}
 	return nil
+}
+
+// checks is the checks' part of the config.
+func (c *Config) checks() checks.Config {
+	return checks.Config{DNS: c.DNS, SPF: c.SPF, IPRev: c.IPRev, DNSBL: c.DNSBL, DKIM: c.DKIM, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
+}
+
+// firstWord picks the key an error message starts with, to find its line.
+func firstWord(s string) string {
+	if i := strings.IndexAny(s, " :"); i > 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // rulesConfig merges the top-level lists into the rules' config.

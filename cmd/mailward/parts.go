@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/mailward/mailward/checks"
+	"github.com/mailward/mailward/checks/dmarc"
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
 )
@@ -31,7 +34,7 @@ func (p *parts) summary() string {
 	if s := p.rules.Current(); s != nil {
 		n = s.Len()
 	}
-	return fmt.Sprintf("%d rules, checks %v", n, p.checker != nil)
+	return fmt.Sprintf("%d rules", n)
 }
 
 func (p *parts) close() {
@@ -57,7 +60,17 @@ func (p *parts) ready(ctx context.Context) error {
 // kept if any part fails.
 func buildParts(ctx context.Context, cfg *Config, log *slog.Logger) (*parts, error) {
 	p := &parts{}
-	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{BaseDir: cfg.baseDir(), Logger: log})
+	res, err := resolver.New(cfg.DNS)
+	if err != nil {
+		return nil, fmt.Errorf("setting up DNS: %w", err)
+	}
+	suite, err := checks.New(cfg.checks(), res)
+	if err != nil {
+		return nil, fmt.Errorf("setting up checks: %w", err)
+	}
+	p.checker = suite
+	dm := dmarc.New(res, cfg.DMARC.Options)
+	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm)})
 	if err := p.rules.Load(cfg.rulesConfig()); err != nil {
 		return nil, fmt.Errorf("loading rules:\n%w", err)
 	}
@@ -65,4 +78,13 @@ func buildParts(ctx context.Context, cfg *Config, log *slog.Logger) (*parts, err
 		log.Warn("rule warning", "at", w.String())
 	}
 	return p, nil
+}
+
+// orgDomain gives rules the DMARC tree walk's organizational domain,
+// which falls back to the public suffix list when DNS cannot answer.
+func orgDomain(dm *dmarc.Checker) func(context.Context, string) string {
+	return func(ctx context.Context, domain string) string {
+		org, _ := dm.OrgDomain(ctx, domain)
+		return org
+	}
 }

@@ -35,8 +35,8 @@ func TestServeWithPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, "rules.d/local.yaml", rejectSenderRules)
-	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+
-		"\nadmin:\n  listen: \"\"\nrules:\n  files: [\"rules.d/*.yaml\"]\n")
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+
+		"admin:\n  listen: \"\"\nrules:\n  files: [\"rules.d/*.yaml\"]\n")
 	p := startProc(t, cfg, addr)
 
 	sink := testenv.StartSink(t)

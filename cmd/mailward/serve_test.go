@@ -109,7 +109,7 @@ func (d *proc) wait(t *testing.T, within time.Duration) error {
 func TestSIGTERMFinishesTransactionInFlight(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+addr+"\nadmin:\n  listen: \"\"\ntimeouts:\n  shutdown: 20s\n")
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+"admin:\n  listen: \"\"\ntimeouts:\n  shutdown: 20s\n")
 	d := startProc(t, cfg, addr)
 
 	client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
@@ -177,6 +177,24 @@ func TestSIGTERMFinishesTransactionInFlight(t *testing.T) {
 	}
 }
 
+// fixtureZone answers the look-ups a test message causes: the loopback
+// client's reverse DNS and the senders' domains.
+const fixtureZone = `
+. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+1.0.0.127.in-addr.arpa. IN PTR localhost.test.
+10.2.0.192.in-addr.arpa. IN PTR c.example.
+localhost.test. IN A 127.0.0.1
+c.example. IN A 192.0.2.10
+good.example. IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
+`
+
+// baseConfig is a config that serves the milter on addr and asks only a
+// fixture DNS server: tests never query the internet.
+func baseConfig(t *testing.T, addr string) string {
+	dns := testenv.StartDNS(t, fixtureZone)
+	return "hostname: mw.test.example\nmilter:\n  listen: inet:" + addr + "\ndns:\n  servers: [\"" + dns.Addr() + "\"]\n"
+}
+
 func httpDo(t *testing.T, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
@@ -193,7 +211,7 @@ func TestAdminEndpointsAndReload(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	good := "hostname: mw.test.example\nmilter:\n  listen: inet:" + addr + "\nadmin:\n  listen: " + adminAddr + "\n"
+	good := baseConfig(t, addr) + "admin:\n  listen: " + adminAddr + "\n"
 	cfg := writeFile(t, dir, "mailward.yaml", good)
 	p := startProc(t, cfg, addr)
 	base := "http://" + adminAddr
@@ -209,7 +227,7 @@ func TestAdminEndpointsAndReload(t *testing.T) {
 	// A broken config is refused over HTTP and the running one stays.
 	writeFile(t, dir, "mailward.yaml", good+"bogus_key: 1\n")
 	code, body := httpDo(t, "POST", base+"/reload")
-	if code != 422 || !strings.Contains(body, "mailward.yaml:6:1: unknown key \"bogus_key\"") {
+	if code != 422 || !strings.Contains(body, "mailward.yaml:8:1: unknown key \"bogus_key\"") {
 		t.Fatalf("bad reload = %d %q", code, body)
 	}
 	if code, _ := httpDo(t, "GET", base+"/readyz"); code != 200 {
