@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net/textproto"
 	"strings"
 
 	"github.com/mailward/mailward/policy"
@@ -277,7 +276,48 @@ func formatHeader(name, value string) string {
 	return b.String()
 }
 
-// dotWriter dot-stuffs a message for DATA; Close writes the end-of-data line.
-func dotWriter(w *bufio.Writer) io.WriteCloser {
-	return textproto.NewWriter(w).DotWriter()
+// dotWriter dot-stuffs a message for DATA; Close writes the end-of-data
+// line. What it is given has CRLF line ends already (the data reader
+// makes them so); a dot after any LF is doubled all the same, so that no
+// line can end the data early.
+type dotWriter struct {
+	w   *bufio.Writer
+	mid bool // inside a line
+}
+
+func newDotWriter(w *bufio.Writer) *dotWriter { return &dotWriter{w: w} }
+
+func (d *dotWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if !d.mid && p[0] == '.' {
+			if err := d.w.WriteByte('.'); err != nil {
+				return 0, err
+			}
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			d.mid = true
+			if _, err := d.w.Write(p); err != nil {
+				return 0, err
+			}
+			break
+		}
+		d.mid = false
+		if _, err := d.w.Write(p[:i+1]); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (d *dotWriter) Close() error {
+	if d.mid {
+		if _, err := d.w.WriteString("\r\n"); err != nil {
+			return err
+		}
+	}
+	_, err := d.w.WriteString(".\r\n")
+	return err
 }

@@ -70,7 +70,11 @@ func testLogger(t testing.TB) *slog.Logger {
 // startProxy serves cfg on 127.0.0.1 with the test rules and returns its address.
 func startProxy(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
-	log := testLogger(t)
+	return startProxyLog(t, cfg, testLogger(t))
+}
+
+func startProxyLog(t testing.TB, cfg Config, log *slog.Logger) (*Server, string) {
+	t.Helper()
 	if cfg.Hostname == "" {
 		cfg.Hostname = "proxy.test.example"
 	}

@@ -264,6 +264,26 @@ func TestUpstreamLostMidTransaction(t *testing.T) {
 	}
 }
 
+func TestIdleUpstreamSessionReplaced(t *testing.T) {
+	sink := testenv.StartSink(t)
+	cab := startCable(t, sink.Addr())
+	_, addr := startProxy(t, Config{Upstream: cab.addr()})
+	c := dialClient(t, "", addr)
+	defer c.Close()
+	if err := send(t, c, "alice@sender.example", []string{"bob@rcpt.example"}, message("first")); err != nil {
+		t.Fatal(err)
+	}
+	// Upstream drops the idle session between two messages, as an MTA's
+	// idle timeout does; the next message must not suffer for it.
+	cab.cut()
+	if err := send(t, c, "alice@sender.example", []string{"bob@rcpt.example"}, message("second")); err != nil {
+		t.Fatalf("message after upstream dropped the idle session: %v", err)
+	}
+	if _, err := sink.Wait(2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestEHLOOffersOnlyWhatUpstreamTakes(t *testing.T) {
 	sink := testenv.StartSink(t)
 	_, addr := startProxy(t, Config{Upstream: sink.Addr(), MaxMessageSize: 1 << 20})
@@ -658,6 +678,12 @@ func TestSTARTTLSToClient(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	sink := testenv.StartSink(t)
 	srv, addr := startProxy(t, Config{Upstream: sink.Addr()})
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln2) }()
 	idle := newRawClient(t, dialFrom(t, "", addr))
 	idle.expect(220)
 	busy := dialClient(t, "", addr)
@@ -690,6 +716,13 @@ func TestShutdown(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if err := <-serveErr; err != nil {
+		t.Fatalf("Serve after Shutdown returned %v; want nil", err)
+	}
+	ln3, _ := net.Listen("tcp", "127.0.0.1:0")
+	if err := srv.Serve(ln3); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve on a shut-down server: %v", err)
 	}
 	if _, err := sink.Wait(1, 5*time.Second); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 	"github.com/mailward/mailward/policy"
 )
 
-// ErrServerClosed is returned by Serve after Shutdown.
+// ErrServerClosed is returned by Serve when called after Shutdown.
 var ErrServerClosed = errors.New("smtp proxy: server closed")
 
 // probeRetry is how long a failed look at upstream's extensions is
@@ -118,6 +118,7 @@ func (s *Server) ListenAndServe() error {
 	if n == 0 {
 		return errors.New("smtp proxy: neither smtp.listen nor smtp.listen_tls is set")
 	}
+	// The first listener to stop (Shutdown, or an error) ends the call.
 	err := <-errc
 	if errors.Is(err, ErrServerClosed) {
 		return nil
@@ -126,7 +127,7 @@ func (s *Server) ListenAndServe() error {
 }
 
 // Serve accepts plain SMTP connections (STARTTLS offered when a
-// certificate is configured) on ln until Shutdown.
+// certificate is configured) on ln until Shutdown, then returns nil.
 func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
 
 // ServeTLS accepts implicit-TLS connections on ln until Shutdown.
@@ -147,7 +148,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		c, err := ln.Accept()
 		if err != nil {
 			if s.closing.Load() {
-				return ErrServerClosed
+				return nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {

@@ -634,26 +634,21 @@ func (s *session) cmdMail(arg string) bool {
 		s.reply(newReply(250, "2.1.0", "Ok"))
 		return true
 	}
-	if err := s.ensureUpstream(); err != nil {
-		s.ec.Abort()
-		return s.upstreamFailed(err, "MAIL")
+	// An upstream session kept from an earlier message may have timed out
+	// while the client was idle; nothing is lost yet, so start a new one.
+	reused := s.up != nil
+	r, err := s.mailUpstream(tx)
+	var de *dialError
+	if reused && !errors.As(err, &de) && (err != nil || r.code == 421) {
+		s.log.Info("smtp: idle upstream session went away; reconnecting", "reply", r.String(), "err", err)
+		s.dropUpstream(false)
+		r, err = s.mailUpstream(tx)
 	}
-	c := s.up.caps
-	if tx.needs.eightBit && !c.eightBit || tx.needs.smtpUTF8 && !c.smtpUTF8 || tx.needs.dsn && !c.dsn {
-		s.ec.Abort()
-		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.st.cfg.Upstream)
-		s.reply(newReply(451, "4.3.0", "Upstream cannot take this message now; try again later"))
-		return true
-	}
-	if s.up.ident == identXFORWARD {
-		if err := s.up.xforward(s.upstreamClient(), tx.id, s.log); err != nil {
-			s.ec.Abort()
-			return s.upstreamLost(err, nil)
-		}
-	}
-	r, err := s.up.cmd("MAIL FROM:<" + from + ">" + mailParams(tx.params, c))
 	if err != nil {
 		s.ec.Abort()
+		if errors.As(err, &de) {
+			return s.upstreamFailed(de.err, "MAIL")
+		}
 		return s.upstreamLost(err, nil)
 	}
 	s.reply(r)
@@ -664,6 +659,31 @@ func (s *session) cmdMail(arg string) bool {
 	tx.upMail = true
 	s.tx = tx
 	return true
+}
+
+// dialError is a failure to get an upstream session at all.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// mailUpstream starts the transaction upstream: a session if there is
+// none, XFORWARD if that is how upstream learns the client, then MAIL.
+func (s *session) mailUpstream(tx *transaction) (reply, error) {
+	if err := s.ensureUpstream(); err != nil {
+		return reply{}, &dialError{err}
+	}
+	c := s.up.caps
+	if tx.needs.eightBit && !c.eightBit || tx.needs.smtpUTF8 && !c.smtpUTF8 || tx.needs.dsn && !c.dsn {
+		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.st.cfg.Upstream)
+		return newReply(451, "4.3.0", "Upstream cannot take this message now; try again later"), nil
+	}
+	if s.up.ident == identXFORWARD {
+		if err := s.up.xforward(s.upstreamClient(), tx.id, s.log); err != nil {
+			return reply{}, err
+		}
+	}
+	return s.up.cmd("MAIL FROM:<" + tx.from + ">" + mailParams(tx.params, c))
 }
 
 // mailParams renders the MAIL parameters upstream can take.

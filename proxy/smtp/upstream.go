@@ -287,7 +287,7 @@ func (up *upstream) data(write func(io.Writer) error) (reply, error) {
 	if err != nil || r.code != 354 {
 		return r, err
 	}
-	dw := dotWriter(up.bw)
+	dw := newDotWriter(up.bw)
 	if err := write(dw); err != nil {
 		return reply{}, fmt.Errorf("sending message upstream: %w", err)
 	}
