@@ -212,13 +212,17 @@ func (m *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 		return fmt.Errorf("setting %q: %w", key, err)
 	}
 	s := m.shard(key)
-	if s.maxBytes > 0 && int64(len(key)+len(value)+entryOverhead) > s.maxBytes {
-		return fmt.Errorf("setting %q (%d bytes): %w", key, len(value), ErrTooLarge)
-	}
 	val := append([]byte(nil), value...)
 	now := m.nowNS()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.maxBytes > 0 && int64(len(key)+len(value)+entryOverhead) > s.maxBytes {
+		// The old value is outdated now: drop it rather than serve it.
+		if e := s.items[key]; e != nil {
+			s.remove(e)
+		}
+		return fmt.Errorf("setting %q (%d bytes): %w", key, len(value), ErrTooLarge)
+	}
 	if e := s.items[key]; e != nil {
 		e.kind, e.a, e.b, e.expires = kindBytes, 0, 0, deadline(now, ttl)
 		s.touch(e)

@@ -141,9 +141,13 @@ func TestMemoryByteBound(t *testing.T) {
 	if _, ok, _ := m.Get(ctx, "199"); !ok {
 		t.Fatal("the newest entry was evicted")
 	}
+	m.Set(ctx, "big", []byte("old"), 0)
 	err := m.Set(ctx, "big", make([]byte, 65<<10), 0)
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized Set: %v, want ErrTooLarge", err)
+	}
+	if v, ok, _ := m.Get(ctx, "big"); ok {
+		t.Fatalf("a failed Set left the outdated value %q", v)
 	}
 	// Growing a value in place is bounded too.
 	for i := range 200 {
