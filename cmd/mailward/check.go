@@ -1,11 +1,342 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/mailward/mailward/checks/dkim"
+	"github.com/mailward/mailward/checks/dmarc"
+	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/iprev"
+	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/rules"
 )
 
+// checkReport is what `mailward check --json` prints. Field names are a
+// contract with scripts: add, never rename.
+type checkReport struct {
+	Action         string               `json:"action"`
+	SMTPCode       int                  `json:"smtp_code,omitempty"`
+	EnhancedCode   string               `json:"enhanced_code,omitempty"`
+	Message        string               `json:"message,omitempty"`
+	Reason         string               `json:"reason,omitempty"`
+	Stage          string               `json:"stage"`
+	Rcpts          []policy.RcptOutcome `json:"rcpts"`
+	SPF            *spf.Result          `json:"spf"`
+	SPFHelo        *spf.Result          `json:"spf_helo"`
+	DKIM           []dkim.Result        `json:"dkim"`
+	DMARC          *dmarc.Result        `json:"dmarc"`
+	IPRev          *iprev.Result        `json:"iprev"`
+	DNSBL          []dnsbl.Result       `json:"dnsbl"`
+	Rules          []string             `json:"rules"`
+	Matches        []policy.Match       `json:"matches"`
+	Score          float64              `json:"score"`
+	HeadersAdded   []policy.HeaderEdit  `json:"headers_added"`
+	HeadersRemoved []policy.HeaderRef   `json:"headers_removed,omitempty"`
+	Stages         []stageReport        `json:"stages"`
+	Explain        []rules.Explanation  `json:"explain,omitempty"`
+}
+
+type stageReport struct {
+	Stage   string `json:"stage"`
+	Subject string `json:"subject,omitempty"` // the recipient, at rcpt
+	Action  string `json:"action"`
+	Reply   string `json:"reply,omitempty"`
+}
+
+type rcptFlags []string
+
+func (r *rcptFlags) String() string     { return strings.Join(*r, ",") }
+func (r *rcptFlags) Set(s string) error { *r = append(*r, s); return nil }
+
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "mailward check: not available in this build")
-	return 2
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "config `FILE` (default: built-in defaults)")
+	dnsServers := fs.String("dns", "", "DNS servers to ask instead of the config's, `ADDR[,ADDR]`")
+	ipFlag := fs.String("ip", "", "the client's `IP` address (required)")
+	helo := fs.String("helo", "", "the HELO/EHLO `NAME` (default: the client's address literal)")
+	from := fs.String("from", "", "the envelope sender `ADDR` (default: the null sender)")
+	var rcpts rcptFlags
+	fs.Var(&rcpts, "rcpt", "an envelope recipient `ADDR`; repeat for more (default: postmaster@hostname)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	explain := fs.Bool("explain", false, "show every rule with its stage, whether it matched, and the values it read")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: mailward check [flags] [MESSAGE.eml | -]\n\nRuns one message through every stage exactly as serve would, and prints what happened.\nWithout a message (or with -) it reads standard input.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "mailward check: "+format+"\n", a...)
+		return 2
+	}
+	ip, err := netip.ParseAddr(*ipFlag)
+	if err != nil {
+		return fail("--ip: want an IP address, got %q", *ipFlag)
+	}
+	ip = ip.Unmap()
+	if fs.NArg() > 1 {
+		return fail("one message at a time (got %d)", fs.NArg())
+	}
+	var in io.Reader = os.Stdin
+	if name := fs.Arg(0); name != "" && name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	br := bufio.NewReader(in)
+	headers, err := policy.ReadHeader(br)
+	if err != nil {
+		return fail("%s: %v", msgName(fs.Arg(0)), err)
+	}
+
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if *dnsServers != "" {
+		cfg.DNS.Servers = strings.Split(*dnsServers, ",")
+	}
+	if len(rcpts) == 0 {
+		rcpts = rcptFlags{"postmaster@" + cfg.Hostname}
+	}
+	if *helo == "" {
+		*helo = "[" + ip.String() + "]"
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := buildParts(context.Background(), cfg, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer p.close()
+	var explained []rules.Explanation
+	var rs policy.Rules
+	if set := p.rules.Current(); set != nil {
+		rs = set
+		if *explain {
+			rs = set.Traced(func(e rules.Explanation) { explained = append(explained, e) })
+		}
+	}
+	engine := policy.NewEngine(cfg.settings(), p.checker, rs, log)
+	rep, err := runStages(context.Background(), engine, ip, *helo, *from, rcpts, headers, br)
+	if err != nil {
+		return fail("%s: %v", msgName(fs.Arg(0)), err)
+	}
+	rep.Explain = explained
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return 0
+	}
+	printReport(stdout, rep, *explain, p.rules.Current())
+	return 0
+}
+
+func msgName(arg string) string {
+	if arg == "" || arg == "-" {
+		return "standard input"
+	}
+	return arg
+}
+
+// runStages drives the engine from connect to end of message, as a front would.
+func runStages(ctx context.Context, e *policy.Engine, ip netip.Addr, helo, from string, rcpts []string, headers []policy.Header, body io.Reader) (*checkReport, error) {
+	rep := &checkReport{}
+	note := func(st policy.Stage, subject string, v policy.Verdict) {
+		sr := stageReport{Stage: st.String(), Subject: subject, Action: v.Action.String()}
+		if v.Action == policy.Reject || v.Action == policy.Tempfail {
+			sr.Reply = v.Reply()
+		}
+		rep.Stages = append(rep.Stages, sr)
+	}
+	c, v := e.Connect(ctx, policy.ConnInfo{IP: ip, Front: "check"})
+	defer c.Close()
+	note(policy.StageConnect, "", v)
+	final := v.Action.Final()
+	if !final {
+		v = c.Helo(ctx, helo)
+		note(policy.StageHelo, helo, v)
+		final = v.Action.Final()
+	}
+	if !final {
+		v = c.Mail(ctx, from, policy.MailInfo{})
+		note(policy.StageMail, from, v)
+		final = v.Action.Final()
+	}
+	if !final {
+		accepted := 0
+		for _, r := range rcpts {
+			rv := c.Rcpt(ctx, r)
+			note(policy.StageRcpt, r, rv)
+			switch {
+			case rv.Action == policy.Reject || rv.Action == policy.Tempfail:
+				v = rv // if every recipient is refused, the last refusal stands
+			case rv.Action.Final():
+				v, final = rv, true
+			default:
+				accepted++
+			}
+			if final {
+				break
+			}
+		}
+		if accepted == 0 && !final {
+			final = true
+		}
+	}
+	if !final {
+		for _, h := range headers {
+			c.Header(h.Name, h.Value)
+		}
+		v = c.EndOfHeaders(ctx)
+		note(policy.StageData, "", v)
+		final = v.Action.Final()
+	}
+	if !final {
+		w := &policy.CRLFWriter{W: bodyWriter{c}}
+		if _, err := io.Copy(w, body); err != nil {
+			return nil, fmt.Errorf("reading body: %w", err)
+		}
+		v = c.EndOfMessage(ctx)
+		note(policy.StageEOM, "", v)
+	}
+	f := c.Facts()
+	rep.Action, rep.Stage, rep.Reason = v.Action.String(), v.Stage.String(), v.Reason
+	if v.Action == policy.Reject || v.Action == policy.Tempfail {
+		v = v.WithDefaults()
+		rep.SMTPCode, rep.EnhancedCode, rep.Message = v.Code, v.Enhanced, v.Text
+	}
+	rep.Rcpts = c.Outcomes()
+	rep.SPF, rep.SPFHelo, rep.DKIM, rep.DMARC, rep.IPRev, rep.DNSBL = f.SPF, f.SPFHelo, f.DKIM, f.DMARC, f.IPRev, f.DNSBL
+	rep.Matches = c.Matches()
+	rep.Rules = []string{}
+	for _, m := range rep.Matches {
+		rep.Rules = append(rep.Rules, m.Rule)
+	}
+	rep.Score = f.Score
+	rep.HeadersAdded = orEmpty(v.Headers)
+	rep.HeadersRemoved = v.Remove
+	return rep, nil
+}
+
+func orEmpty(h []policy.HeaderEdit) []policy.HeaderEdit {
+	if h == nil {
+		return []policy.HeaderEdit{}
+	}
+	return h
+}
+
+type bodyWriter struct{ c *policy.Conn }
+
+func (b bodyWriter) Write(p []byte) (int, error) {
+	if err := b.c.Body(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
+	for _, s := range r.Stages {
+		line := fmt.Sprintf("%-8s %-10s", s.Stage, s.Action)
+		if s.Subject != "" {
+			line += " " + s.Subject
+		}
+		if s.Reply != "" {
+			line += "  → " + s.Reply
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w)
+	if r.IPRev != nil {
+		fmt.Fprintf(w, "iprev     %s %s\n", r.IPRev.Result, r.IPRev.PTR)
+	}
+	for _, d := range r.DNSBL {
+		fmt.Fprintf(w, "dnsbl     %s %s %s\n", d.Zone, strings.Join(d.Codes, ","), d.Error)
+	}
+	if r.SPFHelo != nil {
+		fmt.Fprintf(w, "spf helo  %s %s\n", r.SPFHelo.Result, r.SPFHelo.Domain)
+	}
+	if r.SPF != nil {
+		fmt.Fprintf(w, "spf       %s %s %s\n", r.SPF.Result, r.SPF.Domain, r.SPF.Explanation)
+	}
+	for _, d := range r.DKIM {
+		fmt.Fprintf(w, "dkim      %s d=%s s=%s a=%s %s\n", d.Result, d.Domain, d.Selector, d.Algorithm, d.Reason)
+	}
+	if r.DMARC != nil {
+		fmt.Fprintf(w, "dmarc     %s policy=%s domain=%s policy_domain=%s org_domain=%s testing=%v %s\n",
+			r.DMARC.Result, r.DMARC.Policy, r.DMARC.Domain, r.DMARC.PolicyDomain, r.DMARC.OrgDomain, r.DMARC.Testing, r.DMARC.Reason)
+	}
+	if len(r.Matches) > 0 {
+		fmt.Fprintln(w)
+		for _, m := range r.Matches {
+			mode := ""
+			if m.Monitor {
+				mode = " (monitor)"
+			}
+			fmt.Fprintf(w, "rule      %s at %s: %s%s\n", m.Rule, m.Stage, m.Action, mode)
+		}
+	}
+	fmt.Fprintf(w, "score     %g\n\n", r.Score)
+	for _, h := range r.HeadersAdded {
+		fmt.Fprintf(w, "%s: %s\n", h.Name, h.Value)
+	}
+	verdict := r.Action + " at " + r.Stage
+	if r.SMTPCode != 0 {
+		verdict += fmt.Sprintf(": %d %s %s", r.SMTPCode, r.EnhancedCode, r.Message)
+	}
+	if r.Reason != "" {
+		verdict += " (" + r.Reason + ")"
+	}
+	fmt.Fprintf(w, "\nverdict: %s\n", verdict)
+	if explain && set != nil {
+		printExplain(w, r.Explain, set)
+	}
+}
+
+func printExplain(w io.Writer, ex []rules.Explanation, set *rules.Set) {
+	fmt.Fprintln(w, "\nrules:")
+	seen := map[string]bool{}
+	for _, e := range ex {
+		seen[e.Rule] = true
+		state := "no match"
+		if e.Matched {
+			state = "MATCHED"
+		}
+		if e.Decided {
+			state += ", decided"
+		}
+		if e.Error != "" {
+			state = "error: " + e.Error
+		}
+		var vars []string
+		for _, v := range e.Vars {
+			b, _ := json.Marshal(v.Value)
+			vars = append(vars, v.Name+"="+string(b))
+		}
+		fmt.Fprintf(w, "  %-24s %-5s %-10s %s  %s\n", e.Rule, e.Stage, e.Action, state, strings.Join(vars, " "))
+	}
+	for _, ri := range set.Rules() {
+		if !seen[ri.Name] {
+			fmt.Fprintf(w, "  %-24s %-5s %-10s not reached: filtering ended before its stage\n", ri.Name, ri.Stage, ri.Action)
+		}
+	}
 }

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+func signedMessage(t *testing.T, key ed25519.PrivateKey, from string) string {
+	t.Helper()
+	msg := "From: Alice <" + from + ">\r\nTo: bob@rcpt.example\r\nSubject: hello\r\nMessage-ID: <1@shop.example>\r\n\r\nHello Bob.\r\n"
+	var b bytes.Buffer
+	if err := dkim.Sign(&b, strings.NewReader(msg), &dkim.SignOptions{Domain: "shop.example", Selector: "s1", Signer: key}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestCheckJSON(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	zone := `
+. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+10.2.0.192.in-addr.arpa. IN PTR mail.shop.example.
+mail.shop.example. IN A 192.0.2.10
+shop.example. IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
+s1._domainkey.shop.example. IN TXT "v=DKIM1; k=ed25519; p=` + base64.StdEncoding.EncodeToString(pub) + `"
+_dmarc.shop.example. IN TXT "v=DMARC1; p=reject"
+`
+	dns := testenv.StartDNS(t, zone)
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", "rules:\n  - name: no-abuse\n    when: rcpt == \"abuse@rcpt.example\"\n    action: reject\n    code: \"550 5.1.1\"\n")
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\nrules:\n  files: [r.yaml]\ndmarc:\n  enforce: true\n")
+	eml := writeFile(t, dir, "m.eml", signedMessage(t, key, "alice@shop.example"))
+
+	var out, errb bytes.Buffer
+	code := run([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", "192.0.2.10", "--helo", "mail.shop.example",
+		"--from", "alice@shop.example", "--rcpt", "bob@rcpt.example", "--rcpt", "abuse@rcpt.example", "--json", eml}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out.String())
+	}
+	get := func(path ...string) any {
+		var v any = rep
+		for _, p := range path {
+			switch x := v.(type) {
+			case map[string]any:
+				v = x[p]
+			case []any:
+				v = x[0].(map[string]any)[p]
+			}
+		}
+		return v
+	}
+	for _, c := range []struct {
+		path []string
+		want any
+	}{
+		{[]string{"action"}, "accept"},
+		{[]string{"stage"}, "eom"},
+		{[]string{"spf", "result"}, "pass"},
+		{[]string{"spf", "domain"}, "shop.example"},
+		{[]string{"spf_helo", "result"}, "none"},
+		{[]string{"dkim", "result"}, "pass"},
+		{[]string{"dkim", "domain"}, "shop.example"},
+		{[]string{"dkim", "selector"}, "s1"},
+		{[]string{"dmarc", "result"}, "pass"},
+		{[]string{"dmarc", "policy"}, "reject"},
+		{[]string{"dmarc", "domain"}, "shop.example"},
+		{[]string{"iprev", "result"}, "pass"},
+		{[]string{"iprev", "ptr"}, "mail.shop.example"},
+		{[]string{"rules"}, []any{"no-abuse"}},
+		{[]string{"headers_added", "name"}, "Authentication-Results"},
+	} {
+		got, _ := json.Marshal(get(c.path...))
+		want, _ := json.Marshal(c.want)
+		if string(got) != string(want) {
+			t.Errorf("%s = %s, want %s", strings.Join(c.path, "."), got, want)
+		}
+	}
+	rcpts, _ := json.Marshal(rep["rcpts"])
+	if !strings.Contains(string(rcpts), `{"action":"reject","code":550,"rcpt":"abuse@rcpt.example"}`) {
+		t.Errorf("abuse@ not refused: %s", rcpts)
+	}
+
+	// The same message from an unaligned sender with the signature broken:
+	// DMARC fails under p=reject and enforcement rejects it.
+	out.Reset()
+	forged := strings.Replace(signedMessage(t, key, "alice@shop.example"), "Hello Bob.", "Pay me.", 1)
+	writeFile(t, dir, "forged.eml", forged)
+	code = run([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", "198.51.100.7", "--from", "x@elsewhere.example", "--json", dir + "/forged.eml"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	json.Unmarshal(out.Bytes(), &rep)
+	if rep["action"] != "reject" || rep["smtp_code"] != 550.0 || rep["enhanced_code"] != "5.7.1" || get("dmarc", "result") != "fail" {
+		t.Errorf("forged message: %s", out.String())
+	}
+}
+
+func TestCheckBadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"check", "--ip", "not-an-ip", "x.eml"},
+		{"check", "--ip", "192.0.2.1", "/nonexistent/m.eml"},
+		{"check", "--bogus"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, code, errb.String())
+		}
+	}
+}

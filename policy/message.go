@@ -1,0 +1,74 @@
+package policy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ReadHeader reads a message's header block from r, as an MTA would pass
+// it to a filter: one Header per field, folding kept (as CRLF + white
+// space), the single space after the colon dropped. It accepts LF or CRLF
+// line ends and stops after the empty line that ends the header.
+func ReadHeader(r *bufio.Reader) ([]Header, error) {
+	var out []Header
+	for n := 1; ; n++ {
+		line, err := r.ReadString('\n')
+		if err != nil && (err != io.EOF || line == "") {
+			if err == io.EOF {
+				return out, nil // a message of header only
+			}
+			return nil, fmt.Errorf("reading header: %w", err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			return out, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if len(out) == 0 {
+				return nil, fmt.Errorf("header line %d: continuation before any field", n)
+			}
+			out[len(out)-1].Value += "\r\n" + line
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("header line %d: not a header field: %q", n, truncate(line, 60))
+		}
+		out = append(out, Header{Name: name, Value: strings.TrimPrefix(value, " ")})
+		if err == io.EOF {
+			return out, nil
+		}
+	}
+}
+
+// CRLFWriter turns bare LF line ends into CRLF, as SMTP carries a body.
+type CRLFWriter struct {
+	W      io.Writer
+	lastCR bool
+}
+
+func (c *CRLFWriter) Write(p []byte) (int, error) {
+	var buf bytes.Buffer
+	for _, b := range p {
+		if b == '\n' && !c.lastCR {
+			buf.WriteByte('\r')
+		}
+		buf.WriteByte(b)
+		c.lastCR = b == '\r'
+	}
+	if _, err := c.W.Write(buf.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
