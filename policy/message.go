@@ -65,7 +65,6 @@ func (c *CRLFWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
