@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/mailward/mailward/policy"
 )
 
@@ -67,6 +69,7 @@ type built struct {
 	specs    []*fileSpec
 	declared map[string]listDecl
 	used     map[string]bool
+	names    map[string]bool // every rule name written, compiled or not
 }
 
 // build parses and compiles everything, collecting problems in p. The
@@ -76,7 +79,7 @@ func build(in buildInput, opts Options, p *problems) *built {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &built{declared: map[string]listDecl{}}
+	b := &built{declared: map[string]listDecl{}, names: map[string]bool{}}
 	var decls []listDecl
 	names := make([]string, 0, len(in.lists))
 	for n := range in.lists {
@@ -140,6 +143,9 @@ func build(in buildInput, opts Options, p *problems) *built {
 	for _, fs := range b.specs {
 		files = append(files, fs.src.name)
 		for _, n := range fs.rules {
+			if name := ruleNodeName(n); name != "" {
+				b.names[name] = true
+			}
 			r := c.compileRule(fs.src, n)
 			if r == nil {
 				continue
@@ -160,6 +166,19 @@ func build(in buildInput, opts Options, p *problems) *built {
 	s.files = slices.Compact(files)
 	b.set = s
 	return b
+}
+
+// ruleNodeName returns the name a rule entry gives itself, if any.
+func ruleNodeName(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "name" && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
 }
 
 // Files returns the rule and list files the set was built from: the
