@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks/dkim"
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/dnsbl"
@@ -122,7 +123,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		*helo = "[" + ip.String() + "]"
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := buildParts(context.Background(), cfg, log)
+	c, err := cache.New(cfg.Cache, cache.Options{Logger: log})
+	if err != nil {
+		return fail("setting up the cache: %v", err)
+	}
+	defer c.Close()
+	p, err := buildParts(context.Background(), cfg, c, log)
 	if err != nil {
 		return fail("%v", err)
 	}

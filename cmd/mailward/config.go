@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/admin"
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
@@ -21,22 +23,24 @@ import (
 
 // Config is the whole config file. Every key is documented in the README.
 type Config struct {
-	Hostname    string             `yaml:"hostname"`
-	OnError     string             `yaml:"on_error"`
-	Log         LogConfig          `yaml:"log"`
-	Milter      milter.Config      `yaml:"milter"`
-	Policy      policyd.Config     `yaml:"policy"`
-	Admin       admin.Config       `yaml:"admin"`
-	DNS         resolver.Config    `yaml:"dns"`
-	SPF         checks.SPFConfig   `yaml:"spf"`
-	IPRev       checks.IPRevConfig `yaml:"iprev"`
-	DNSBL       dnsbl.Config       `yaml:"dnsbl"`
-	DKIM        checks.DKIMConfig  `yaml:"dkim"`
-	DMARC       DMARCConfig        `yaml:"dmarc"`
-	Thresholds  Thresholds         `yaml:"thresholds"`
-	ScoreHeader string             `yaml:"score_header"`
-	Timeouts    Timeouts           `yaml:"timeouts"`
-	Rules       rules.Config       `yaml:"rules"`
+	Hostname    string               `yaml:"hostname"`
+	OnError     string               `yaml:"on_error"`
+	Log         LogConfig            `yaml:"log"`
+	Milter      milter.Config        `yaml:"milter"`
+	Policy      policyd.Config       `yaml:"policy"`
+	Admin       admin.Config         `yaml:"admin"`
+	DNS         resolver.Config      `yaml:"dns"`
+	SPF         checks.SPFConfig     `yaml:"spf"`
+	IPRev       checks.IPRevConfig   `yaml:"iprev"`
+	DNSBL       dnsbl.Config         `yaml:"dnsbl"`
+	DKIM        checks.DKIMConfig    `yaml:"dkim"`
+	DMARC       DMARCConfig          `yaml:"dmarc"`
+	Thresholds  Thresholds           `yaml:"thresholds"`
+	ScoreHeader string               `yaml:"score_header"`
+	Timeouts    Timeouts             `yaml:"timeouts"`
+	Rules       rules.Config         `yaml:"rules"`
+	Cache       cache.Config         `yaml:"cache"`
+	Greylist    cache.GreylistConfig `yaml:"greylist"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -86,6 +90,8 @@ func defaultConfig() *Config {
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
 		Policy:   policyd.DefaultConfig(),
+		Cache:    cache.DefaultConfig(),
+		Greylist: cache.DefaultGreylistConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		SPF:      def.SPF,
 		IPRev:    def.IPRev,
@@ -157,6 +163,22 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s: %s", c.doc.Pos(firstWord(line)), line))
 		}
 	}
+	sectionErrors := func(section string, err error) {
+		for _, e := range unjoin(err) {
+			var ce *cache.ConfigError
+			if errors.As(e, &ce) {
+				bad(section+"."+ce.Key, "%s", ce.Msg)
+			} else {
+				bad(section, "%v", e)
+			}
+		}
+	}
+	if err := c.Cache.Validate(); err != nil {
+		sectionErrors("cache", err)
+	}
+	if err := c.Greylist.Validate(); err != nil {
+		sectionErrors("greylist", err)
+	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, c.doc.Errorf("policy", "%v", err))
 	}
@@ -169,6 +191,14 @@ func (c *Config) validate() error {
 		return errs
 	}
 	return nil
+}
+
+// unjoin lists the errors errors.Join put together.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // checks is the checks' part of the config.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/resolver"
@@ -58,8 +59,16 @@ func (p *parts) ready(ctx context.Context) error {
 
 // buildParts compiles rules and sets up the checks for cfg. Nothing is
 // kept if any part fails.
-func buildParts(ctx context.Context, cfg *Config, log *slog.Logger) (*parts, error) {
+func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logger) (*parts, error) {
 	p := &parts{}
+	if cfg.Cache.Type == cache.TypeRedis {
+		p.readiness = append(p.readiness, func(ctx context.Context) error {
+			if err := c.Ping(ctx); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			return nil
+		})
+	}
 	res, err := resolver.New(cfg.DNS)
 	if err != nil {
 		return nil, fmt.Errorf("setting up DNS: %w", err)

@@ -10,11 +10,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailward/mailward/admin"
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
@@ -46,17 +49,25 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	parts, err := buildParts(context.Background(), cfg, log)
+	cache.RouteClientLogs(log)
+	c, err := cache.New(cfg.Cache, cache.Options{Logger: log})
 	if err != nil {
+		fmt.Fprintf(stderr, "mailward: setting up the cache: %v\n", err)
+		return 1
+	}
+	parts, err := buildParts(context.Background(), cfg, c, log)
+	if err != nil {
+		c.Close()
 		fmt.Fprintf(stderr, "mailward: %v\n", err)
 		return 1
 	}
 	if *checkOnly {
+		c.Close()
 		parts.close()
 		fmt.Fprintf(stdout, "%s: OK (%s)\n", cfg.file, parts.summary())
 		return 0
 	}
-	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, reloads: make(chan chan error), ruleChanges: make(chan ruleChange)}
+	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, cache: c, reloads: make(chan chan error), ruleChanges: make(chan ruleChange)}
 	if err := d.run(); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
@@ -72,7 +83,11 @@ type daemon struct {
 	log     *slog.Logger
 	engine  *policy.Engine
 	metrics *admin.Metrics
-	reloads chan chan error
+	// cache lives across reloads unless its section changes; the metrics
+	// read it from other goroutines.
+	cache     cache.Cache
+	cacheStat atomic.Pointer[func() cache.Stats]
+	reloads   chan chan error
 	// ruleChanges carries the results of reloads made because a rule or
 	// list file changed on disk.
 	ruleChanges chan ruleChange
@@ -123,6 +138,9 @@ func (d *daemon) run() error {
 	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.ruleSet(), d.log)
 	d.metrics = admin.NewMetrics()
 	d.engine.Observe(d.metrics)
+	d.setCache(d.cache)
+	d.cacheMetrics()
+	defer func() { d.cache.Close() }()
 
 	errc := make(chan error, 4)
 	// stops shuts the fronts down, newest first.
@@ -211,6 +229,26 @@ func (d *daemon) run() error {
 	}
 }
 
+func (d *daemon) setCache(c cache.Cache) {
+	d.cache = c
+	stats := c.Stats
+	d.cacheStat.Store(&stats)
+}
+
+// cacheMetrics exposes the cache's counters and breaker state.
+func (d *daemon) cacheMetrics() {
+	stat := func() cache.Stats { return (*d.cacheStat.Load())() }
+	for name, fn := range map[string]func(cache.Stats) uint64{
+		"hits": func(s cache.Stats) uint64 { return s.Hits }, "misses": func(s cache.Stats) uint64 { return s.Misses },
+		"errors": func(s cache.Stats) uint64 { return s.Errors }, "unavailable": func(s cache.Stats) uint64 { return s.Unavailable },
+	} {
+		d.metrics.CounterFunc("mailward_cache_operations_total", "Cache look-ups and failures, by outcome.", prometheus.Labels{"outcome": name},
+			func() float64 { return float64(fn(stat())) })
+	}
+	d.metrics.GaugeFunc("mailward_cache_breaker_state", "Redis circuit breaker: 0 closed, 1 open, 2 half-open.", nil,
+		func() float64 { return float64(stat().Breaker) })
+}
+
 // requestReload runs a reload on the daemon's own goroutine, so that HTTP
 // and SIGHUP reloads never race.
 func (d *daemon) requestReload() error {
@@ -224,8 +262,15 @@ func (d *daemon) requestReload() error {
 func (d *daemon) reload() error {
 	cfg, err := loadConfig(d.file)
 	var p *parts
+	c := d.cache
+	if err == nil && !reflect.DeepEqual(cfg.Cache, d.cfg.Cache) {
+		c, err = cache.New(cfg.Cache, cache.Options{Logger: d.log})
+	}
 	if err == nil {
-		p, err = buildParts(context.Background(), cfg, d.log)
+		p, err = buildParts(context.Background(), cfg, c, d.log)
+		if err != nil && c != d.cache {
+			c.Close()
+		}
 	}
 	d.metrics.Reload(err)
 	if err != nil {
@@ -237,6 +282,11 @@ func (d *daemon) reload() error {
 	}
 	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
 	d.parts.close()
+	if c != d.cache {
+		old := d.cache
+		d.setCache(c)
+		old.Close()
+	}
 	d.cfg, d.parts = cfg, p
 	d.watchRules()
 	d.log.Info("reloaded", "config", cfg.file, "loaded", p.summary())

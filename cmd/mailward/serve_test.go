@@ -295,3 +295,37 @@ func sendOne(t *testing.T, addr string) {
 		t.Fatalf("end: %+v %v", a, err)
 	}
 }
+
+// TestReadyzFollowsRedis: with a shared cache configured, /readyz says
+// whether Redis answers, while mail keeps being answered either way.
+func TestReadyzFollowsRedis(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+"admin:\n  listen: "+adminAddr+
+		"\ncache:\n  type: redis\n  redis:\n    addrs: [\""+redis.Addr()+"\"]\n    timeout: 200ms\n")
+	startProc(t, cfg, addr)
+	base := "http://" + adminAddr
+	waitHTTP(t, base+"/healthz")
+	if code, body := httpDo(t, "GET", base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz with Redis up = %d %s", code, body)
+	}
+	redis.Stop()
+	if code, body := httpDo(t, "GET", base+"/readyz"); code != 503 || !strings.Contains(body, "redis") {
+		t.Fatalf("/readyz with Redis down = %d %s", code, body)
+	}
+	sendOne(t, addr) // mail still flows
+	redis.Start()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body := httpDo(t, "GET", base+"/readyz")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never recovered: %d %s", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
