@@ -88,7 +88,7 @@ func defaultConfig() *Config {
 		Hostname: host,
 		OnError:  "tempfail",
 		Log:      LogConfig{Format: "text", Level: "info"},
-		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660", ReadTimeout: 5 * time.Minute},
+		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660"},
 		Policy:   policyd.DefaultConfig(),
 		Cache:    cache.DefaultConfig(),
 		Greylist: cache.DefaultGreylistConfig(),

@@ -26,8 +26,6 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// SocketMode is the mode of a unix socket, e.g. "0660".
 	SocketMode string `yaml:"socket_mode"`
-	// ReadTimeout bounds the wait for the MTA's next command.
-	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
 // Server serves the milter protocol on behalf of an engine.
