@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"hash"
 	"log/slog"
 	"maps"
 	"runtime/debug"
@@ -44,7 +45,18 @@ type Conn struct {
 	started   time.Time
 	verifier  MessageVerifier
 	mime      *mimeScanner
-	closed    bool
+	// headerBlock is the message's header as received, until end of headers.
+	headerBlock []byte
+	closed      bool
+
+	// digest hashes the message as it streams, for the verdict cache;
+	// nil when that is off.
+	digest hash.Hash
+	// degraded is set when a fallback answered for missing information.
+	degraded bool
+	// greyAllowKnown and greyAllowed remember whether the client's network
+	// skips greylisting after a DMARC pass.
+	greyAllowKnown, greyAllowed bool
 }
 
 // Connect opens a connection and gives the connect-stage verdict.
@@ -111,6 +123,7 @@ func (c *Conn) Mail(ctx context.Context, from string, info MailInfo) Verdict {
 		c.verifier = c.snap.checker.Message()
 	}
 	c.mime = newMIMEScanner()
+	c.digest = c.newDigest()
 	return c.runMessage(ctx, StageMail, func(ctx context.Context) {
 		ch := c.snap.checker
 		if ch == nil {
@@ -131,6 +144,7 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 	}
 	c.facts.Rcpt = strings.Trim(rcpt, "<>")
 	v := c.settle(c.run(ctx, StageRcpt, nil))
+	v = c.applyGreylist(ctx, StageRcpt, v)
 	switch v.Action {
 	case Reject, Tempfail:
 		c.outcome = append(c.outcome, RcptOutcome{Rcpt: c.facts.Rcpt, Action: v.Action, Code: v.Code})
@@ -147,7 +161,12 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 // Header records one header as received. Value is unfolded as the MTA gave it.
 func (c *Conn) Header(name, value string) {
 	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: value})
-	c.write(name + ": " + strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n") + "\r\n")
+	// Collected and handed over once at end of headers: a write per field
+	// would wake the verifiers' goroutines once per field.
+	c.headerBlock = append(c.headerBlock, name...)
+	c.headerBlock = append(c.headerBlock, ": "...)
+	c.headerBlock = append(c.headerBlock, strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n")...)
+	c.headerBlock = append(c.headerBlock, "\r\n"...)
 }
 
 // EndOfHeaders gives the data-stage verdict.
@@ -156,13 +175,17 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		return v
 	}
 	c.facts.Rcpt = ""
-	c.write("\r\n")
+	c.write(append(c.headerBlock, "\r\n"...))
+	c.headerBlock = c.headerBlock[:0]
 	return c.runMessage(ctx, StageData, nil)
 }
 
 // Body takes the next chunk of the body, CRLF line ends.
 func (c *Conn) Body(chunk []byte) error {
 	c.facts.Size += int64(len(chunk))
+	if c.digest != nil {
+		c.digest.Write(chunk)
+	}
 	if c.mime != nil {
 		c.mime.Write(chunk)
 	}
@@ -184,6 +207,23 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 	for _, h := range c.facts.Headers {
 		c.facts.Size += int64(len(h.Name) + len(h.Value) + 4)
 	}
+	var verdictKey string
+	if c.digest != nil {
+		verdictKey = c.verdictKey()
+		if v, ok := c.cachedVerdict(ctx, verdictKey); ok {
+			// Seen before: the stored verdict stands, the checks are not run again.
+			if c.verifier != nil {
+				c.verifier.Close()
+				c.verifier = nil
+			}
+			if c.mime != nil {
+				c.facts.Attachments = c.mime.Finish()
+				c.mime = nil
+			}
+			c.finishMessage(v)
+			return v
+		}
+	}
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
 		if c.mime != nil {
 			c.facts.Attachments = c.mime.Finish()
@@ -193,6 +233,8 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 			c.facts.DKIM, c.facts.DMARC = c.verifier.Finish(ctx, c.facts.SPF)
 		}
 	})
+	c.recordDMARCPass(ctx)
+	v = c.applyGreylist(ctx, StageEOM, v)
 	if !v.Action.Final() || v.Action == Quarantine {
 		v = c.endOfMessageChecks(v)
 	}
@@ -207,6 +249,9 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 		v.Remove = ForgedAuthResults(c.facts.Headers, c.snap.settings.Hostname)
 	} else {
 		v.Headers = nil
+	}
+	if verdictKey != "" {
+		c.storeVerdict(ctx, verdictKey, v)
 	}
 	c.finishMessage(v)
 	return v
@@ -341,9 +386,12 @@ func (c *Conn) resetMessage() {
 	c.matches = c.connMatches()
 	c.outcome = nil
 	c.msgFinal = nil
+	c.headerBlock = c.headerBlock[:0]
 	c.pendingHeaders = nil
 	c.pendingQuar = nil
 	c.inMessage = false
+	c.digest = nil
+	c.degraded = false
 }
 
 // connMatches keeps the matches of connection stages for the next message.
@@ -371,6 +419,9 @@ func (c *Conn) decided() (Verdict, bool) {
 // runMessage runs a message stage and ends the message on a final verdict.
 func (c *Conn) runMessage(ctx context.Context, st Stage, checks func(context.Context)) Verdict {
 	v := c.settle(c.run(ctx, st, checks))
+	if st >= StageRcpt {
+		v = c.applyGreylist(ctx, st, v)
+	}
 	if v.Action.Final() {
 		c.finishMessage(v)
 	}
@@ -437,6 +488,7 @@ func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {
 }
 
 func (c *Conn) fallback(a Action, st Stage, why string) Verdict {
+	c.degraded = true
 	if a == Accept {
 		return Verdict{Action: Continue, Stage: st, Reason: why + "; accepted by on_error"}
 	}
@@ -449,14 +501,17 @@ func (c *Conn) finishMessage(v Verdict) {
 }
 
 // write feeds header bytes to what reads the message as it streams.
-func (c *Conn) write(s string) {
+func (c *Conn) write(b []byte) {
 	if c.mime != nil {
-		c.mime.Write([]byte(s))
+		c.mime.Write(b)
+	}
+	if c.digest != nil {
+		c.digest.Write(b)
 	}
 	if c.verifier == nil {
 		return
 	}
-	if _, err := c.verifier.Write([]byte(s)); err != nil {
+	if _, err := c.verifier.Write(b); err != nil {
 		c.e.log.Warn("message verifier refused data", "err", err)
 	}
 }
