@@ -536,6 +536,10 @@ func loadTests(b *built, testFiles []string, p *problems) []*testCase {
 func RunTests(ctx context.Context, paths []string, to TestOptions) ([]TestResult, error) {
 	var p problems
 	ruleFiles, testFiles := expandPaths(paths, &p)
+	if to.Logger == nil {
+		// Monitor-mode matches are part of the report, not log lines.
+		to.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	b := build(buildInput{files: ruleFiles, lists: to.Lists, listBase: to.BaseDir}, to.Options, &p)
 	cases := loadTests(b, testFiles, &p)
 	if err := p.list.err(); err != nil {
@@ -545,10 +549,9 @@ func RunTests(ctx context.Context, paths []string, to TestOptions) ([]TestResult
 	if settings.Hostname == "" {
 		settings.Hostname = "mailward.test"
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	results := make([]TestResult, 0, len(cases))
 	for _, tc := range cases {
-		results = append(results, runTest(ctx, b.set, settings, log, tc))
+		results = append(results, runTest(ctx, b.set, settings, to.Logger, tc))
 	}
 	return results, nil
 }
