@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailward/mailward/cache"
 )
 
 // Settings are the engine's own knobs, taken from the config file.
@@ -27,6 +29,10 @@ type Settings struct {
 	ScoreHeader string
 	// CheckTimeout bounds the checks and rules of one stage.
 	CheckTimeout time.Duration
+	// VerdictTTL is how long a final verdict is kept in the cache for a
+	// retry of the same message (see verdictcache.go); 0 disables it.
+	// DefaultVerdictTTL is the usual value.
+	VerdictTTL time.Duration
 }
 
 // Thresholds are score levels; zero disables a level.
@@ -68,6 +74,9 @@ type Engine struct {
 	obs  Observer
 	wg   sync.WaitGroup
 	open sync.Map // front name → *atomic.Int64
+	// cache and grey are shared with other processes; nil: none.
+	cache cache.Cache
+	grey  *cache.Greylist
 }
 
 // NewEngine returns an engine. checker and rules may be nil: no checks, no rules.
@@ -93,6 +102,14 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 		s.CheckTimeout = 30 * time.Second
 	}
 	e.cur.Store(&snapshot{settings: s, checker: checker, rules: rules})
+}
+
+// SetCache gives the engine a cache for verdicts and the greylisting
+// that greylist rules ask for; g may be nil (greylist rules then do
+// nothing). Call it before serving.
+func (e *Engine) SetCache(c cache.Cache, g *cache.Greylist) {
+	e.cache = c
+	e.grey = g
 }
 
 // Observe sends the engine's decisions to o; call it before serving.

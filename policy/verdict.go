@@ -76,6 +76,9 @@ type Verdict struct {
 	Headers []HeaderEdit `json:"headers_added,omitempty"`
 	// Remove lists existing headers to delete at end of message.
 	Remove []HeaderRef `json:"headers_removed,omitempty"`
+	// Greylist says a greylist rule matched: with Action Continue, the
+	// engine greylists the recipients (see Engine.SetCache).
+	Greylist bool `json:"greylist,omitempty"`
 }
 
 // Default SMTP replies, as most MTAs and filters use them.
