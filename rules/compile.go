@@ -34,9 +34,12 @@ const (
 	kindQuarantine
 	kindAddHeader
 	kindScore
+	// kindGreylist asks the engine to greylist: it does not decide the
+	// stage, a later terminal match still does.
+	kindGreylist
 )
 
-var kindNames = [...]string{"accept", "reject", "tempfail", "discard", "quarantine", "add_header", "score"}
+var kindNames = [...]string{"accept", "reject", "tempfail", "discard", "quarantine", "add_header", "score", "greylist"}
 
 func (k kind) String() string { return kindNames[k] }
 
@@ -90,6 +93,7 @@ type rule struct {
 	native   boolFn // the condition as Go code, when it has a common shape
 	reads    uint64 // variables read by the condition and the templates
 	vmReads  uint64 // variables the VM reads: all of reads, or the templates' when native
+	rate     bool   // calls ratelimit: the verdict names the limit that tripped
 
 	matches atomic.Uint64
 	errors  atomic.Uint64
@@ -258,6 +262,7 @@ type analyzer struct {
 	c     *compiler
 	reads uint64
 	stage policy.Stage // the latest stage an extra function needs
+	rate  bool         // calls ratelimit
 	errs  []exprProblem
 }
 
@@ -299,6 +304,11 @@ func (a *analyzer) Visit(node *ast.Node) {
 			}
 		case "in_cidr":
 			a.patchCIDR(node, n)
+		case RateLimitName:
+			if _, ok := a.c.extra[RateLimitName]; ok {
+				a.checkRateLimit(n)
+			}
+			a.rate = true
 		}
 	}
 }
@@ -599,7 +609,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 	} else if actNode != nil {
 		k, known := parseKind(actName)
 		if !known {
-			c.p.errorf(src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header or score)", actName)
+			c.p.errorf(src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header, score or greylist)", actName)
 			ok = false
 		}
 		r.kind = k
@@ -682,7 +692,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		c.p.errorf(src.pos(msgNode), "message must be a single value")
 		ok, msgNode = false, nil
 	}
-	if msgNode != nil && (r.kind == kindAddHeader || r.kind == kindScore) {
+	if msgNode != nil && (r.kind == kindAddHeader || r.kind == kindScore || r.kind == kindGreylist) {
 		c.p.warnf(src.pos(msgNode), "message has no effect on action %s", r.kind)
 		msgNode = nil
 	}
@@ -719,6 +729,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		}
 		r.prog = prog
 		r.reads |= a.reads
+		r.rate = a.rate
 		r.stage = max(r.stage, a.stage)
 		if prog != nil {
 			r.native = c.native(prog.Node())
@@ -734,6 +745,10 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		if r.reads&(1<<id) != 0 && variables[id].stage >= need {
 			need, why = variables[id].stage, variables[id].name
 		}
+	}
+	if r.kind == kindGreylist && need < policy.StageRcpt {
+		// Greylisting needs the client, the sender and the recipient.
+		need, why = policy.StageRcpt, "the greylist action"
 	}
 	r.stage = need
 	if stageName, stageNode := str("stage"); stageNode != nil {

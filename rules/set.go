@@ -27,6 +27,7 @@ type Set struct {
 	rules    []*rule
 	stages   [numStages][]*rule
 	need     [numStages]uint64 // variables read by each stage's rules
+	rate     [numStages]bool   // a rule of the stage calls ratelimit
 	box      [numStages]uint64 // the part of need the VM reads
 	lists    map[string]*list
 	files    []string
@@ -159,6 +160,7 @@ func build(in buildInput, opts Options, p *problems) *built {
 			s.stages[r.stage] = append(s.stages[r.stage], r)
 			s.need[r.stage] |= r.reads
 			s.box[r.stage] |= r.vmReads
+			s.rate[r.stage] = s.rate[r.stage] || r.rate
 		}
 	}
 	b.used = c.used
@@ -312,11 +314,19 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		st.reset()
 		s.pool.Put(st)
 	}()
+	var tr *trip
+	if s.rate[stage] {
+		tr = &trip{}
+		ctx = context.WithValue(ctx, tripKey{}, tr)
+	}
 	st.fill(ctx, f, s.need[stage], s.box[stage])
 	decided := false
 	for _, r := range rs {
 		var matched bool
 		var err error
+		if tr != nil {
+			tr.what = ""
+		}
 		if r.native != nil {
 			matched = r.native(st)
 		} else {
@@ -359,6 +369,11 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 			m.Score = r.score
 		case kindAddHeader:
 			v.Headers = append(v.Headers, policy.HeaderEdit{Name: r.hdrName, Value: headerText(r.hdrValue.render(st, s, r, stage, h))})
+		case kindGreylist:
+			if !v.Greylist {
+				v.Greylist = true
+				v.Rule = r.name
+			}
 		default:
 			v.Action = r.kind.action()
 			v.Rule = r.name
@@ -370,6 +385,9 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 				} else {
 					v.Reason = replyText(text)
 				}
+			}
+			if tr != nil && tr.what != "" {
+				v.Reason = strings.TrimPrefix(v.Reason+"; "+tr.what, "; ")
 			}
 		}
 		appendMatch(matches, m)

@@ -1,0 +1,164 @@
+package checks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/iprev"
+	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/policy"
+)
+
+// DefaultCacheTTL is how long a cached check result lives by default.
+const DefaultCacheTTL = 10 * time.Minute
+
+// CacheOptions tune Cached.
+type CacheOptions struct {
+	// MaxTTL is how long a result is kept; 0 means DefaultCacheTTL. The
+	// resolver's own cache honours DNS TTLs below this.
+	MaxTTL time.Duration
+	// Scope names the checks' configuration, so that results made under
+	// another (other lists, other SPF limits) are not reused: pass
+	// ConfigScope(cfg). Processes sharing a cache share results only
+	// within one scope.
+	Scope string
+}
+
+// ConfigScope is a short digest of what in cfg changes check results.
+func ConfigScope(cfg Config) string {
+	cfg.DNS = Config{}.DNS // the resolvers do not change answers
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:6])
+}
+
+// Cached runs inner's connection and envelope checks through c: SPF by
+// (client IP, sender domain, HELO), SPF for HELO by (IP, HELO), reverse
+// DNS with the IP lists by IP, domain lists by the names asked. Results
+// are JSON under versioned keys ("check:v1:..."). A result with any DNS
+// error (temperror, a failed list look-up) is never stored: the cache
+// must not turn a temporary failure into a lasting verdict. Cache errors
+// mean the check runs uncached. Message verification is not cached.
+func Cached(inner policy.Checker, c cache.Cache, opts CacheOptions) policy.Checker {
+	if opts.MaxTTL <= 0 {
+		opts.MaxTTL = DefaultCacheTTL
+	}
+	return &cached{inner: inner, c: c, ttl: opts.MaxTTL, prefix: "check:v1:" + opts.Scope + ":"}
+}
+
+type cached struct {
+	inner  policy.Checker
+	c      cache.Cache
+	ttl    time.Duration
+	prefix string
+}
+
+var _ policy.Checker = (*cached)(nil)
+
+// clientResult is what Client returns, as stored.
+type clientResult struct {
+	IPRev *iprev.Result  `json:"iprev"`
+	DNSBL []dnsbl.Result `json:"dnsbl"`
+}
+
+func (k *cached) Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dnsbl.Result) {
+	key := k.prefix + "client:" + ip.String()
+	var r clientResult
+	if k.load(ctx, key, &r) {
+		return r.IPRev, r.DNSBL
+	}
+	r.IPRev, r.DNSBL = k.inner.Client(ctx, ip)
+	if (r.IPRev == nil || r.IPRev.Result != "temperror") && listsOK(r.DNSBL) && ctx.Err() == nil {
+		k.store(ctx, key, r)
+	}
+	return r.IPRev, r.DNSBL
+}
+
+func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
+	if len(names) == 0 {
+		return k.inner.Domains(ctx, names...)
+	}
+	norm := make([]string, len(names))
+	for i, n := range names {
+		norm[i] = strings.ToLower(strings.TrimSuffix(n, "."))
+	}
+	slices.Sort(norm)
+	key := k.prefix + "domains:" + strings.Join(norm, ",")
+	var r []dnsbl.Result
+	if k.load(ctx, key, &r) {
+		return r
+	}
+	r = k.inner.Domains(ctx, names...)
+	if listsOK(r) && ctx.Err() == nil {
+		k.store(ctx, key, r)
+	}
+	return r
+}
+
+func (k *cached) SPFHelo(ctx context.Context, ip netip.Addr, helo string) *spf.Result {
+	key := k.prefix + "spfhelo:" + ip.String() + ":" + strings.ToLower(helo)
+	return k.spf(ctx, key, func() *spf.Result { return k.inner.SPFHelo(ctx, ip, helo) })
+}
+
+func (k *cached) SPF(ctx context.Context, ip netip.Addr, helo, sender string) *spf.Result {
+	domain := policy.DomainOf(sender)
+	if domain == "" {
+		// The null sender is checked as postmaster@helo.
+		domain = "@" + strings.ToLower(helo)
+	}
+	key := k.prefix + "spf:" + ip.String() + ":" + domain + ":" + strings.ToLower(helo)
+	return k.spf(ctx, key, func() *spf.Result { return k.inner.SPF(ctx, ip, helo, sender) })
+}
+
+func (k *cached) spf(ctx context.Context, key string, run func() *spf.Result) *spf.Result {
+	var r spf.Result
+	if k.load(ctx, key, &r) {
+		return &r
+	}
+	res := run()
+	if res != nil && res.Result != "temperror" && ctx.Err() == nil {
+		k.store(ctx, key, res)
+	}
+	return res
+}
+
+// Message is not cached: the verdict cache in policy covers whole messages.
+func (k *cached) Message() policy.MessageVerifier { return k.inner.Message() }
+
+// load reads key into v; false on a miss or any trouble.
+func (k *cached) load(ctx context.Context, key string, v any) bool {
+	data, ok, err := k.c.Get(ctx, key)
+	if err != nil || !ok {
+		return false
+	}
+	return json.Unmarshal(data, v) == nil
+}
+
+func (k *cached) store(ctx context.Context, key string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	_ = k.c.Set(ctx, key, data, k.ttl) // a result not kept is looked up again
+}
+
+// listsOK reports whether every list look-up got an answer.
+func listsOK(rs []dnsbl.Result) bool {
+	for _, r := range rs {
+		if r.Error != "" {
+			return false
+		}
+	}
+	return true
+}
