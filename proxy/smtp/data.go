@@ -17,17 +17,18 @@ const maxHeaderBytes = 1 << 20
 var errHeaderTooLarge = errors.New("header block too large")
 
 // dataReader reads the DATA of a message: it removes dot-stuffing, makes
-// bare LF line ends CRLF and stops at the end-of-data line. Only
-// CRLF "." CRLF ends the data: a lone "." after a bare LF is content, so a
-// sender's relay cannot smuggle a second message past its own checks.
+// bare LF line ends CRLF and a bare CR a space, and stops at the
+// end-of-data line. Only CRLF "." CRLF ends the data: a lone "." after a
+// bare LF is content, so a sender's relay cannot smuggle a second message
+// past its own checks; and since no bare CR or LF goes upstream, neither
+// can an upstream MTA that reads line ends differently be misled.
 type dataReader struct {
-	br       *bufio.Reader
-	afterCR  bool // the last byte read was CR (a CRLF may span two reads)
-	lineOK   bool // the next byte starts a line after CRLF
-	midLine  bool // the next byte continues a line
-	done     bool
-	scratch  []byte
-	consumed int64 // bytes read from the client, for logs
+	br        *bufio.Reader
+	pendingCR bool // the last piece ended with CR (a CRLF may span two reads)
+	lineOK    bool // the next line follows a CRLF
+	midLine   bool // the next byte continues a line
+	done      bool
+	scratch   []byte
 }
 
 func newDataReader(br *bufio.Reader) *dataReader {
@@ -41,7 +42,6 @@ func (d *dataReader) next() ([]byte, error) {
 		return nil, io.EOF
 	}
 	frag, err := d.br.ReadSlice('\n')
-	d.consumed += int64(len(frag))
 	complete := err == nil
 	if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 		if errors.Is(err, io.EOF) {
@@ -50,27 +50,54 @@ func (d *dataReader) next() ([]byte, error) {
 		return nil, err
 	}
 	startsLine := !d.midLine
-	prevCRLF := d.lineOK
-	if startsLine && prevCRLF && complete && string(frag) == ".\r\n" {
+	if startsLine && d.lineOK && complete && string(frag) == ".\r\n" {
 		d.done = true
 		return nil, io.EOF
 	}
-	if startsLine && prevCRLF && len(frag) > 0 && frag[0] == '.' {
+	if startsLine && d.lineOK && len(frag) > 0 && frag[0] == '.' {
 		frag = frag[1:]
 	}
 	d.midLine = !complete
 	if complete {
-		bareLF := !bytes.HasSuffix(frag, []byte("\r\n")) && !(len(frag) == 1 && d.afterCR && !startsLine)
-		d.lineOK = !bareLF
-		d.afterCR = false
-		if bareLF {
-			d.scratch = append(append(d.scratch[:0], frag[:len(frag)-1]...), '\r', '\n')
-			return d.scratch, nil
-		}
-		return frag, nil
+		d.lineOK = bytes.HasSuffix(frag, []byte("\r\n")) || len(frag) == 1 && d.pendingCR
 	}
-	d.afterCR = len(frag) > 0 && frag[len(frag)-1] == '\r'
-	return frag, nil
+	return d.normalize(frag, complete), nil
+}
+
+// normalize makes every line end CRLF and every other CR a space.
+func (d *dataReader) normalize(frag []byte, complete bool) []byte {
+	if !d.pendingCR {
+		cr := bytes.IndexByte(frag, '\r')
+		if cr < 0 && !complete || complete && cr >= 0 && cr == len(frag)-2 {
+			return frag // the usual case: nothing to change
+		}
+	}
+	out := d.scratch[:0]
+	if d.pendingCR {
+		d.pendingCR = false
+		if len(frag) > 0 && frag[0] == '\n' {
+			out = append(out, '\r')
+		} else {
+			out = append(out, ' ')
+		}
+	}
+	for i := 0; i < len(frag); i++ {
+		switch c := frag[i]; {
+		case c == '\r' && i+1 < len(frag) && frag[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' && i+1 == len(frag) && !complete:
+			d.pendingCR = true
+		case c == '\r':
+			out = append(out, ' ')
+		case c == '\n' && (i > 0 || len(out) == 0 || out[len(out)-1] != '\r'):
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	d.scratch = out
+	return out
 }
 
 // drain reads and drops the rest of the data.

@@ -142,10 +142,15 @@ func TestDataReader(t *testing.T) {
 		// After a bare LF, ".\r\n" is content: CRLF "." CRLF alone ends the data.
 		{"x\n.\r\ny\r\n.\r\n", "x\r\n.\r\ny\r\n", ""},
 		{"x\r\n.\nMAIL\r\n.\r\n", "x\r\n\r\nMAIL\r\n", ""},
+		{"\n\n\r\n.\r\n", "\r\n\r\n\r\n", ""},
 		// A CRLF split across two reads is one line end, not a bare LF.
 		{strings.Repeat("z", 15) + "\r\n.\r\n", strings.Repeat("z", 15) + "\r\n", ""},
 		{strings.Repeat("y", 40) + "\r\n.\r\n", strings.Repeat("y", 40) + "\r\n", ""},
-		{"a\rb\r\n.\r\n", "a\rb\r\n", ""},
+		// A bare CR becomes a space; no upstream can take it for a line end.
+		{"a\rb\r\n.\r\n", "a b\r\n", ""},
+		{"x\r.\r\n\r\r\n.\r\n", "x .\r\n \r\n", ""},
+		{strings.Repeat("z", 15) + "\ry\r\n.\r\n", strings.Repeat("z", 15) + " y\r\n", ""},
+		{strings.Repeat("z", 15) + "\r\r\n.\r\n", strings.Repeat("z", 15) + " \r\n", ""},
 	}
 	for _, tc := range tests {
 		out, rest := readData(t, tc.in)
