@@ -89,13 +89,20 @@ func parseWindow(s string) (time.Duration, error) {
 
 // checkRateLimit checks the constant arguments of a ratelimit call at load.
 func (a *analyzer) checkRateLimit(n *ast.CallNode) {
-	if len(n.Arguments) != 3 {
+	args := n.Arguments
+	if len(args) == 4 {
+		// The context may already have been put first.
+		if id, ok := args[0].(*ast.IdentifierNode); ok && id.Value == ctxName {
+			args = args[1:]
+		}
+	}
+	if len(args) != 3 {
 		return // the type checker says it
 	}
-	if l, ok := n.Arguments[1].(*ast.IntegerNode); ok && l.Value <= 0 {
+	if l, ok := args[1].(*ast.IntegerNode); ok && l.Value <= 0 {
 		a.errorf(l, "ratelimit limit %d: want a positive number of events", l.Value)
 	}
-	if w, ok := n.Arguments[2].(*ast.StringNode); ok {
+	if w, ok := args[2].(*ast.StringNode); ok {
 		if _, err := parseWindow(w.Value); err != nil {
 			a.errorf(w, "%v", err)
 		}
