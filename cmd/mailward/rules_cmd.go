@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/rules"
 )
 
@@ -93,11 +94,16 @@ func parseRulesFlags(name, help string, args []string, stderr io.Writer, extra f
 	return rf, 0, false
 }
 
-func (rf rulesFlags) options() rules.Options {
-	if rf.cfg == nil {
-		return rules.Options{BaseDir: "."}
+// options are the rules' options for lint and test: ratelimit() counts
+// in a private memory cache, so rules using it compile and tests run
+// without touching the shared cache.
+func (rf rulesFlags) options() (rules.Options, func()) {
+	mem := cache.NewMemory(cache.Config{}, cache.Options{})
+	opts := rules.Options{BaseDir: ".", Functions: []rules.Func{rules.RateLimitFunc(mem, nil)}}
+	if rf.cfg != nil {
+		opts.BaseDir = rf.cfg.baseDir()
 	}
-	return rules.Options{BaseDir: rf.cfg.baseDir()}
+	return opts, func() { mem.Close() }
 }
 
 func (rf rulesFlags) lists() map[string]rules.ListConfig {
@@ -115,7 +121,9 @@ With --config, lists a rule names must be declared, and unused ones are reported
 	if done {
 		return code
 	}
-	ps := rules.Lint(rf.paths, rules.LintOptions{Lists: rf.lists(), Config: rf.cfg != nil, Options: rf.options()})
+	opts, closeOpts := rf.options()
+	defer closeOpts()
+	ps := rules.Lint(rf.paths, rules.LintOptions{Lists: rf.lists(), Config: rf.cfg != nil, Options: opts})
 	for _, p := range ps {
 		fmt.Fprintln(stdout, p.String())
 	}
@@ -141,7 +149,9 @@ each test assumes. With --config, the engine uses its thresholds and DMARC setti
 	if done {
 		return code
 	}
-	to := rules.TestOptions{Lists: rf.lists(), Options: rf.options()}
+	opts, closeOpts := rf.options()
+	defer closeOpts()
+	to := rules.TestOptions{Lists: rf.lists(), Options: opts}
 	if rf.cfg != nil {
 		to.Settings = rf.cfg.settings()
 	}

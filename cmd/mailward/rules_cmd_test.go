@@ -148,6 +148,22 @@ tests:
 	}
 }
 
+func TestRulesRateLimit(t *testing.T) {
+	dir := rulesDir(t, map[string]string{"r.yaml": `
+rules:
+  - name: burst
+    when: ratelimit("from:" + mail_from, 1, "1h")
+    action: tempfail
+  - name: bad-window
+    when: ratelimit("x", 1, "soon")
+    action: tempfail
+`})
+	code, out, _ := runRules("lint", filepath.Join(dir, "r.yaml"))
+	if code != 1 || strings.Contains(out, "unknown name ratelimit") || !strings.Contains(out, `r.yaml:7:29: ratelimit window`) {
+		t.Errorf("lint knows ratelimit and checks its window: exit %d\n%s", code, out)
+	}
+}
+
 func TestRulesUsage(t *testing.T) {
 	if code, _, errOut := runRules(); code != 2 || !strings.Contains(errOut, "Usage: mailward rules") {
 		t.Errorf("no args: %d %q", code, errOut)
