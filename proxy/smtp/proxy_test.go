@@ -728,3 +728,49 @@ func TestShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestListenAndServe(t *testing.T) {
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	plain := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	implicit := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := Config{Upstream: sink.Addr(), Hostname: "proxy.test.example", Listen: plain, ListenTLS: implicit,
+		TLSCert: cert.CertFile, TLSKey: cert.KeyFile}
+	eng := policy.NewEngine(policy.Settings{Hostname: authservID}, nil, testRules(), testLogger(t))
+	srv, err := New(eng, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.ListenAndServe() }()
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", plain)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	rc := newRawClient(t, dialFrom(t, "", plain))
+	rc.expect(220)
+	tc, err := tls.Dial("tcp", implicit, &tls.Config{RootCAs: cert.Pool, ServerName: "proxy.test.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trc := newRawClient(t, tc)
+	trc.expect(220)
+	trc.send("QUIT\r\n")
+	trc.expect(221)
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("ListenAndServe after Shutdown: %v", err)
+	}
+	if _, err := New(eng, Config{Upstream: sink.Addr()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	none, _ := New(eng, Config{Upstream: sink.Addr()}, nil)
+	if err := none.ListenAndServe(); err == nil {
+		t.Fatal("ListenAndServe with no listen address succeeded")
+	}
+}
