@@ -25,11 +25,13 @@ type Holder struct {
 	tried    []string // files the last load read, good or bad: what to watch
 	cur      atomic.Pointer[Set]
 	failures atomic.Uint64
+	// swapped tells Watch that a load may have changed the files to watch.
+	swapped chan struct{}
 }
 
 // NewHolder returns a holder for cfg with no set yet; call Load.
 func NewHolder(cfg Config, opts Options) *Holder {
-	return &Holder{cfg: cfg, opts: opts}
+	return &Holder{cfg: cfg, opts: opts, swapped: make(chan struct{}, 1)}
 }
 
 // Load compiles the rules of cfg and, on success, makes cfg and its set
@@ -64,6 +66,10 @@ func (h *Holder) load(cfg Config) error {
 	}
 	h.cfg = cfg
 	h.cur.Store(s)
+	select {
+	case h.swapped <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -215,6 +221,9 @@ func Watch(ctx context.Context, h *Holder, onReload func(error)) error {
 			if onReload != nil {
 				onReload(err)
 			}
+			rewatch()
+		case <-h.swapped:
+			// A Load with a new config (say on SIGHUP) may name other files.
 			rewatch()
 		}
 	}

@@ -200,6 +200,20 @@ func TestWatch(t *testing.T) {
 	if heloVerdict(h.Current(), "y.example") != policy.Tempfail {
 		t.Fatal("list change not picked up")
 	}
+	// A Load with a new config watches its files from then on.
+	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
+	save(t, filepath.Join(dir, "other/o.yaml"), goodRules)
+	if err := h.Load(Config{Files: []string{"other/*.yaml"}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the watcher picks up the new directory
+	save(t, filepath.Join(dir, "other/o.yaml"), otherRules)
+	if err := next(); err != nil {
+		t.Fatal(err)
+	}
+	if heloVerdict(h.Current(), "worse.example") != policy.Reject {
+		t.Fatal("change under the new config not picked up")
+	}
 	// Files that do not matter do not reload.
 	os.WriteFile(filepath.Join(dir, "rules/notes.txt"), []byte("x"), 0o644)
 	select {
