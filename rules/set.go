@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"mime"
 	"os"
 	"slices"
@@ -413,9 +414,15 @@ func (s *Set) explain(r *rule, st *state, stage policy.Stage, matched, decides b
 		e.Error = err.Error()
 	}
 	for id := 0; id < numVars; id++ {
-		if r.reads&(1<<id) != 0 && id != vHeader {
-			e.Vars = append(e.Vars, Var{Name: variables[id].name, Value: st.env.value(id)})
+		if r.reads&(1<<id) == 0 || id == vHeader {
+			continue
 		}
+		v := st.env.value(id)
+		// The state's maps are reused by the next evaluation.
+		if m, ok := v.(map[string][]string); ok {
+			v = maps.Clone(m)
+		}
+		e.Vars = append(e.Vars, Var{Name: variables[id].name, Value: v})
 	}
 	return e
 }

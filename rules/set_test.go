@@ -360,6 +360,14 @@ rules:
 		t.Errorf("Explain changed state: score %v, %+v", f.Score, s.Rules()[0])
 	}
 
+	// Values outlive the evaluation that read them.
+	s2 := loadRules(t, "rules:\n  - {name: l, when: '\"zen.example\" in dnsbl && len(headers) > 0', stage: data, action: score, score: 1}\n")
+	ex = s2.Explain(context.Background(), policy.StageData, fullFacts())
+	s2.Eval(context.Background(), policy.StageData, &policy.Facts{}, nil)
+	if len(ex) != 1 || len(ex[0].Vars) != 2 || len(ex[0].Vars[0].Value.(map[string][]string)) != 1 || len(ex[0].Vars[1].Value.(map[string][]string)) != 5 {
+		t.Errorf("explained values changed after the evaluation: %+v", ex)
+	}
+
 	var traced []Explanation
 	rs := s.Traced(func(e Explanation) { traced = append(traced, e) })
 	if v := rs.Eval(context.Background(), policy.StageMail, f, nil); v.Rule != "a" {
