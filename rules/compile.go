@@ -569,6 +569,7 @@ var ruleKeys = []string{"name", "description", "when", "action", "code", "messag
 // compileRule reads and compiles one rule entry. It returns nil after
 // reporting problems.
 func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
+	n = resolveAlias(n)
 	if n.Kind != yaml.MappingNode {
 		c.p.errorf(src.pos(n), "a rule is a mapping with name, when and action")
 		return nil
@@ -852,8 +853,18 @@ func (r *rule) parseCode(s string) error {
 func mappingFields(src *source, n *yaml.Node, known []string, what string, p *problems) (map[string]*yaml.Node, bool) {
 	fields := map[string]*yaml.Node{}
 	ok := true
+	var merged []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+		k, v := n.Content[i], resolveAlias(n.Content[i+1])
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			// <<: *defaults merges a shared mapping; keys written here win.
+			if v.Kind == yaml.SequenceNode {
+				merged = append(merged, v.Content...)
+			} else {
+				merged = append(merged, v)
+			}
+			continue
+		}
 		switch {
 		case k.Kind != yaml.ScalarNode:
 			p.errorf(src.pos(k), "%s keys are plain words", what)
@@ -872,5 +883,28 @@ func mappingFields(src *source, n *yaml.Node, known []string, what string, p *pr
 			fields[k.Value] = v
 		}
 	}
+	for _, m := range merged {
+		m = resolveAlias(m)
+		if m.Kind != yaml.MappingNode {
+			p.errorf(src.pos(m), "<< merges a mapping")
+			ok = false
+			continue
+		}
+		mf, mok := mappingFields(src, m, known, what, p)
+		ok = ok && mok
+		for k, v := range mf {
+			if fields[k] == nil {
+				fields[k] = v
+			}
+		}
+	}
 	return fields, ok
+}
+
+// resolveAlias follows *alias to its anchored node.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < 16; i++ {
+		n = n.Alias
+	}
+	return n
 }

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -247,4 +248,31 @@ func TestMissingFiles(t *testing.T) {
 	if err != nil || s.Len() != 0 {
 		t.Errorf("a glob may match nothing: %v", err)
 	}
+}
+
+func TestYAMLAnchorsAndDocuments(t *testing.T) {
+	s := loadRules(t, `
+x-defaults:
+  refuse: &refuse
+    action: reject
+    code: "550 5.7.1"
+rules:
+  - <<: *refuse
+    name: a
+    when: helo == "a.example"
+  - <<: *refuse
+    name: b
+    when: helo == "b.example"
+    code: 554
+`)
+	for helo, want := range map[string]string{"a.example": "550 5.7.1", "b.example": "554 "} {
+		v := s.Eval(context.Background(), policy.StageHelo, &policy.Facts{Helo: helo}, nil)
+		if v.Action != policy.Reject || fmt.Sprintf("%d %s", v.Code, v.Enhanced) != want {
+			t.Errorf("%s: %+v, want %s", helo, v, want)
+		}
+	}
+	ps := loadProblems(t, "rules:\n  - {name: a, when: 'true', action: accept}\n---\nrules:\n  - {name: b, when: 'true', action: accept}\n")
+	wantProblem(t, ps, 3, 0, "a file holds one YAML document")
+	ps = loadProblems(t, "x-d: &d {acton: reject}\nrules:\n  - {<<: *d, name: a, when: 'true'}\n")
+	wantProblem(t, ps, 1, 10, `unknown rule key "acton"`)
 }

@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -42,7 +44,17 @@ func parseYAML(name string, data []byte, p *problems) (root *yaml.Node) {
 				err = fmt.Errorf("yaml: cannot parse: %v", r)
 			}
 		}()
-		err = yaml.Unmarshal(data, &doc)
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		if err = dec.Decode(&doc); err == io.EOF {
+			doc, err = yaml.Node{}, nil
+			return
+		}
+		if err == nil {
+			var extra yaml.Node
+			if dec.Decode(&extra) != io.EOF {
+				err = fmt.Errorf("yaml: line %d: a file holds one YAML document; split the others into files of their own", max(extra.Line, 1))
+			}
+		}
 	}()
 	if err != nil {
 		msg := err.Error()
@@ -73,7 +85,14 @@ func parseFile(name string, data []byte, p *problems) *fileSpec {
 		p.errorf(fs.src.pos(root), "a rule file is a mapping with rules: (and optionally lists: and tests:)")
 		return nil
 	}
-	fields, _ := mappingFields(fs.src, root, []string{"rules", "lists", "tests"}, "top-level", p)
+	// Keys starting with x- are free for anchors that rules share.
+	top := &yaml.Node{Kind: yaml.MappingNode}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if !strings.HasPrefix(root.Content[i].Value, "x-") {
+			top.Content = append(top.Content, root.Content[i], root.Content[i+1])
+		}
+	}
+	fields, _ := mappingFields(fs.src, top, []string{"rules", "lists", "tests"}, "top-level", p)
 	if n := fields["rules"]; n != nil && !isNull(n) {
 		if n.Kind != yaml.SequenceNode {
 			p.errorf(fs.src.pos(n), "rules: is a list of rules, each starting with '- name:'")
