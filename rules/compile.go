@@ -851,6 +851,14 @@ func (r *rule) parseCode(s string) error {
 // mappingFields collects a mapping's keys, reporting duplicate and
 // unknown ones. ok is false when there were problems.
 func mappingFields(src *source, n *yaml.Node, known []string, what string, p *problems) (map[string]*yaml.Node, bool) {
+	return mergedFields(src, n, known, what, p, 0)
+}
+
+func mergedFields(src *source, n *yaml.Node, known []string, what string, p *problems, depth int) (map[string]*yaml.Node, bool) {
+	if depth > 8 {
+		p.errorf(src.pos(n), "<< merges nest too deep")
+		return nil, false
+	}
 	fields := map[string]*yaml.Node{}
 	ok := true
 	var merged []*yaml.Node
@@ -890,7 +898,7 @@ func mappingFields(src *source, n *yaml.Node, known []string, what string, p *pr
 			ok = false
 			continue
 		}
-		mf, mok := mappingFields(src, m, known, what, p)
+		mf, mok := mergedFields(src, m, known, what, p, depth+1)
 		ok = ok && mok
 		for k, v := range mf {
 			if fields[k] == nil {

@@ -275,4 +275,7 @@ rules:
 	wantProblem(t, ps, 3, 0, "a file holds one YAML document")
 	ps = loadProblems(t, "x-d: &d {acton: reject}\nrules:\n  - {<<: *d, name: a, when: 'true'}\n")
 	wantProblem(t, ps, 1, 10, `unknown rule key "acton"`)
+	// A mapping that merges itself must end in an error, not a crash.
+	dir := writeFiles(t, map[string]string{"r.yaml": "x-a: &a\n  name: a\n  <<: *a\nrules:\n  - *a\n"})
+	Load(Config{Files: []string{"r.yaml"}}, Options{BaseDir: dir})
 }
