@@ -34,6 +34,13 @@ type Config struct {
 	MaxBytes   int64         `yaml:"max_bytes"`   // memory: estimated bytes held at most
 	Redis      RedisConfig   `yaml:"redis"`
 	Breaker    BreakerConfig `yaml:"breaker"`
+	// CheckTTL bounds how long a check result (SPF, iprev, DNS lists) is
+	// reused; DNS TTLs bound it further through the resolver. 0 turns
+	// check caching off.
+	CheckTTL Duration `yaml:"check_ttl"`
+	// VerdictTTL is how long a message's final verdict answers a retry of
+	// the same message; 0 turns it off.
+	VerdictTTL Duration `yaml:"verdict_ttl"`
 }
 
 // RedisConfig says how to reach Redis: one node (one address), Cluster
@@ -70,6 +77,8 @@ func DefaultConfig() Config {
 		MaxBytes:   DefaultMaxBytes,
 		Redis:      RedisConfig{KeyPrefix: DefaultKeyPrefix, Timeout: Duration(DefaultTimeout)},
 		Breaker:    BreakerConfig{Failures: DefaultBreakerFailures, Cooldown: Duration(DefaultBreakerCooldown)},
+		CheckTTL:   Duration(10 * time.Minute),
+		VerdictTTL: Duration(time.Hour),
 	}
 }
 
@@ -121,6 +130,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBytes < 0 {
 		bad("max_bytes", "must not be negative")
+	}
+	if c.CheckTTL < 0 {
+		bad("check_ttl", "must not be negative (0 turns check caching off)")
+	}
+	if c.VerdictTTL < 0 {
+		bad("verdict_ttl", "must not be negative (0 turns verdict caching off)")
 	}
 	r := c.Redis
 	if c.Type == TypeRedis && len(r.Addrs) == 0 {

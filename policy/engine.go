@@ -64,6 +64,8 @@ type snapshot struct {
 	settings Settings
 	checker  Checker
 	rules    Rules
+	cache    cache.Cache
+	grey     *cache.Greylist
 }
 
 // Engine turns check results and rules into verdicts. It is safe for
@@ -75,8 +77,7 @@ type Engine struct {
 	wg   sync.WaitGroup
 	open sync.Map // front name → *atomic.Int64
 	// cache and grey are shared with other processes; nil: none.
-	cache cache.Cache
-	grey  *cache.Greylist
+	mu sync.Mutex // serialises Update and SetCache
 }
 
 // NewEngine returns an engine. checker and rules may be nil: no checks, no rules.
@@ -101,15 +102,25 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 	if s.CheckTimeout <= 0 {
 		s.CheckTimeout = 30 * time.Second
 	}
-	e.cur.Store(&snapshot{settings: s, checker: checker, rules: rules})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := &snapshot{settings: s, checker: checker, rules: rules}
+	if cur := e.cur.Load(); cur != nil {
+		next.cache, next.grey = cur.cache, cur.grey
+	}
+	e.cur.Store(next)
 }
 
 // SetCache gives the engine a cache for verdicts and the greylisting
 // that greylist rules ask for; g may be nil (greylist rules then do
-// nothing). Call it before serving.
+// nothing). Like Update, it may be called while serving: transactions in
+// flight keep what they started with.
 func (e *Engine) SetCache(c cache.Cache, g *cache.Greylist) {
-	e.cache = c
-	e.grey = g
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := *e.cur.Load()
+	next.cache, next.grey = c, g
+	e.cur.Store(&next)
 }
 
 // Observe sends the engine's decisions to o; call it before serving.

@@ -27,7 +27,7 @@ func (c *Conn) applyGreylist(ctx context.Context, st Stage, v Verdict) Verdict {
 	if !greylist {
 		return v
 	}
-	g := c.e.grey
+	g := c.snap.grey
 	if g == nil || !c.facts.IP.IsValid() {
 		return v
 	}
@@ -70,14 +70,14 @@ func (c *Conn) dmarcAllowed(ctx context.Context, g *cache.Greylist) bool {
 	if c.greyAllowKnown {
 		return c.greyAllowed
 	}
-	if c.e.cache == nil {
+	if c.snap.cache == nil {
 		return false
 	}
 	network, err := g.Network(c.facts.IP)
 	if err != nil {
 		return false
 	}
-	_, ok, err := c.e.cache.Get(ctx, dmarcPassKey(network))
+	_, ok, err := c.snap.cache.Get(ctx, dmarcPassKey(network))
 	if err != nil {
 		// Unknown: ask again next time rather than remember a guess.
 		return false
@@ -88,8 +88,8 @@ func (c *Conn) dmarcAllowed(ctx context.Context, g *cache.Greylist) bool {
 
 // recordDMARCPass remembers the client's network after a DMARC pass.
 func (c *Conn) recordDMARCPass(ctx context.Context) {
-	g := c.e.grey
-	if g == nil || c.e.cache == nil || c.facts.DMARC == nil || c.facts.DMARC.Result != "pass" || !c.facts.IP.IsValid() {
+	g := c.snap.grey
+	if g == nil || c.snap.cache == nil || c.facts.DMARC == nil || c.facts.DMARC.Result != "pass" || !c.facts.IP.IsValid() {
 		return
 	}
 	network, err := g.Network(c.facts.IP)
@@ -99,7 +99,7 @@ func (c *Conn) recordDMARCPass(ctx context.Context) {
 	if c.greyAllowKnown && c.greyAllowed {
 		return
 	}
-	if err := c.e.cache.Set(ctx, dmarcPassKey(network), []byte("1"), time.Duration(g.Config().Expiry)); err != nil {
+	if err := c.snap.cache.Set(ctx, dmarcPassKey(network), []byte("1"), time.Duration(g.Config().Expiry)); err != nil {
 		c.e.log.Debug("not recording a DMARC pass for greylisting", "network", network, "err", err.Error())
 	}
 }

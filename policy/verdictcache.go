@@ -54,7 +54,7 @@ type storedHeader struct {
 
 // verdictCaching reports whether this message's verdict may be looked up and kept.
 func (c *Conn) verdictCaching() bool {
-	return c.e.cache != nil && c.snap.settings.VerdictTTL > 0
+	return c.snap.cache != nil && c.snap.settings.VerdictTTL > 0
 }
 
 // newDigest starts hashing a message's content.
@@ -87,7 +87,7 @@ func (c *Conn) verdictKey() string {
 func (c *Conn) cachedVerdict(ctx context.Context, key string) (Verdict, bool) {
 	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
 	defer cancel()
-	data, ok, err := c.e.cache.Get(ctx, key)
+	data, ok, err := c.snap.cache.Get(ctx, key)
 	if err != nil || !ok {
 		return Verdict{}, false
 	}
@@ -132,7 +132,7 @@ func (c *Conn) storeVerdict(ctx context.Context, key string, v Verdict) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
 	defer cancel()
-	if err := c.e.cache.Set(ctx, key, data, c.snap.settings.VerdictTTL); err != nil {
+	if err := c.snap.cache.Set(ctx, key, data, c.snap.settings.VerdictTTL); err != nil {
 		c.e.log.Debug("verdict not cached", "err", err.Error(), "queue_id", c.facts.QueueID)
 	}
 }

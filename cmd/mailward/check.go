@@ -123,10 +123,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		*helo = "[" + ip.String() + "]"
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := cache.New(cfg.Cache, cache.Options{Logger: log})
-	if err != nil {
-		return fail("setting up the cache: %v", err)
-	}
+	// A private memory cache: a diagnostic run must neither read stale
+	// verdicts from nor count rate limits in a fleet's shared Redis.
+	c := cache.NewMemory(cache.DefaultConfig(), cache.Options{Logger: log})
 	defer c.Close()
 	p, err := buildParts(context.Background(), cfg, c, log)
 	if err != nil {
@@ -142,6 +141,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	engine := policy.NewEngine(cfg.settings(), p.checker, rs, log)
+	engine.SetCache(p.cache, p.grey)
 	rep, err := runStages(context.Background(), engine, ip, *helo, *from, rcpts, headers, br)
 	if err != nil {
 		return fail("%s: %v", msgName(fs.Arg(0)), err)

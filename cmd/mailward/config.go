@@ -264,5 +264,6 @@ func (c *Config) settings() policy.Settings {
 		Thresholds:       policy.Thresholds(c.Thresholds),
 		ScoreHeader:      c.ScoreHeader,
 		CheckTimeout:     c.Timeouts.Checks,
+		VerdictTTL:       time.Duration(c.Cache.VerdictTTL),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks"
@@ -17,6 +18,8 @@ import (
 type parts struct {
 	checker policy.Checker
 	rules   *rules.Holder
+	cache   cache.Cache
+	grey    *cache.Greylist
 	closers []func()
 	// readiness checks shared dependencies, for /readyz.
 	readiness []func(context.Context) error
@@ -61,6 +64,11 @@ func (p *parts) ready(ctx context.Context) error {
 // kept if any part fails.
 func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logger) (*parts, error) {
 	p := &parts{}
+	grey, err := cache.NewGreylist(c, cfg.Greylist)
+	if err != nil {
+		return nil, fmt.Errorf("setting up greylisting: %w", err)
+	}
+	p.cache, p.grey = c, grey
 	if cfg.Cache.Type == cache.TypeRedis {
 		p.readiness = append(p.readiness, func(ctx context.Context) error {
 			if err := c.Ping(ctx); err != nil {
@@ -78,8 +86,14 @@ func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logge
 		return nil, fmt.Errorf("setting up checks: %w", err)
 	}
 	p.checker = suite
+	if ttl := time.Duration(cfg.Cache.CheckTTL); ttl > 0 {
+		p.checker = checks.Cached(suite, c, checks.CacheOptions{MaxTTL: ttl, Scope: checks.ConfigScope(cfg.checks())})
+	}
 	dm := dmarc.New(res, cfg.DMARC.Options)
-	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm)})
+	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{
+		BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm),
+		Functions: []rules.Func{rules.RateLimitFunc(c, log)},
+	})
 	if err := p.rules.Load(cfg.rulesConfig()); err != nil {
 		return nil, fmt.Errorf("loading rules:\n%w", err)
 	}

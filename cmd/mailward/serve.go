@@ -136,6 +136,7 @@ func (d *daemon) rulesChanged(c ruleChange) {
 
 func (d *daemon) run() error {
 	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.ruleSet(), d.log)
+	d.engine.SetCache(d.parts.cache, d.parts.grey)
 	d.metrics = admin.NewMetrics()
 	d.engine.Observe(d.metrics)
 	d.setCache(d.cache)
@@ -281,6 +282,7 @@ func (d *daemon) reload() error {
 		d.log.Warn("listen addresses changed; they take effect at restart")
 	}
 	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
+	d.engine.SetCache(p.cache, p.grey)
 	d.parts.close()
 	if c != d.cache {
 		old := d.cache
