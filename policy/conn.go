@@ -384,6 +384,12 @@ func (c *Conn) resetMessage() {
 		}
 	}
 	c.matches = c.connMatches()
+	// Points scored at connect and HELO count for every message.
+	for _, m := range c.matches {
+		if !m.Monitor {
+			c.facts.Score += m.Score
+		}
+	}
 	c.outcome = nil
 	c.msgFinal = nil
 	c.headerBlock = c.headerBlock[:0]

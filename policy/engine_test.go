@@ -267,3 +267,28 @@ func TestAttachmentsListedAtEndOfMessage(t *testing.T) {
 		t.Fatalf("attachments = %+v", got)
 	}
 }
+
+func TestConnectionScoreCountsForEveryMessage(t *testing.T) {
+	var scores []float64
+	e := newTestEngine(func(_ context.Context, st Stage, f *Facts, m *[]Match) Verdict {
+		switch st {
+		case StageConnect:
+			f.Score += 4
+			*m = append(*m, Match{Rule: "listed", Action: "score", Score: 4, Stage: st})
+		case StageEOM:
+			scores = append(scores, f.Score)
+		}
+		return Verdict{}
+	})
+	c, _ := e.Connect(ctx, ConnInfo{})
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		c.Mail(ctx, "a@x.example", MailInfo{})
+		c.Rcpt(ctx, "b@y.example")
+		c.EndOfHeaders(ctx)
+		c.EndOfMessage(ctx)
+	}
+	if len(scores) != 2 || scores[0] != 4 || scores[1] != 4 {
+		t.Fatalf("scores at end of message = %v; want the connect-stage 4 in both", scores)
+	}
+}
