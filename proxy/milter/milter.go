@@ -100,12 +100,12 @@ func (s *Server) serveConn(raw net.Conn) {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	c := &timeoutConn{Conn: raw, timeout: s.readTimeout, onClose: sync.OnceFunc(func() {
+	c := newTimeoutConn(raw, s.readTimeout, sync.OnceFunc(func() {
 		s.mu.Lock()
 		delete(s.conns, raw)
 		s.mu.Unlock()
 		close(done)
-	})}
+	}))
 	st := &connState{srv: s, ctx: context.Background()}
 	srv := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{st: st} },
