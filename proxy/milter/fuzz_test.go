@@ -33,7 +33,7 @@ func FuzzMilterConversation(f *testing.F) {
 	conv = append(conv, packet('B', "body\r\n")...)
 	conv = append(conv, packet('E', "")...)
 	f.Add(conv)
-	f.Add(packet('R', "<b@y.example>\x00")) // a stage before connect
+	f.Add(packet('R', "<b@y.example>\x00"))    // a stage before connect
 	f.Add([]byte{0x7f, 0xff, 0xff, 0xff, 'C'}) // a length of 2^31
 	f.Add(packet('D', "C"))
 	f.Fuzz(func(t *testing.T, data []byte) {
