@@ -18,6 +18,7 @@ import (
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
+	smtpproxy "github.com/mailward/mailward/proxy/smtp"
 	"github.com/mailward/mailward/rules"
 )
 
@@ -28,6 +29,7 @@ type Config struct {
 	Log         LogConfig            `yaml:"log"`
 	Milter      milter.Config        `yaml:"milter"`
 	Policy      policyd.Config       `yaml:"policy"`
+	SMTP        smtpproxy.Config     `yaml:"smtp"`
 	Admin       admin.Config         `yaml:"admin"`
 	DNS         resolver.Config      `yaml:"dns"`
 	SPF         checks.SPFConfig     `yaml:"spf"`
@@ -90,6 +92,7 @@ func defaultConfig() *Config {
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660"},
 		Policy:   policyd.DefaultConfig(),
+		SMTP:     smtpDefaults(),
 		Cache:    cache.DefaultConfig(),
 		Greylist: cache.DefaultGreylistConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
@@ -179,6 +182,11 @@ func (c *Config) validate() error {
 	if err := c.Greylist.Validate(); err != nil {
 		sectionErrors("greylist", err)
 	}
+	if sc := c.smtp(); sc.Listen != "" || sc.ListenTLS != "" {
+		for _, p := range sc.Problems() {
+			bad("smtp."+p.Key, "%s", p.Message)
+		}
+	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, c.doc.Errorf("policy", "%v", err))
 	}
@@ -191,6 +199,23 @@ func (c *Config) validate() error {
 		return errs
 	}
 	return nil
+}
+
+// smtpDefaults leaves the proxy's hostname empty so that it follows the
+// top-level hostname unless set.
+func smtpDefaults() smtpproxy.Config {
+	c := smtpproxy.DefaultConfig()
+	c.Hostname = ""
+	return c
+}
+
+// smtp is the SMTP proxy's config, its hostname defaulting to ours.
+func (c *Config) smtp() smtpproxy.Config {
+	s := c.SMTP
+	if s.Hostname == "" {
+		s.Hostname = c.Hostname
+	}
+	return s
 }
 
 // unjoin lists the errors errors.Join put together.

@@ -91,3 +91,46 @@ func waitOutput(t *testing.T, p *proc, s string, d time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestServeSMTPProxy runs the binary as an inline proxy in front of a
+// private Postfix: a rule's refusal is answered by mailward, an accepted
+// message reaches the sink through Postfix with our Authentication-Results.
+func TestServeSMTPProxy(t *testing.T) {
+	testenv.Require(t, "postfix")
+	swaks := testenv.Require(t, "swaks")
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "rules.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "rules.d/local.yaml", rejectSenderRules)
+	sink := testenv.StartSink(t)
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: map[string]string{
+		"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+	}})
+	milterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, milterAddr)+"admin:\n  listen: \"\"\nrules:\n  files: [\"rules.d/*.yaml\"]\n"+
+		"smtp:\n  listen: "+proxyAddr+"\n  upstream: "+pf.SMTPAddr()+"\n  upstream_tls: \"off\"\n")
+	startProc(t, cfg, proxyAddr)
+	send := func(from string) (string, error) {
+		out, err := exec.Command(swaks, "--server", proxyAddr, "--helo", "client.test.example", "--timeout", "30",
+			"--from", from, "--to", "bob@rcpt.example").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := send("spammer@bad.example"); err == nil || !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused by policy") {
+		t.Fatalf("proxy did not refuse the sender (err=%v):\n%s", err, out)
+	}
+	if out, err := send("friend@good.example"); err != nil {
+		t.Fatalf("good sender refused: %v\n%s", err, out)
+	}
+	msgs, err := sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msgs[0].Header(), "Authentication-Results: mw.test.example") {
+		t.Fatalf("no Authentication-Results through the proxy:\n%s", msgs[0].Header())
+	}
+	if strings.Contains(pf.Log(), "spammer@bad.example") {
+		t.Errorf("the refused sender reached Postfix:\n%s", pf.Log())
+	}
+}

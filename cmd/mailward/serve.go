@@ -21,6 +21,7 @@ import (
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
+	smtpproxy "github.com/mailward/mailward/proxy/smtp"
 	"github.com/mailward/mailward/rules"
 )
 
@@ -92,6 +93,7 @@ type daemon struct {
 	// list file changed on disk.
 	ruleChanges chan ruleChange
 	stopWatch   func()
+	smtp        *smtpproxy.Server
 }
 
 type ruleChange struct {
@@ -173,8 +175,19 @@ func (d *daemon) run() error {
 		go func() { errc <- ps.Serve(pln) }()
 		stops = append(stops, ps.Shutdown)
 	}
+	var sp *smtpproxy.Server
+	if sc := d.cfg.smtp(); sc.Listen != "" || sc.ListenTLS != "" {
+		var err error
+		if sp, err = smtpproxy.New(d.engine, sc, d.log); err != nil {
+			shutdown(context.Background())
+			return err
+		}
+		go func() { errc <- sp.ListenAndServe() }()
+		stops = append(stops, sp.Shutdown)
+	}
+	d.smtp = sp
 	if len(stops) == 0 {
-		return errors.New("nothing to serve: set milter.listen or policy.listen")
+		return errors.New("nothing to serve: set milter.listen, smtp.listen or policy.listen")
 	}
 	for _, front := range []string{"milter", "policy", "smtp"} {
 		d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": front},
@@ -193,7 +206,7 @@ func (d *daemon) run() error {
 	}
 	d.watchRules()
 	defer func() { d.stopWatch() }()
-	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "policy", d.cfg.Policy.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
+	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "smtp", d.cfg.SMTP.Listen, "policy", d.cfg.Policy.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -278,8 +291,18 @@ func (d *daemon) reload() error {
 		d.log.Error("reload failed; keeping the running config and rules", "err", err)
 		return err
 	}
-	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen || cfg.Policy.Listen != d.cfg.Policy.Listen {
+	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen || cfg.Policy.Listen != d.cfg.Policy.Listen ||
+		cfg.SMTP.Listen != d.cfg.SMTP.Listen || cfg.SMTP.ListenTLS != d.cfg.SMTP.ListenTLS {
 		d.log.Warn("listen addresses changed; they take effect at restart")
+	}
+	if d.smtp != nil {
+		// Certificates and limits; listen addresses need a restart.
+		if err := d.smtp.Reload(cfg.smtp()); err != nil {
+			p.close()
+			d.metrics.Reload(err)
+			d.log.Error("reload failed; keeping the running config and rules", "err", err)
+			return err
+		}
 	}
 	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
 	d.engine.SetCache(p.cache, p.grey)
