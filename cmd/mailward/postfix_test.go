@@ -104,13 +104,19 @@ func TestServeSMTPProxy(t *testing.T) {
 	}
 	writeFile(t, dir, "rules.d/local.yaml", rejectSenderRules)
 	sink := testenv.StartSink(t)
-	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: map[string]string{
-		"smtpd_authorized_xclient_hosts": "127.0.0.0/8",
-	}})
+	// Postfix's listener behind the proxy, as examples/postfix/master.cf.proxy
+	// writes it, on a free port instead of 10025.
+	upstream := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	master := testenv.ReadMasterCf(t, "../../examples/postfix/master.cf.proxy")
+	if len(master) != 1 || !strings.HasPrefix(master[0], "127.0.0.1:10025 inet") || !strings.Contains(master[0], "smtpd_authorized_xclient_hosts=127.0.0.0/8") {
+		t.Fatalf("examples/postfix/master.cf.proxy changed: %q", master)
+	}
+	master[0] = strings.Replace(master[0], "127.0.0.1:10025", upstream, 1)
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Master: master})
 	milterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	proxyAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, milterAddr)+"admin:\n  listen: \"\"\nrules:\n  files: [\"rules.d/*.yaml\"]\n"+
-		"smtp:\n  listen: "+proxyAddr+"\n  upstream: "+pf.SMTPAddr()+"\n  upstream_tls: \"off\"\n")
+		"smtp:\n  listen: "+proxyAddr+"\n  upstream: "+upstream+"\n  upstream_tls: \"off\"\n")
 	startProc(t, cfg, proxyAddr)
 	send := func(from string) (string, error) {
 		out, err := exec.Command(swaks, "--server", proxyAddr, "--helo", "client.test.example", "--timeout", "30",
@@ -132,5 +138,10 @@ func TestServeSMTPProxy(t *testing.T) {
 	}
 	if strings.Contains(pf.Log(), "spammer@bad.example") {
 		t.Errorf("the refused sender reached Postfix:\n%s", pf.Log())
+	}
+	// XCLIENT told Postfix who the client was: Postfix logs the client's
+	// HELO name rather than the proxy's.
+	if !strings.Contains(pf.Log(), "helo=<client.test.example>") && !strings.Contains(msgs[0].Header(), "client.test.example") {
+		t.Errorf("Postfix did not learn the real client through XCLIENT:\n%s\n%s", pf.Log(), msgs[0].Header())
 	}
 }

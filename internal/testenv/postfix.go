@@ -55,6 +55,31 @@ func ReadMainCf(t testing.TB, path string) map[string]string {
 	return out
 }
 
+// ReadMasterCf reads the service lines of a master.cf snippet, such as
+// the ones in examples/postfix, so tests use them as written. A service
+// line and its "-o" continuation lines become one entry.
+func ReadMasterCf(t testing.TB, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#"):
+		case line[0] == ' ' || line[0] == '\t':
+			if len(out) == 0 {
+				t.Fatalf("%s: continuation line before any service", path)
+			}
+			out[len(out)-1] += "\n  " + strings.TrimSpace(line)
+		default:
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // Postfix is a private Postfix instance: its own config, queue and data
 // directories in a temporary directory, its own port on 127.0.0.1.
 type Postfix struct {
