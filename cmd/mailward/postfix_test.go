@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -143,5 +144,104 @@ func TestServeSMTPProxy(t *testing.T) {
 	// HELO name rather than the proxy's.
 	if !strings.Contains(pf.Log(), "helo=<client.test.example>") && !strings.Contains(msgs[0].Header(), "client.test.example") {
 		t.Errorf("Postfix did not learn the real client through XCLIENT:\n%s\n%s", pf.Log(), msgs[0].Header())
+	}
+}
+
+// TestKill9UnderPostfix is a fault drill: mailward killed with SIGKILL
+// while Postfix sends through it. Every message must end delivered once
+// or refused with a 4xx/5xx the client saw; after a restart filtering
+// resumes. Nothing is accepted unchecked (milter_default_action = tempfail).
+func TestKill9UnderPostfix(t *testing.T) {
+	testenv.Require(t, "postfix")
+	swaks := testenv.Require(t, "swaks")
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+"admin:\n  listen: \"\"\n")
+	p := startProc(t, cfg, addr)
+	sink := testenv.StartSink(t)
+	main := testenv.ReadMainCf(t, "../../examples/postfix/main.cf.milter")
+	main["smtpd_milters"] = "inet:" + addr
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: main})
+
+	type result struct {
+		n    int
+		code string // "250", or the refusal code the client saw
+	}
+	results := make(chan result, 64)
+	var wg sync.WaitGroup
+	send := func(n int) {
+		defer wg.Done()
+		out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--timeout", "30", "--from", "friend@good.example",
+			"--to", "bob@rcpt.example", "--header", fmt.Sprintf("Subject: drill %d", n)).CombinedOutput()
+		switch {
+		case err == nil:
+			results <- result{n, "250"}
+		case strings.Contains(string(out), "<** 4"):
+			results <- result{n, "4xx"}
+		case strings.Contains(string(out), "<** 5"):
+			results <- result{n, "5xx"}
+		default:
+			t.Errorf("message %d: neither accepted nor refused with a code:\n%s", n, out)
+		}
+	}
+	const total = 24
+	for n := 0; n < total; n++ {
+		wg.Add(1)
+		go send(n)
+		if n == total/3 {
+			// Kill it once mail is flowing, with more in flight.
+			if _, err := sink.Wait(2, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			p.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	wg.Wait()
+	close(results)
+	accepted, refused := map[string]bool{}, 0
+	for r := range results {
+		if r.code == "250" {
+			accepted[fmt.Sprintf("drill %d", r.n)] = true
+		} else {
+			refused++
+		}
+	}
+	if refused == 0 || len(accepted) == 0 {
+		t.Fatalf("%d accepted, %d refused: the drill needs both to prove anything", len(accepted), refused)
+	}
+	msgs, _ := sink.Wait(len(accepted), 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // anything extra would arrive now
+	msgs = sink.Messages()
+	seen := map[string]int{}
+	for _, m := range msgs {
+		for _, line := range strings.Split(m.Header(), "\r\n") {
+			if s, ok := strings.CutPrefix(line, "Subject: "); ok {
+				seen[s]++
+			}
+		}
+		if !strings.Contains(m.Header(), "Authentication-Results: mw.test.example") {
+			t.Errorf("a message was delivered unchecked:\n%s", m.Header())
+		}
+	}
+	for s := range accepted {
+		if seen[s] != 1 {
+			t.Errorf("%s was accepted with 250 but delivered %d times", s, seen[s])
+		}
+	}
+	if len(msgs) != len(accepted) {
+		t.Errorf("sink has %d messages, clients saw %d accepted", len(msgs), len(accepted))
+	}
+	t.Logf("sent %d: %d accepted and delivered once, %d refused with a code", total, len(accepted), refused)
+
+	// Restarted, mailward filters again.
+	startProc(t, cfg, addr)
+	out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--timeout", "30", "--from", "friend@good.example",
+		"--to", "bob@rcpt.example", "--header", "Subject: after restart").CombinedOutput()
+	if err != nil {
+		t.Fatalf("after restart: %v\n%s", err, out)
+	}
+	if _, err := sink.Wait(len(msgs)+1, 20*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
