@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,6 +189,15 @@ func TestPostfixRejectionReachesClientUnchanged(t *testing.T) {
 func TestPostfixDownNothingAcknowledged(t *testing.T) {
 	r := startRig(t, nil, Config{})
 	r.pf.Stop()
+	// Postfix's children may accept on the inherited socket for a moment
+	// after the master has gone; "down" is when the port refuses.
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", r.pf.SMTPAddr())
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 	out, err := swaks(t, r.addr, "--from", "alice@sender.example", "--to", "bob@rcpt.example")
 	if err == nil || !strings.Contains(out, "451 4.4.1") {
 		t.Fatalf("upstream down: want 451 4.4.1 at MAIL, got err=%v:\n%s", err, out)
