@@ -732,8 +732,15 @@ func TestShutdown(t *testing.T) {
 func TestListenAndServe(t *testing.T) {
 	sink := testenv.StartSink(t)
 	cert := testenv.SelfSignedCert(t, "proxy.test.example")
-	plain := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	implicit := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	// Two free ports found while both are held, so that they differ.
+	l1, err1 := net.Listen("tcp", "127.0.0.1:0")
+	l2, err2 := net.Listen("tcp", "127.0.0.1:0")
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	plain, implicit := l1.Addr().String(), l2.Addr().String()
+	l1.Close()
+	l2.Close()
 	cfg := Config{Upstream: sink.Addr(), Hostname: "proxy.test.example", Listen: plain, ListenTLS: implicit,
 		TLSCert: cert.CertFile, TLSKey: cert.KeyFile}
 	eng := policy.NewEngine(policy.Settings{Hostname: authservID}, nil, testRules(), testLogger(t))
@@ -744,6 +751,11 @@ func TestListenAndServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.ListenAndServe() }()
 	waitFor(t, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("ListenAndServe: %v", err)
+		default:
+		}
 		c, err := net.Dial("tcp", plain)
 		if err == nil {
 			c.Close()
