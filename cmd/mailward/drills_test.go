@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 // checkBound is timeouts.checks in the DNS drill; answers may take it
@@ -119,4 +121,113 @@ func TestDrillDNSFailureOnErrorAccept(t *testing.T) {
 		}
 	}
 	t.Log(ta.summary())
+}
+
+const rateLimitRules = `rules:
+  - name: per-sender
+    description: a marker sender may send two messages an hour
+    when: mail_from == "limited@good.example" && ratelimit("from:" + mail_from, 2, "1h")
+    action: tempfail
+    code: "451 4.7.1"
+    message: "Rate limited"
+  - name: per-client
+    when: ratelimit("ip:" + ip, 100000, "1h")
+    action: tempfail
+`
+
+// TestDrillRedisDown: Redis, holding the rate limits, is killed while mail
+// flows and comes back. Every message is still answered within the cache
+// timeout's bound; /readyz and the breaker follow Redis; no goroutines
+// pile up.
+func TestDrillRedisDown(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	e := startDrill(t, "cache:\n  type: redis\n  redis:\n    addrs: [\""+redis.Addr()+"\"]\n    timeout: 200ms\n"+
+		"  breaker:\n    failures: 3\n    cooldown: 1s\nrules:\n  files: [\"rules.yaml\"]\n",
+		map[string]string{"rules.yaml": rateLimitRules})
+	const bound = 2 * time.Second // a handful of 200ms cache operations, and slack
+
+	// The rate limit is counted in Redis: the marker's third message is
+	// refused.
+	for n := 1; n <= 3; n++ {
+		o := send(e.addr, message{n: n, from: "limited@good.example", subject: "limited"})
+		want := 250
+		if n == 3 {
+			want = 451
+		}
+		if o.err != nil || o.code != want {
+			t.Fatalf("limited sender's message %d: %d %q %v; want %d", n, o.code, o.reply, o.err, want)
+		}
+	}
+	ready := func() int { code, _ := httpDo(t, "GET", e.admin+"/readyz"); return code }
+	breaker := func() float64 { return e.metric(t, "mailward_cache_breaker_state") }
+	if c, b := ready(), breaker(); c != 200 || b != 0 {
+		t.Fatalf("before the drill: /readyz %d, breaker %v", c, b)
+	}
+	goroutinesBefore := e.metric(t, "go_goroutines")
+
+	ta := &tally{}
+	stop := make(chan struct{})
+	wg := load(ta, e.addr, 4, stop, func(n int) message {
+		return message{n: n, from: fmt.Sprintf("u%d@good.example", n), subject: "load"}
+	})
+	waitFor := func(what string, within time.Duration, ok func() bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for !ok() {
+			if time.Since(start) > within {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("%s: not within %s (%s)", what, within, ta.summary())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	time.Sleep(500 * time.Millisecond)
+	redis.Stop()
+	downAt := len(ta.all())
+	t.Logf("/readyz 503 after %s", waitFor("/readyz 503 with Redis down", 5*time.Second, func() bool { return ready() == 503 }))
+	t.Logf("breaker open after %s", waitFor("breaker open", 5*time.Second, func() bool { return breaker() == 1 }))
+	time.Sleep(2 * time.Second) // mail keeps flowing through a few cooldowns
+	redis.Start()
+	upAt := len(ta.all())
+	t.Logf("/readyz 200 after %s", waitFor("/readyz 200 with Redis back", 10*time.Second, func() bool { return ready() == 200 }))
+	t.Logf("breaker closed after %s", waitFor("breaker closed", 10*time.Second, func() bool { return breaker() == 0 }))
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	outs := ta.all()
+	if upAt-downAt < 4 {
+		t.Errorf("only %d messages were sent while Redis was down", upAt-downAt)
+	}
+	for _, o := range outs {
+		if o.err != nil || o.code != 250 {
+			t.Errorf("message %d: %d %q at %s, %v; want accepted", o.n, o.code, o.reply, o.stage, o.err)
+		}
+		if o.took > bound {
+			t.Errorf("message %d answered after %s, over %s", o.n, o.took, bound)
+		}
+	}
+	// Redis restarted empty, but the limit counts again.
+	for n := 1; n <= 3; n++ {
+		o := send(e.addr, message{n: n, from: "limited@good.example", subject: "limited again"})
+		if want := map[bool]int{true: 451, false: 250}[n == 3]; o.err != nil || o.code != want {
+			t.Errorf("after Redis came back, limited sender's message %d: %d %v; want %d", n, o.code, o.err, want)
+		}
+	}
+	// Goroutines settle back once the load is gone.
+	var after float64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after = e.metric(t, "go_goroutines")
+		if after <= goroutinesBefore+5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if after > goroutinesBefore+5 {
+		t.Errorf("go_goroutines %v before the drill, %v after: a leak", goroutinesBefore, after)
+	}
+	t.Logf("%s; %d sent while Redis was down; go_goroutines %v before, %v after", ta.summary(), upAt-downAt, goroutinesBefore, after)
 }
