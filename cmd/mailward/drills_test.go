@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,4 +231,88 @@ func TestDrillRedisDown(t *testing.T) {
 		t.Errorf("go_goroutines %v before the drill, %v after: a leak", goroutinesBefore, after)
 	}
 	t.Logf("%s; %d sent while Redis was down; go_goroutines %v before, %v after", ta.summary(), upAt-downAt, goroutinesBefore, after)
+}
+
+// TestDrillBrokenReloadUnderLoad: a broken rule file is saved while mail
+// flows, then reloaded over HTTP and by SIGHUP. The running rules keep
+// serving (the marker sender is still refused), the error names file and
+// line, and mailward stays ready throughout.
+func TestDrillBrokenReloadUnderLoad(t *testing.T) {
+	e := startDrill(t, "rules:\n  files: [\"rules.d/*.yaml\"]\n", map[string]string{"rules.d/local.yaml": rejectSenderRules})
+	ta := &tally{}
+	stop := make(chan struct{})
+	wg := load(ta, e.addr, 3, stop, func(n int) message {
+		if n%3 == 0 {
+			return message{n: n, from: "spammer@bad.example", subject: "marker"}
+		}
+		return message{n: n, from: fmt.Sprintf("u%d@good.example", n), subject: "load"}
+	})
+	var notReady []int
+	var readyMu sync.Mutex
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if code, _ := httpDo(t, "GET", e.admin+"/readyz"); code != 200 {
+				readyMu.Lock()
+				notReady = append(notReady, code)
+				readyMu.Unlock()
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	writeFile(t, e.dir, "rules.d/local.yaml", strings.Replace(rejectSenderRules, `mail_from ==`, `mail_frm ==`, 1))
+	waitOutput(t, e.p, "rule files changed but do not compile", 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	code, body := httpDo(t, "POST", e.admin+"/reload")
+	if code != 422 || !strings.Contains(body, "local.yaml:4:") {
+		t.Errorf("POST /reload with a broken rule file = %d %q; want 422 naming local.yaml:4", code, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	e.p.cmd.Process.Signal(syscall.SIGHUP)
+	waitOutput(t, e.p, "reload failed; keeping the running config and rules", 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	<-readyDone
+
+	var markers, others int
+	for _, o := range ta.all() {
+		switch {
+		case o.err != nil:
+			t.Errorf("message %d from %s got no answer: %v", o.n, o.from, o.err)
+		case o.from == "spammer@bad.example":
+			markers++
+			if o.code != 550 || !strings.Contains(o.reply, "refused by policy") {
+				t.Errorf("marker message %d: %d %q; want the old rule's 550", o.n, o.code, o.reply)
+			}
+		default:
+			others++
+			if o.code != 250 {
+				t.Errorf("message %d from %s: %d %q; want accepted", o.n, o.from, o.code, o.reply)
+			}
+		}
+	}
+	if markers < 5 || others < 5 {
+		t.Errorf("too few messages to tell: %d markers, %d others", markers, others)
+	}
+	if len(notReady) > 0 {
+		t.Errorf("/readyz answered %v during the drill", notReady)
+	}
+	out := e.p.out.String()
+	if n := strings.Count(out, "local.yaml:4:"); n < 2 {
+		t.Errorf("reload errors name local.yaml:4 %d times; want the watcher's and SIGHUP's:\n%s", n, out)
+	}
+	if m := e.metric(t, `mailward_reloads_total{result="success"}`); m > 0 {
+		t.Errorf("%v reloads succeeded with a broken rule file", m)
+	}
+	if m := e.metric(t, `mailward_reloads_total{result="failure"}`); m < 3 {
+		t.Errorf("%v failed reloads counted; want the watcher's, POST's and SIGHUP's", m)
+	}
+	t.Logf("%s (%d markers refused with 550, %d others accepted); /readyz 200 throughout", ta.summary(), markers, others)
 }
