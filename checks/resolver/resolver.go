@@ -48,6 +48,7 @@ type Resolver struct {
 	cache   *cache // nil when disabled
 	flights flightGroup
 	now     func() time.Time
+	shared  Shared // nil unless SetShared
 }
 
 // Answer is the result of a successful query.
@@ -260,11 +261,18 @@ func (r *Resolver) lookup(ctx context.Context, fq string, qtype uint16) (outcome
 		budget := r.timeout*time.Duration((r.retries+1)*len(r.servers)) + time.Second
 		xctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 		defer cancel()
-		out, err := r.exchange(xctx, fq, qtype)
-		if err == nil && r.cache != nil && out.ttl > 0 {
+		out, ok := r.fromShared(xctx, key)
+		if !ok {
+			var err error
+			if out, err = r.exchange(xctx, fq, qtype); err != nil {
+				return out, err
+			}
+			r.toShared(xctx, key, out)
+		}
+		if r.cache != nil && out.ttl > 0 {
 			r.cache.put(key, out, r.now().Add(min(time.Duration(out.ttl)*time.Second, maxTTL)))
 		}
-		return out, err
+		return out, nil
 	})
 }
 

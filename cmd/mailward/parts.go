@@ -81,6 +81,10 @@ func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("setting up DNS: %w", err)
 	}
+	if cfg.Cache.Type == cache.TypeRedis {
+		// A fleet looks each SPF and DMARC record and DKIM key up once per TTL.
+		res.SetShared(c)
+	}
 	suite, err := checks.New(cfg.checks(), res)
 	if err != nil {
 		return nil, fmt.Errorf("setting up checks: %w", err)
