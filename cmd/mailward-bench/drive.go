@@ -30,20 +30,26 @@ type runOpts struct {
 	Duration    time.Duration
 	Progress    io.Writer
 	Check       bool // compare each outcome with the corpus's expectation
+	// Judge, when set, replaces wrong: it says how an outcome is wrong and
+	// whether the message counts at all (a front may be unable to know
+	// some verdicts).
+	Judge func(m *Message, out outcome) (why string, counted bool)
 }
 
 // result sums up one run.
 type result struct {
-	Name      string                     `json:"name"`
-	Messages  int                        `json:"messages"`
-	Errors    int                        `json:"errors"`
-	Seconds   float64                    `json:"seconds"`
-	PerSecond float64                    `json:"messages_per_second"`
-	Latency   map[string]latency         `json:"latency_ms"`
-	Right     map[string]int             `json:"right"`
-	Total     map[string]int             `json:"total"`
-	Wrong     []string                   `json:"wrong,omitempty"`
-	Ratio     float64                    `json:"ratio_to_baseline,omitempty"`
+	Name      string             `json:"name"`
+	Messages  int                `json:"messages"`
+	Errors    int                `json:"errors"`
+	Seconds   float64            `json:"seconds"`
+	PerSecond float64            `json:"messages_per_second"`
+	Latency   map[string]latency `json:"latency_ms"`
+	Right     map[string]int     `json:"right"`
+	Total     map[string]int     `json:"total"`
+	Wrong     []string           `json:"wrong,omitempty"`
+	Ratio     float64            `json:"ratio_to_baseline,omitempty"`
+	// Note says what the correctness counts leave out.
+	Note      string                     `json:"note,omitempty"`
 	durations map[string][]time.Duration `json:"-"`
 }
 
@@ -92,7 +98,7 @@ func drive(ctx context.Context, name string, msgs []Message, send sender, o runO
 				m := &msgs[n%len(msgs)]
 				out := send(ctx, m)
 				mu.Lock()
-				r.record(m, out, o.Check)
+				r.record(m, out, o)
 				mu.Unlock()
 			}
 		}()
@@ -111,7 +117,7 @@ func drive(ctx context.Context, name string, msgs []Message, send sender, o runO
 	return r
 }
 
-func (r *result) record(m *Message, out outcome, check bool) {
+func (r *result) record(m *Message, out outcome, o runOpts) {
 	r.Messages++
 	if out.Err != nil {
 		r.Errors++
@@ -124,11 +130,19 @@ func (r *result) record(m *Message, out outcome, check bool) {
 		r.durations[st] = append(r.durations[st], d)
 	}
 	r.durations["message"] = append(r.durations["message"], out.Total)
-	if !check {
+	if !o.Check {
+		return
+	}
+	judge := o.Judge
+	if judge == nil {
+		judge = func(m *Message, out outcome) (string, bool) { return wrong(m, out), true }
+	}
+	why, counted := judge(m, out)
+	if !counted {
 		return
 	}
 	r.Total[m.Class]++
-	if why := wrong(m, out); why != "" {
+	if why != "" {
 		if len(r.Wrong) < 50 {
 			r.Wrong = append(r.Wrong, fmt.Sprintf("%s (%s): %s", m.File, m.Class, why))
 		}

@@ -102,6 +102,16 @@ const benchConfig = `# mailward config for a bench run over this corpus; serve t
 hostname: %s
 milter:
   listen: inet:127.0.0.1:8891
+# For mailward-bench smtp --addr 127.0.0.1:2525 --xclient --sink 127.0.0.1:2526
+smtp:
+  listen: 127.0.0.1:2525
+  upstream: 127.0.0.1:2526
+  upstream_tls: "off"
+  trusted_networks: [127.0.0.1]
+  max_connections_per_ip: 200
+# For mailward-bench policy --addr 127.0.0.1:10040
+policy:
+  listen: inet:127.0.0.1:10040
 admin:
   listen: ""
 dns:

@@ -24,12 +24,32 @@ Usage:
   mailward-bench gen --out DIR [--domains N] [--messages N] [--size BYTES] [--dns ADDR]
   mailward-bench dns --corpus DIR --listen ADDR
   mailward-bench milter --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
+  mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--xclient] [--sink ADDR] [--baseline] [--json]
+  mailward-bench policy --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
 
 gen writes messages, DKIM keys, SPF and DMARC records (zone.txt), and a
 mailward.yaml and rules.yaml under which each message's verdict is known.
-dns serves zone.txt on loopback. milter drives a milter the way Postfix
-does; --baseline also runs, in the same process and run, a milter that
-answers continue to everything, and prints the ratio.
+dns serves zone.txt on loopback.
+
+milter drives a milter the way Postfix does; --baseline also runs, in the
+same process and run, a milter that answers continue to everything, and
+prints the ratio.
+
+smtp drives an SMTP server the way a sending MTA does, one session per
+message: EHLO, with --xclient an XCLIENT naming the corpus's client when
+the server offers it (mailward's proxy offers it to smtp.trusted_networks
+only), MAIL, RCPT, DATA. --sink ADDR starts a recording SMTP server on
+ADDR for the server under test to relay to (mailward: smtp.upstream);
+quarantine (the X-Mailward-Quarantine header) and forged-header removal
+are read from what arrives there. Without --sink only accept/reject and
+refused recipients are checked. --baseline runs a server that accepts
+everything and relays it unchanged to the sink (or drops it, without one).
+
+policy drives a Postfix policy service the way Postfix does: one
+connection per worker, an RCPT request per recipient, then
+END-OF-MESSAGE. A policy service never sees the message, so verdicts are
+counted only for the classes that need no content (pass, spf_only,
+multi_rcpt). --baseline runs a policy service that answers DUNNO.
 `
 
 func main() {
@@ -51,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runGen(args[1:], stderr)
 	case "dns":
 		return runDNS(args[1:], stderr)
-	case "milter":
+	case "milter", "smtp", "policy":
 		return runDriver(args[0], args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -69,8 +89,17 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	conc := fs.Int("concurrency", 8, "parallel sessions")
 	messages := fs.Int("messages", 0, "messages to send (default: the corpus size)")
 	duration := fs.Duration("duration", 0, "run for this long instead of a message count")
-	baseline := fs.Bool("baseline", false, "also run a no-op milter on the same driver and report the ratio")
+	baseline := fs.Bool("baseline", false, "also run a no-op server on the same driver and report the ratio")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	var xclient *bool
+	var sinkAddr, quarantineHeader *string
+	var sinkWait *time.Duration
+	if kind == "smtp" {
+		xclient = fs.Bool("xclient", false, "send XCLIENT with the corpus's client address when the server offers it")
+		sinkAddr = fs.String("sink", "", "start a recording SMTP server on `ADDR` for the server under test to relay to")
+		sinkWait = fs.Duration("sink-wait", 10*time.Second, "how long an accepted message may take to reach the sink")
+		quarantineHeader = fs.String("quarantine-header", "X-Mailward-Quarantine", "header that marks a quarantined message at the sink")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,18 +117,59 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := runOpts{Concurrency: *conc, Messages: *messages, Duration: *duration, Progress: stderr, Check: true}
+	// Each kind gives the sender for an address, its baseline server and
+	// what its correctness counts leave out.
+	var (
+		newSender    func(addr string) (sender, func())
+		startNoop    func() (string, func(), error)
+		baselineName string
+		note         string
+	)
+	switch kind {
+	case "milter":
+		newSender = func(a string) (sender, func()) { return milterSender(a), func() {} }
+		startNoop, baselineName = startNoopMilter, "baseline (no-op milter)"
+	case "smtp":
+		so := smtpOpts{XClient: *xclient, SinkWait: *sinkWait, QuarantineHeader: *quarantineHeader, Warn: stderr}
+		relayTo := ""
+		if *sinkAddr != "" {
+			sk, err := startSink(*sinkAddr)
+			if err != nil {
+				return err
+			}
+			defer sk.Close()
+			so.Sink, relayTo = sk, sk.Addr()
+			baselineName = "baseline (SMTP relay to the sink)"
+		} else {
+			opts.Judge = envelopeVerdict(func(*Message) bool { return true })
+			note = "no --sink: quarantine shows as accept and forged-header removal is not checked"
+			baselineName = "baseline (SMTP server that drops mail)"
+		}
+		newSender = func(a string) (sender, func()) { return smtpSender(a, so), func() {} }
+		startNoop = func() (string, func(), error) { return startNoopSMTP(relayTo) }
+	case "policy":
+		newSender = policySender
+		startNoop, baselineName = startNoopPolicy, "baseline (policy service answering DUNNO)"
+		opts.Judge = envelopeVerdict(func(m *Message) bool { return envelopeClasses[m.Class] })
+		note = "a policy service sees no content: verdicts counted for pass, spf_only and multi_rcpt only"
+	}
 	var results []*result
 	if *baseline {
-		baddr, stopNoop, err := startNoopMilter()
+		baddr, stopNoop, err := startNoop()
 		if err != nil {
-			return fmt.Errorf("starting baseline milter: %w", err)
+			return fmt.Errorf("starting the baseline server: %w", err)
 		}
 		bo := opts
 		bo.Check = false
-		results = append(results, drive(ctx, "baseline (no-op milter)", msgs, milterSender(baddr), bo))
+		send, closeSend := newSender(baddr)
+		results = append(results, drive(ctx, baselineName, msgs, send, bo))
+		closeSend()
 		stopNoop()
 	}
-	r := drive(ctx, kind+" "+*addr, msgs, milterSender(*addr), opts)
+	send, closeSend := newSender(*addr)
+	r := drive(ctx, kind+" "+*addr, msgs, send, opts)
+	closeSend()
+	r.Note = note
 	if *baseline && results[0].PerSecond > 0 {
 		r.Ratio = r.PerSecond / results[0].PerSecond
 	}
@@ -149,8 +219,32 @@ func printTable(w io.Writer, results []*result) {
 			fmt.Fprintf(w, "  %-18s %d/%d\n", c, last.Right[c], last.Total[c])
 		}
 	}
+	if last.Note != "" {
+		fmt.Fprintf(w, "\nnote: %s\n", last.Note)
+	}
 	if len(last.Wrong) > 0 {
 		fmt.Fprintf(w, "\nwrong:\n  %s\n", strings.Join(last.Wrong, "\n  "))
 	}
-	_ = time.Second
+}
+
+// envelopeVerdict judges only what a front without the relayed message
+// can know: the action, with quarantine seen as accept, and the refused
+// recipients; messages for which counts says no are driven but not counted.
+func envelopeVerdict(counts func(*Message) bool) func(*Message, outcome) (string, bool) {
+	return func(m *Message, out outcome) (string, bool) {
+		if !counts(m) {
+			return "", false
+		}
+		want := m.Expect
+		if want == "quarantine" && out.Action != "quarantine" {
+			want = "accept"
+		}
+		if out.Action != want {
+			return fmt.Sprintf("got %s, want %s", out.Action, want), true
+		}
+		if fmt.Sprint(out.RejectedRcpt) != fmt.Sprint(orEmpty(m.RejectRcpts)) {
+			return fmt.Sprintf("refused recipients %v, want %v", out.RejectedRcpt, m.RejectRcpts), true
+		}
+		return "", true
+	}
 }
