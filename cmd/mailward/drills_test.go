@@ -6,11 +6,14 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	gomilter "github.com/emersion/go-milter"
 
 	"github.com/mailward/mailward/internal/testenv"
 )
@@ -315,4 +318,136 @@ func TestDrillBrokenReloadUnderLoad(t *testing.T) {
 		t.Errorf("%v failed reloads counted; want the watcher's, POST's and SIGHUP's", m)
 	}
 	t.Logf("%s (%d markers refused with 550, %d others accepted); /readyz 200 throughout", ta.summary(), markers, others)
+}
+
+// TestDrillSIGTERMUnderLoad: SIGTERM with many milter sessions open, some
+// waiting on slow DNS at end of message, some between commands. All of
+// them finish with their verdicts, new connections are refused, and the
+// process exits 0.
+func TestDrillSIGTERMUnderLoad(t *testing.T) {
+	e := startDrill(t, "timeouts:\n  shutdown: 20s\n", nil)
+	const waiting, parked = 16, 16
+	// The sender domain's answers are slow, so the first group is still
+	// in its checks when the signal comes.
+	e.dns.Delay("drill.example", 1500*time.Millisecond)
+	ta := &tally{}
+	var wg sync.WaitGroup
+	for n := range waiting {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ta.add(send(e.addr, message{n: n, from: "a@drill.example", helo: fmt.Sprintf("h%d.c.example", n), subject: "in checks"}))
+		}()
+	}
+	// The second group stops after MAIL FROM and goes on after the signal.
+	type open struct {
+		n int
+		c *gomilter.Client
+		s *gomilter.ClientSession
+	}
+	var sessions []open
+	for n := waiting; n < waiting+parked; n++ {
+		c := gomilter.NewClientWithOptions("tcp", e.addr, gomilter.ClientOptions{
+			ActionMask:  gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		})
+		defer c.Close()
+		s, err := c.Session()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for _, step := range []func() (*gomilter.Action, error){
+			func() (*gomilter.Action, error) { return s.Conn("c.example", gomilter.FamilyInet, 25, "192.0.2.10") },
+			func() (*gomilter.Action, error) { return s.Helo("c.example") },
+			func() (*gomilter.Action, error) { return s.Mail(fmt.Sprintf("<u%d@good.example>", n), nil) },
+		} {
+			if a, err := step(); err != nil || a.Code != gomilter.ActContinue {
+				t.Fatalf("parked session %d: %+v %v", n, a, err)
+			}
+		}
+		sessions = append(sessions, open{n, c, s})
+	}
+	time.Sleep(300 * time.Millisecond) // the first group reaches end of message
+	if open := e.metric(t, `mailward_connections_open{front="milter"}`); open < waiting+parked {
+		t.Fatalf("%v milter connections open before the signal; want %d", open, waiting+parked)
+	}
+	signalled := time.Now()
+	if err := e.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter := time.Duration(-1)
+	for time.Since(signalled) < 5*time.Second {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			refusedAfter = time.Since(signalled)
+			break
+		}
+		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if refusedAfter < 0 {
+		t.Fatal("mailward still accepts connections 5s after SIGTERM")
+	}
+	if o := send(e.addr, message{n: -1, from: "late@good.example", subject: "late"}); o.err == nil {
+		t.Errorf("a new session after SIGTERM was served: %d %q", o.code, o.reply)
+	}
+	for _, p := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := outcome{n: p.n, from: "parked"}
+			start := time.Now()
+			defer func() { o.took = time.Since(start); ta.add(o) }()
+			for _, step := range []func() (*gomilter.Action, error){
+				func() (*gomilter.Action, error) { return p.s.Rcpt("<bob@rcpt.example>", nil) },
+				func() (*gomilter.Action, error) { return p.s.HeaderField("Subject", "parked") },
+				p.s.HeaderEnd,
+			} {
+				a, err := step()
+				if err != nil || a.Code != gomilter.ActContinue {
+					o.err = fmt.Errorf("after SIGTERM: %+v %v", a, err)
+					return
+				}
+			}
+			mods, a, err := p.s.End()
+			if err != nil {
+				o.err = err
+				return
+			}
+			o.stage = "eom"
+			if a.Code == gomilter.ActAccept {
+				o.code = 250
+			} else {
+				o.code = a.SMTPCode
+			}
+			for _, m := range mods {
+				if m.HeaderName == "Authentication-Results" {
+					o.authres = m.HeaderValue
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range sessions {
+		p.s.Close()
+		p.c.Close()
+	}
+	err := e.p.wait(t, 15*time.Second)
+	exited := time.Since(signalled)
+	for _, o := range ta.all() {
+		if o.err != nil || o.code != 250 || !strings.Contains(o.authres, "mw.test.example") {
+			t.Errorf("in-flight message %d (%s): %d %q %q %v; want accepted with Authentication-Results", o.n, o.from, o.code, o.reply, o.authres, o.err)
+		}
+		if o.from == "a@drill.example" && !strings.Contains(o.authres, "spf=pass") {
+			t.Errorf("message %d finished without its SPF check: %q", o.n, o.authres)
+		}
+	}
+	if n := len(ta.all()); n != waiting+parked {
+		t.Errorf("%d of %d in-flight sessions answered", n, waiting+parked)
+	}
+	if err != nil {
+		t.Errorf("mailward exited with %v; want 0", err)
+	}
+	t.Logf("%s; new connections refused %s after SIGTERM, exit 0 after %s", ta.summary(), refusedAfter.Round(time.Millisecond), exited.Round(time.Millisecond))
 }
