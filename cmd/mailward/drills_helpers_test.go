@@ -88,6 +88,8 @@ type message struct {
 	helo    string // default c.example; varied to miss cached check results
 	subject string
 	body    io.Reader // nil: a short text
+	// beforeBody, if set, runs after the headers are through.
+	beforeBody func()
 }
 
 // outcome is what the MTA side saw for one message.
@@ -168,6 +170,9 @@ func send(addr string, m message) (o outcome) {
 		if final(st.name, a) {
 			return o
 		}
+	}
+	if m.beforeBody != nil {
+		m.beforeBody()
 	}
 	body := m.body
 	if body == nil {

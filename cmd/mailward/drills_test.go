@@ -5,6 +5,7 @@ package main
 // refused with a code the client saw, within the configured bounds.
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"strings"
@@ -450,4 +451,104 @@ func TestDrillSIGTERMUnderLoad(t *testing.T) {
 		t.Errorf("mailward exited with %v; want 0", err)
 	}
 	t.Logf("%s; new connections refused %s after SIGTERM, exit 0 after %s", ta.summary(), refusedAfter.Round(time.Millisecond), exited.Round(time.Millisecond))
+}
+
+// TestDrillAbuse: what a hostile or broken MTA side can do to one process.
+func TestDrillAbuse(t *testing.T) {
+	t.Run("HugePacketLength", func(t *testing.T) {
+		e := startDrill(t, "", nil)
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// A packet claiming 2^31 bytes: it must not be allocated or
+		// waited for.
+		if _, err := c.Write([]byte{0x80, 0, 0, 0, 'O', 0, 0, 0, 6}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		n, err := c.Read(make([]byte, 64))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the connection stayed open after a 2 GiB packet length")
+		}
+		if n != 0 || err == nil {
+			t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+		}
+		closedAfter := time.Since(start)
+		select {
+		case err := <-e.p.done:
+			t.Fatalf("mailward exited: %v\n%s", err, e.p.out.String())
+		default:
+		}
+		o := send(e.addr, message{n: 1, from: "u@good.example", subject: "after abuse"})
+		if o.err != nil || o.code != 250 {
+			t.Fatalf("the next session: %d %q %v", o.code, o.reply, o.err)
+		}
+		t.Logf("connection closed %s after a 2^31 packet length (%v); next session accepted", closedAfter.Round(time.Millisecond), err)
+	})
+
+	t.Run("IdleConnections", func(t *testing.T) {
+		e := startDrill(t, "", nil)
+		base, _ := memory(t, e.p.cmd.Process.Pid)
+		const idle = 1000
+		for n := range idle {
+			c := gomilter.NewClientWithOptions("tcp", e.addr, gomilter.ClientOptions{ActionMask: gomilter.OptAddHeader})
+			s, err := c.Session()
+			if err != nil {
+				t.Fatalf("connection %d: %v", n, err)
+			}
+			defer s.Close()
+			if a, err := s.Conn("c.example", gomilter.FamilyInet, 25, "192.0.2.10"); err != nil || a.Code != gomilter.ActContinue {
+				t.Fatalf("connection %d: %+v %v", n, a, err)
+			}
+		}
+		if open := e.metric(t, `mailward_connections_open{front="milter"}`); open != idle {
+			t.Fatalf("%v milter connections open; want %d", open, idle)
+		}
+		rss, peak := memory(t, e.p.cmd.Process.Pid)
+		const limit = 128 << 20
+		if rss > limit {
+			t.Errorf("RSS %s with %d idle milter connections; want at most %s", mib(rss), idle, mib(limit))
+		}
+		o := send(e.addr, message{n: 1, from: "u@good.example", subject: "beside idle ones"})
+		if o.err != nil || o.code != 250 {
+			t.Errorf("a session beside %d idle ones: %d %v", idle, o.code, o.err)
+		}
+		t.Logf("%d idle milter connections: RSS %s (peak %s, %s before them)", idle, mib(rss), mib(peak), mib(base))
+	})
+
+	t.Run("ConcurrentLargeBodies", func(t *testing.T) {
+		e := startDrill(t, "", nil)
+		base, _ := memory(t, e.p.cmd.Process.Pid)
+		const sessions, size = 64, 1 << 20
+		line := strings.Repeat("x", 76) + "\r\n"
+		body := []byte(strings.Repeat(line, size/len(line)+1)[:size])
+		ta := &tally{}
+		var wg, atBody sync.WaitGroup
+		// Every session has its headers through before any body goes:
+		// all 64 bodies stream at once.
+		atBody.Add(sessions)
+		barrier := func() { atBody.Done(); atBody.Wait() }
+		for n := range sessions {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ta.add(send(e.addr, message{n: n, from: fmt.Sprintf("u%d@good.example", n), subject: "1 MB", body: bytes.NewReader(body), beforeBody: barrier}))
+			}()
+		}
+		wg.Wait()
+		for _, o := range ta.all() {
+			if o.err != nil || o.code != 250 {
+				t.Errorf("message %d: %d %q %v", o.n, o.code, o.reply, o.err)
+			}
+		}
+		_, peak := memory(t, e.p.cmd.Process.Pid)
+		const limit = 64 << 20
+		if peak > limit {
+			t.Errorf("peak RSS %s with %d concurrent 1 MB messages; want at most %s", mib(peak), sessions, mib(limit))
+		}
+		t.Logf("%s; peak RSS %s (%s idle before)", ta.summary(), mib(peak), mib(base))
+	})
 }
