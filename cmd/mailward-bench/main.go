@@ -177,9 +177,13 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"runs": results})
+		if err := enc.Encode(map[string]any{"runs": results}); err != nil {
+			return err
+		}
+	} else {
+		printTable(stdout, results)
 	}
-	printTable(stdout, results)
+	// The exit status tells a script whether every verdict was right.
 	if len(r.Wrong) > 0 || r.Errors > 0 {
 		return fmt.Errorf("%d errors, %d wrong verdicts", r.Errors, len(r.Wrong))
 	}
