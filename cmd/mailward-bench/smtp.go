@@ -119,7 +119,7 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 			return err
 		})
 		if err != nil {
-			refused("xclient", err)
+			out.Err = fmt.Errorf("xclient: %w", err)
 			return false
 		}
 		if !ok {
@@ -186,9 +186,9 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 }
 
 // xclient reads the greeting, says EHLO and, if the server offers
-// XCLIENT, sends it: its 220 reply is the greeting of the session the
-// returned connection continues. Otherwise the returned connection
-// replays the first greeting, so the SMTP client starts as usual.
+// XCLIENT, sends it. The returned connection replays the greeting of the
+// session the SMTP client is to continue: XCLIENT's 220, or without
+// XCLIENT the first one.
 func xclient(conn net.Conn, m *Message) (net.Conn, bool, error) {
 	conn.SetDeadline(time.Now().Add(time.Minute))
 	defer conn.SetDeadline(time.Time{})
@@ -212,7 +212,12 @@ func xclient(conn net.Conn, m *Message) (net.Conn, bool, error) {
 	if _, err := fmt.Fprintf(conn, "XCLIENT ADDR=%s NAME=%s HELO=%s PROTO=ESMTP\r\n", m.IP, clientName, m.Helo); err != nil {
 		return nil, false, fmt.Errorf("sending XCLIENT: %w", err)
 	}
-	return conn, true, nil
+	// A refusal here is the bench's set-up, not a verdict: an error.
+	fresh, err := readReply(tp, 220)
+	if err != nil {
+		return nil, false, fmt.Errorf("XCLIENT refused (is this host in smtp.trusted_networks?): %w", err)
+	}
+	return &replayConn{Conn: conn, r: strings.NewReader(fresh.raw)}, true, nil
 }
 
 type reply struct {
