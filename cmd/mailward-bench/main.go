@@ -23,6 +23,7 @@ const usage = `mailward-bench measures a mail filter with a corpus whose right v
 Usage:
   mailward-bench gen --out DIR [--domains N] [--messages N] [--size BYTES] [--dns ADDR]
   mailward-bench dns --corpus DIR --listen ADDR
+  mailward-bench noop-milter [--listen ADDR]
   mailward-bench milter --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
   mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--xclient] [--sink ADDR] [--baseline] [--json]
   mailward-bench policy --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
@@ -73,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runDNS(args[1:], stderr)
 	case "milter", "smtp", "policy":
 		return runDriver(args[0], args[1:], stdout, stderr)
+	case "noop-milter":
+		return runNoopMilter(args[1:], stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

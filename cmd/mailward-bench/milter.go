@@ -132,7 +132,13 @@ func milterSender(addr string) sender {
 
 // noopMilter answers continue to everything: the baseline.
 func startNoopMilter() (addr string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return listenNoopMilter("127.0.0.1:0")
+}
+
+// listenNoopMilter serves the no-op milter on addr, for an MTA to attach
+// as the baseline of a whole-MTA comparison.
+func listenNoopMilter(addr string) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, err
 	}
