@@ -179,7 +179,7 @@ if command -v postfix >/dev/null && command -v smtp-sink >/dev/null && [ "$(id -
 	pids+=($!)
 	wait_port "127.0.0.1:$noop_port" 10
 	# Postfix relays everything here; smtp-sink accepts and drops it.
-	smtp-sink -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+	smtp-sink -u postfix "127.0.0.1:$sink_port" 1000 2>"$work/sink.log" &
 	pids+=($!)
 	wait_port "127.0.0.1:$sink_port" 10
 
@@ -209,6 +209,12 @@ if command -v postfix >/dev/null && command -v smtp-sink >/dev/null && [ "$(id -
 		rm -rf "$pf/queue"/*
 		postfix -c "$pf/etc" start >&2
 		wait_port "127.0.0.1:$postfix_port" 20
+		# master listens before smtpd has read its settings: one greeting
+		# proves smtpd starts.
+		if ! timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$postfix_port; head -c 3 <&3" | grep -q 220; then
+			tail -5 "$pf/maillog" >&2
+			exit 1
+		fi
 		drive_postfix "postfix-$which"
 		postfix -c "$pf/etc" stop >&2
 		sleep 1
