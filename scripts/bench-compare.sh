@@ -124,7 +124,7 @@ drive_milter() {
 		"$bench" milter --addr "$addr" --corpus "$corpus" --messages "$messages" \
 			--concurrency "$conc" --baseline --json >"$work/$name.$i.json" 2>"$work/$name.$i.err" || rc=$?
 		jq -r --arg n "$name" --arg i "$i" --arg rc "$rc" \
-			'.runs as $r | "\($n) run \($i): baseline \($r[0].messages_per_second|floor) msg/s, \($r[1].messages_per_second|floor) msg/s, ratio \($r[1].ratio_to_baseline*100|round/100), errors \($r[1].errors), wrong \($r[1].wrong|length), exit \($rc)"' \
+			'.runs as $r | "\($n) run \($i): baseline \($r[0].messages_per_second|floor) msg/s, \($r[1].messages_per_second|floor) msg/s, ratio \($r[1].ratio_to_baseline*100|round/100), errors \($r[1].errors), wrong \(([$r[1].total[]]|add) - ([$r[1].right[]]|add // 0)), exit \($rc)"' \
 			"$work/$name.$i.json" >&2
 	done
 }
@@ -199,7 +199,7 @@ if command -v postfix >/dev/null && command -v smtp-sink >/dev/null && [ "$(id -
 			"$bench" smtp --addr "127.0.0.1:$postfix_port" --xclient --corpus "$corpus" \
 				--messages "$messages" --concurrency "$conc" --json >"$work/$name.$i.json" 2>"$work/$name.$i.err" || rc=$?
 			jq -r --arg n "$name" --arg i "$i" --arg rc "$rc" \
-				'.runs[0] as $r | "\($n) run \($i): \($r.messages_per_second|floor) msg/s, errors \($r.errors), wrong \($r.wrong|length), exit \($rc)"' \
+				'.runs[0] as $r | "\($n) run \($i): \($r.messages_per_second|floor) msg/s, errors \($r.errors), wrong \(([$r.total[]]|add) - ([$r.right[]]|add // 0)), exit \($rc)"' \
 				"$work/$name.$i.json" >&2
 		done
 	}
@@ -239,7 +239,7 @@ if [ "$postfix_done" = 1 ]; then
 	w=$(jq '.runs[0].messages_per_second' "$work"/postfix-mailward.*.json | median)
 	printf 'postfix: median of %d: with no-op milter %.0f msg/s, with mailward %.0f msg/s, ratio %.2f\n' \
 		"$runs" "$n" "$w" "$(awk -v w="$w" -v n="$n" 'BEGIN {print w / n}')"
-	printf '  verdicts wrong per mailward run: %s\n' "$(jq -r '.runs[0].wrong|length' "$work"/postfix-mailward.*.json | xargs)"
+	printf '  verdicts wrong per mailward run: %s\n' "$(jq -r '([.runs[0].total[]]|add) - ([.runs[0].right[]]|add // 0)' "$work"/postfix-mailward.*.json | xargs)"
 else
 	echo "postfix: not run"
 fi
