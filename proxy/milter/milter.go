@@ -18,6 +18,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy"
 )
 
 // Config is the milter front's part of the config file.
@@ -68,24 +69,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return err
-		}
-		s.serveConn(c)
+	closing := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closing
 	}
+	return proxy.Serve(ln, "milter", closing, s.log, s.serveConn)
 }
 
 func (s *Server) serveConn(raw net.Conn) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -110,27 +111,17 @@ func (s *Server) Serve(ln net.Listener) error {
 		go s.sweepEvery(sweepInterval(s.cfg.InstanceTTL))
 	}
 	s.mu.Unlock()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accepting policy connections: %w", err)
-		}
+	closing := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closing
+	}
+	return proxy.Serve(ln, "policy", closing, s.log, func(c net.Conn) {
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
 			c.Close()
-			continue
+			return
 		}
 		st := &connState{}
 		s.conns[c] = st
@@ -149,7 +140,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
-	}
+	})
 }
 
 // Shutdown stops accepting connections and closes the idle ones at once

@@ -14,10 +14,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy"
 )
 
 // ErrServerClosed is returned by Serve when called after Shutdown.
@@ -143,25 +143,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.lns[ln] = struct{}{}
 	s.mu.Unlock()
 	s.probed.Do(func() { go s.upstreamCaps() })
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("smtp: accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accepting SMTP connections: %w", err)
-		}
-		delay = 0
-		s.accept(c, implicitTLS)
-	}
+	return proxy.Serve(ln, "SMTP", s.closing.Load, s.log, func(c net.Conn) { s.accept(c, implicitTLS) })
 }
 
 func (s *Server) accept(c net.Conn, implicitTLS bool) {
