@@ -1,7 +1,6 @@
 package checks
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	msgdkim "github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
@@ -77,19 +74,7 @@ func listsConfig() Config {
 const testMessage = "From: Alice <alice@example.test>\r\nTo: bob@example.net\r\nSubject: hello\r\nMessage-ID: <1@example.test>\r\n\r\nHello Bob.\r\n"
 
 func (f *fixture) sign(t testing.TB, msg string) string {
-	t.Helper()
-	var out bytes.Buffer
-	err := msgdkim.Sign(&out, strings.NewReader(msg), &msgdkim.SignOptions{
-		Domain: "example.test", Selector: "sel", Signer: f.key,
-		HeaderKeys: []string{"From", "To", "Subject", "Message-ID"},
-		// Relaxed: the engine hands headers over unfolded, as milters get them.
-		HeaderCanonicalization: msgdkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   msgdkim.CanonicalizationRelaxed,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
+	return testenv.SignDKIM(t, msg, "example.test", "sel", f.key)
 }
 
 func TestSuite(t *testing.T) {

@@ -2,7 +2,6 @@ package policy_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	msgdkim "github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 
 	"github.com/mailward/mailward/cache"
@@ -141,18 +139,7 @@ func memoryCache(t testing.TB) cache.Cache {
 const plainMessage = "From: Alice <alice@example.test>\r\nTo: bob@example.net\r\nSubject: hello\r\nMessage-ID: <1@example.test>\r\n\r\nHello Bob.\r\n"
 
 func (w *world) sign(t testing.TB, msg string) string {
-	t.Helper()
-	var out bytes.Buffer
-	err := msgdkim.Sign(&out, strings.NewReader(msg), &msgdkim.SignOptions{
-		Domain: "example.test", Selector: "sel", Signer: w.key,
-		HeaderKeys:             []string{"From", "To", "Subject", "Message-ID"},
-		HeaderCanonicalization: msgdkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   msgdkim.CanonicalizationRelaxed,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
+	return testenv.SignDKIM(t, msg, "example.test", "sel", w.key)
 }
 
 // result is what one transaction got.

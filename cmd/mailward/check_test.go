@@ -9,19 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-msgauth/dkim"
-
 	"github.com/mailward/mailward/internal/testenv"
 )
 
 func signedMessage(t *testing.T, key ed25519.PrivateKey, from string) string {
 	t.Helper()
 	msg := "From: Alice <" + from + ">\r\nTo: bob@rcpt.example\r\nSubject: hello\r\nMessage-ID: <1@shop.example>\r\n\r\nHello Bob.\r\n"
-	var b bytes.Buffer
-	if err := dkim.Sign(&b, strings.NewReader(msg), &dkim.SignOptions{Domain: "shop.example", Selector: "s1", Signer: key}); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
+	return testenv.SignDKIM(t, msg, "shop.example", "s1", key)
 }
 
 func TestCheckJSON(t *testing.T) {

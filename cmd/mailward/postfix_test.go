@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,7 +28,7 @@ const rejectSenderRules = `rules:
 // what is served, then a good one that does.
 func TestServeWithPostfix(t *testing.T) {
 	testenv.Require(t, "postfix")
-	swaks := testenv.Require(t, "swaks")
+	testenv.Require(t, "swaks")
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	if err := os.Mkdir(filepath.Join(dir, "rules.d"), 0o755); err != nil {
@@ -46,9 +45,7 @@ func TestServeWithPostfix(t *testing.T) {
 	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: main})
 
 	send := func(from string) (string, error) {
-		out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--helo", "client.test.example", "--timeout", "30",
-			"--from", from, "--to", "bob@rcpt.example").CombinedOutput()
-		return string(out), err
+		return testenv.Swaks(t, pf.SMTPAddr(), "--from", from, "--to", "bob@rcpt.example")
 	}
 	if out, err := send("spammer@bad.example"); err == nil || !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused by policy") {
 		t.Fatalf("configured reject not applied (err=%v):\n%s", err, out)
@@ -98,7 +95,7 @@ func waitOutput(t *testing.T, p *proc, s string, d time.Duration) {
 // message reaches the sink through Postfix with our Authentication-Results.
 func TestServeSMTPProxy(t *testing.T) {
 	testenv.Require(t, "postfix")
-	swaks := testenv.Require(t, "swaks")
+	testenv.Require(t, "swaks")
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "rules.d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -120,9 +117,7 @@ func TestServeSMTPProxy(t *testing.T) {
 		"smtp:\n  listen: "+proxyAddr+"\n  upstream: "+upstream+"\n  upstream_tls: \"off\"\n")
 	startProc(t, cfg, proxyAddr)
 	send := func(from string) (string, error) {
-		out, err := exec.Command(swaks, "--server", proxyAddr, "--helo", "client.test.example", "--timeout", "30",
-			"--from", from, "--to", "bob@rcpt.example").CombinedOutput()
-		return string(out), err
+		return testenv.Swaks(t, proxyAddr, "--from", from, "--to", "bob@rcpt.example")
 	}
 	if out, err := send("spammer@bad.example"); err == nil || !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused by policy") {
 		t.Fatalf("proxy did not refuse the sender (err=%v):\n%s", err, out)
@@ -153,7 +148,7 @@ func TestServeSMTPProxy(t *testing.T) {
 // resumes. Nothing is accepted unchecked (milter_default_action = tempfail).
 func TestKill9UnderPostfix(t *testing.T) {
 	testenv.Require(t, "postfix")
-	swaks := testenv.Require(t, "swaks")
+	testenv.Require(t, "swaks")
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+"admin:\n  listen: \"\"\n")
@@ -171,14 +166,14 @@ func TestKill9UnderPostfix(t *testing.T) {
 	var wg sync.WaitGroup
 	send := func(n int) {
 		defer wg.Done()
-		out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--timeout", "30", "--from", "friend@good.example",
-			"--to", "bob@rcpt.example", "--header", fmt.Sprintf("Subject: drill %d", n)).CombinedOutput()
+		out, err := testenv.Swaks(t, pf.SMTPAddr(), "--from", "friend@good.example",
+			"--to", "bob@rcpt.example", "--header", fmt.Sprintf("Subject: drill %d", n))
 		switch {
 		case err == nil:
 			results <- result{n, "250"}
-		case strings.Contains(string(out), "<** 4"):
+		case strings.Contains(out, "<** 4"):
 			results <- result{n, "4xx"}
-		case strings.Contains(string(out), "<** 5"):
+		case strings.Contains(out, "<** 5"):
 			results <- result{n, "5xx"}
 		default:
 			t.Errorf("message %d: neither accepted nor refused with a code:\n%s", n, out)
@@ -236,8 +231,8 @@ func TestKill9UnderPostfix(t *testing.T) {
 
 	// Restarted, mailward filters again.
 	startProc(t, cfg, addr)
-	out, err := exec.Command(swaks, "--server", pf.SMTPAddr(), "--timeout", "30", "--from", "friend@good.example",
-		"--to", "bob@rcpt.example", "--header", "Subject: after restart").CombinedOutput()
+	out, err := testenv.Swaks(t, pf.SMTPAddr(), "--from", "friend@good.example",
+		"--to", "bob@rcpt.example", "--header", "Subject: after restart")
 	if err != nil {
 		t.Fatalf("after restart: %v\n%s", err, out)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -94,16 +93,9 @@ func message(subject string, extra ...string) string {
 	return h + "\r\nHello Bob.\r\n"
 }
 
-func swaks(t *testing.T, addr string, args ...string) (string, error) {
-	t.Helper()
-	bin := testenv.Require(t, "swaks")
-	out, err := exec.Command(bin, append([]string{"--server", addr, "--helo", "client.test.example", "--timeout", "30"}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
 func TestPostfixRejectsSender(t *testing.T) {
 	r := startRig(t)
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "spammer@bad.example", "--to", "bob@rcpt.example")
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "spammer@bad.example", "--to", "bob@rcpt.example")
 	if err == nil {
 		t.Fatalf("swaks succeeded; want the sender refused:\n%s", out)
 	}
@@ -117,7 +109,7 @@ func TestPostfixAddsAuthResultsAndRemovesForged(t *testing.T) {
 	body := message("forged results",
 		"Authentication-Results: mw.test.example; dkim=pass header.d=bank.example",
 		"Authentication-Results: other.example; spf=pass smtp.mailfrom=sender.example")
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", body)
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", body)
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
@@ -192,7 +184,7 @@ func TestPostfixTwoMessagesOneConnection(t *testing.T) {
 
 func TestPostfixOneRecipientOfThreeRejected(t *testing.T) {
 	r := startRig(t)
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example",
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example",
 		"--to", "one@rcpt.example,refused@rcpt.example,two@rcpt.example", "--data", message("three rcpts"))
 	if !strings.Contains(out, "550 5.1.1 No such user here") {
 		t.Fatalf("want the refused recipient's reply; swaks err=%v:\n%s", err, out)
@@ -214,7 +206,7 @@ func TestPostfixMilterDown(t *testing.T) {
 	if err := r.server.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example")
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example")
 	if err == nil || !strings.Contains(out, "451 4.7.1") {
 		t.Fatalf("with mailward down want Postfix's milter_default_action (tempfail), got err=%v:\n%s", err, out)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -73,13 +72,6 @@ func testMessage(subject string) string {
 		"Message-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@sender.example>\r\n\r\nHello Bob.\r\n"
 }
 
-func swaks(t *testing.T, addr string, args ...string) (string, error) {
-	t.Helper()
-	bin := testenv.Require(t, "swaks")
-	out, err := exec.Command(bin, append([]string{"--server", addr, "--helo", "client.test.example", "--timeout", "60"}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
 func TestPostfixRejects(t *testing.T) {
 	r := startRig(t)
 	for _, c := range []struct{ from, to, reply string }{
@@ -87,7 +79,7 @@ func TestPostfixRejects(t *testing.T) {
 		{"alice@sender.example", "refused@rcpt.example", "550 5.7.1 <refused@rcpt.example>: Recipient address rejected: No such user here"},
 		{"alice@sender.example", "later@rcpt.example", "451 4.7.1 <later@rcpt.example>: Recipient address rejected: Greylisted, try again"},
 	} {
-		out, err := swaks(t, r.postfix.SMTPAddr(), "--from", c.from, "--to", c.to)
+		out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", c.from, "--to", c.to)
 		if err == nil {
 			t.Errorf("mail from %s to %s was accepted:\n%s", c.from, c.to, out)
 		}
@@ -104,7 +96,7 @@ func TestPostfixRejects(t *testing.T) {
 // the message; the header decided at end of message cannot.
 func TestPostfixPrepend(t *testing.T) {
 	r := startRig(t)
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "prepend@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("prepend"))
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "prepend@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("prepend"))
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
@@ -130,7 +122,7 @@ func TestPostfixPrepend(t *testing.T) {
 // (three RCPT, DATA, END-OF-MESSAGE), and the MAIL stage run once.
 func TestPostfixMultiRecipientMessage(t *testing.T) {
 	r := startRig(t)
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example",
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example",
 		"--to", "one@rcpt.example,refused@rcpt.example,two@rcpt.example", "--data", testMessage("three rcpts"))
 	if !strings.Contains(out, "No such user here") {
 		t.Fatalf("want the refused recipient's reply; swaks err=%v:\n%s", err, out)
@@ -210,7 +202,7 @@ func TestPostfixOneSessionManyMessages(t *testing.T) {
 
 func TestPostfixHoldAndDiscard(t *testing.T) {
 	r := startRig(t)
-	if out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "hold@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("hold")); err != nil {
+	if out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "hold@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("hold")); err != nil {
 		t.Fatalf("held message not accepted: %v\n%s", err, out)
 	}
 	if err := r.postfix.WaitLog("hold: END-OF-MESSAGE", 10*time.Second); err != nil {
@@ -219,14 +211,14 @@ func TestPostfixHoldAndDiscard(t *testing.T) {
 	if !strings.Contains(r.postfix.Log(), "held for review by test") {
 		t.Fatal("the quarantine reason is not in Postfix's log")
 	}
-	if out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "discard@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("discard")); err != nil {
+	if out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "discard@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("discard")); err != nil {
 		t.Fatalf("discarded message not accepted: %v\n%s", err, out)
 	}
 	if err := r.postfix.WaitLog("discarded by test", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// A message sent after both arrives alone: neither went on.
-	if out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("plain")); err != nil {
+	if out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", testMessage("plain")); err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
 	}
 	msgs, err := r.sink.Wait(1, 30*time.Second)
@@ -246,7 +238,7 @@ func TestPostfixPolicyServiceDown(t *testing.T) {
 	if err := r.srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	out, err := swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example")
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example")
 	if err == nil || !strings.Contains(out, "451 4.3.5") {
 		t.Fatalf("with mailward down want smtpd_policy_service_default_action (451 4.3.5), got err=%v:\n%s", err, out)
 	}

@@ -68,13 +68,6 @@ func startRig(t *testing.T, main map[string]string, cfg Config) *rig {
 	return &rig{pf: pf, sink: sink, srv: srv, addr: addr, cert: cert}
 }
 
-func swaks(t *testing.T, addr string, args ...string) (string, error) {
-	t.Helper()
-	bin := testenv.Require(t, "swaks")
-	out, err := exec.Command(bin, append([]string{"--server", addr, "--helo", "client.test.example", "--timeout", "30"}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
 func TestPostfixAcceptedCarriesHeadersAndClientIP(t *testing.T) {
 	r := startRig(t, nil, Config{})
 	c := dialClient(t, "127.0.0.9", r.addr)
@@ -117,7 +110,7 @@ func TestPostfixAcceptedCarriesHeadersAndClientIP(t *testing.T) {
 
 func TestPostfixRejectedAtRcptNeverReachesPostfix(t *testing.T) {
 	r := startRig(t, nil, Config{})
-	out, err := swaks(t, r.addr, "--from", "alice@sender.example", "--to", "refused@rcpt.example,bob@rcpt.example", "--data", message("one refused"))
+	out, err := testenv.Swaks(t, r.addr, "--from", "alice@sender.example", "--to", "refused@rcpt.example,bob@rcpt.example", "--data", message("one refused"))
 	if !strings.Contains(out, "550 5.1.1 No such user here") {
 		t.Fatalf("want the rule's reply for refused@; swaks err=%v:\n%s", err, out)
 	}
@@ -135,7 +128,7 @@ func TestPostfixRejectedAtRcptNeverReachesPostfix(t *testing.T) {
 		t.Fatalf("the refused recipient reached Postfix:\n%s", r.pf.Log())
 	}
 	// Refused at MAIL: Postfix never hears of the sender.
-	out, err = swaks(t, r.addr, "--from", "spammer@bad.example", "--to", "bob@rcpt.example")
+	out, err = testenv.Swaks(t, r.addr, "--from", "spammer@bad.example", "--to", "bob@rcpt.example")
 	if err == nil || !strings.Contains(out, "550 5.7.1 Sender spammer@bad.example refused") {
 		t.Fatalf("refused sender: err=%v\n%s", err, out)
 	}
@@ -198,7 +191,7 @@ func TestPostfixDownNothingAcknowledged(t *testing.T) {
 		}
 		return err != nil
 	})
-	out, err := swaks(t, r.addr, "--from", "alice@sender.example", "--to", "bob@rcpt.example")
+	out, err := testenv.Swaks(t, r.addr, "--from", "alice@sender.example", "--to", "bob@rcpt.example")
 	if err == nil || !strings.Contains(out, "451 4.4.1") {
 		t.Fatalf("upstream down: want 451 4.4.1 at MAIL, got err=%v:\n%s", err, out)
 	}
@@ -244,7 +237,7 @@ func TestPostfixLostMidTransaction(t *testing.T) {
 
 func TestPostfixPipelining(t *testing.T) {
 	r := startRig(t, nil, Config{})
-	out, err := swaks(t, r.addr, "--pipeline", "--from", "alice@sender.example",
+	out, err := testenv.Swaks(t, r.addr, "--pipeline", "--from", "alice@sender.example",
 		"--to", "one@rcpt.example,refused@rcpt.example,two@rcpt.example", "--data", message("pipelined"))
 	if !strings.Contains(out, "550 5.1.1 No such user here") || !strings.Contains(out, "PIPELINING") {
 		t.Fatalf("swaks err=%v:\n%s", err, out)
