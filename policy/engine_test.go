@@ -292,3 +292,27 @@ func TestConnectionScoreCountsForEveryMessage(t *testing.T) {
 		t.Fatalf("scores at end of message = %v; want the connect-stage 4 in both", scores)
 	}
 }
+
+func TestRefuseRcptDownstream(t *testing.T) {
+	var atEOM []string
+	e := newTestEngine(func(_ context.Context, st Stage, f *Facts, _ *[]Match) Verdict {
+		if st == StageEOM {
+			atEOM = append([]string(nil), f.Rcpts...)
+		}
+		return Verdict{}
+	})
+	c, _ := e.Connect(ctx, ConnInfo{})
+	defer c.Close()
+	c.Mail(ctx, "a@x.example", MailInfo{})
+	c.Rcpt(ctx, "<one@y.example>")
+	c.Rcpt(ctx, "<two@y.example>")
+	c.RefuseRcpt("<one@y.example>", 550)
+	c.EndOfHeaders(ctx)
+	c.EndOfMessage(ctx)
+	if strings.Join(atEOM, ",") != "two@y.example" {
+		t.Fatalf("rules at end of message saw %v; want only the recipient the next hop took", atEOM)
+	}
+	if got := outcomeString(c.Outcomes()); got != "one@y.example=550 two@y.example=ok" {
+		t.Fatalf("outcomes = %q", got)
+	}
+}

@@ -1,5 +1,10 @@
 package policy
 
+import (
+	"slices"
+	"strings"
+)
+
 // Some fronts see only part of a transaction: a Postfix policy service
 // gets the envelope but never the message, and can add headers only
 // before the message arrives. These let such a front say so.
@@ -26,3 +31,26 @@ func (c *Conn) TakeHeaders() []HeaderEdit {
 	c.pendingHeaders = nil
 	return h
 }
+
+// RefuseRcpt records that the next hop refused a recipient the engine had
+// accepted (a proxy's upstream said no): rules at end of message no longer
+// see it, and the log line shows the refusal.
+func (c *Conn) RefuseRcpt(rcpt string, code int) {
+	rcpt = strings.Trim(rcpt, "<>")
+	if i := slices.Index(c.facts.Rcpts, rcpt); i >= 0 {
+		c.facts.Rcpts = slices.Delete(c.facts.Rcpts, i, i+1)
+	}
+	for i := len(c.outcome) - 1; i >= 0; i-- {
+		if c.outcome[i].Rcpt == rcpt && c.outcome[i].Action == Continue {
+			c.outcome[i].Action, c.outcome[i].Code = Reject, code
+			if code/100 == 4 {
+				c.outcome[i].Action = Tempfail
+			}
+			break
+		}
+	}
+}
+
+// SetSize records the message's size for a front that is told it rather
+// than given the body.
+func (c *Conn) SetSize(n int64) { c.facts.Size = n }

@@ -325,7 +325,7 @@ func (s *Server) advance(e *entry, req *request, st policy.Stage) policy.Verdict
 		s.toData(e, req)
 		if req.size > 0 {
 			// The only part of the content this protocol tells.
-			e.conn.Facts().Size = req.size
+			e.conn.SetSize(req.size)
 		}
 		m.eomV = e.conn.EndOfMessage(ctx)
 		m.eomDone = true

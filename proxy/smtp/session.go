@@ -766,9 +766,7 @@ func (s *session) cmdRcpt(arg string) bool {
 		return true
 	}
 	// Rules at end of message see only the recipients upstream took.
-	if f := s.ec.Facts(); len(f.Rcpts) > 0 && f.Rcpts[len(f.Rcpts)-1] == to {
-		f.Rcpts = f.Rcpts[:len(f.Rcpts)-1]
-	}
+	s.ec.RefuseRcpt(to, r.code)
 	return r.code != 421
 }
 
