@@ -158,14 +158,25 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 	return v
 }
 
-// Header records one header as received. Value is unfolded as the MTA gave it.
-func (c *Conn) Header(name, value string) {
-	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: value})
+// Header records one header field whose value lost the space after the
+// colon, as milter MTAs send it unless asked to keep it.
+func (c *Conn) Header(name, value string) { c.HeaderField(name, " "+value) }
+
+// HeaderField takes one header field as the message has it: raw is all
+// that follows the colon, folding kept, without the final line end. The
+// DKIM verifier then sees the field byte for byte, as "simple" header
+// canonicalization needs.
+func (c *Conn) HeaderField(name, raw string) {
+	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: strings.TrimPrefix(raw, " ")})
 	// Collected and handed over once at end of headers: a write per field
 	// would wake the verifiers' goroutines once per field.
 	c.headerBlock = append(c.headerBlock, name...)
-	c.headerBlock = append(c.headerBlock, ": "...)
-	c.headerBlock = append(c.headerBlock, strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n")...)
+	c.headerBlock = append(c.headerBlock, ':')
+	if strings.IndexByte(raw, '\n') < 0 {
+		c.headerBlock = append(c.headerBlock, raw...)
+	} else {
+		c.headerBlock = append(c.headerBlock, strings.ReplaceAll(strings.ReplaceAll(raw, "\r\n", "\n"), "\n", "\r\n")...)
+	}
 	c.headerBlock = append(c.headerBlock, "\r\n"...)
 }
 

@@ -118,13 +118,12 @@ type rawHeader struct {
 	raw  []byte // "Name: value\r\n" with continuation lines
 }
 
-// value is the header's value as a milter sees it: after the colon and
-// one leading space, without the final CRLF, folding kept.
-func (h rawHeader) value() string {
+// afterColon is all of the field after the colon, without the final
+// CRLF, folding kept: what the engine needs to see the field byte for byte.
+func (h rawHeader) afterColon() string {
 	v := string(h.raw[len(h.name):])
 	v = strings.TrimLeft(v, " \t")
 	v = strings.TrimPrefix(v, ":")
-	v = strings.TrimPrefix(v, " ")
 	return strings.TrimSuffix(v, "\r\n")
 }
 

@@ -201,11 +201,11 @@ func TestHeaderParserAndEdits(t *testing.T) {
 	if !hp.blank || body != "body\r\n" || len(hp.headers) != 6 {
 		t.Fatalf("parsed %d headers, blank=%v, body %q", len(hp.headers), hp.blank, body)
 	}
-	if v := hp.headers[0].value(); v != "from a\r\n\tby b" {
+	if v := hp.headers[0].afterColon(); v != " from a\r\n\tby b" {
 		t.Errorf("folded value %q", v)
 	}
-	if v := hp.headers[2].value(); v != " two spaces" {
-		t.Errorf("value %q; want one leading space dropped, as milters see it", v)
+	if v := hp.headers[2].afterColon(); v != "  two spaces" {
+		t.Errorf("value %q; want both spaces kept", v)
 	}
 	v := policy.Verdict{
 		Headers: []policy.HeaderEdit{
@@ -245,7 +245,7 @@ func TestHeaderParserOddStarts(t *testing.T) {
 		t.Fatalf("headers %d body %q", len(hp.headers), body)
 	}
 	hp, _ = parseHeaders(t, "Obsolete : form\r\n\r\n")
-	if len(hp.headers) != 1 || hp.headers[0].name != "Obsolete" || hp.headers[0].value() != "form" {
+	if len(hp.headers) != 1 || hp.headers[0].name != "Obsolete" || hp.headers[0].afterColon() != " form" {
 		t.Fatalf("obsolete header: %+v", hp.headers)
 	}
 	big := &headerParser{}

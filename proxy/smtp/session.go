@@ -838,7 +838,7 @@ func (s *session) receive(tx *transaction) bool {
 	}
 	endHeaders := func() {
 		for _, h := range hp.headers {
-			s.ec.Header(h.name, h.value())
+			s.ec.HeaderField(h.name, h.afterColon())
 		}
 		v := s.ec.EndOfHeaders(s.ctx)
 		switch v.Action {
