@@ -16,8 +16,8 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // newLogger builds the process logger. It also becomes slog's default, so
-// that libraries logging through the standard log package (go-milter) end
-// up in the same structured stream.
+// that anything logging through the standard log package ends up in the
+// same structured stream.
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 	level, _ := parseLevel(c.Level)
 	opts := &slog.HandlerOptions{Level: level}

@@ -1,5 +1,12 @@
 // Package milter is the milter front: it speaks the Sendmail milter
-// protocol to Postfix or Sendmail and turns each stage into an engine call.
+// protocol (versions 2 to 6) to Postfix or Sendmail and turns each stage
+// into an engine call.
+//
+// With protocol 6 it asks the MTA not to wait for a reply to each header
+// field and body chunk, and to keep the space after each header's colon,
+// so that DKIM's "simple" canonicalization sees the header as sent. All
+// the MTA says on one connection (client address, HELO, the macros of
+// every stage) is kept for as long as that connection, across messages.
 package milter
 
 import (
@@ -8,14 +15,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
-	"net/textproto"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	gomilter "github.com/emersion/go-milter"
 
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy"
@@ -53,19 +57,16 @@ func New(engine *policy.Engine, readTimeout time.Duration, log *slog.Logger) *Se
 	return &Server{engine: engine, log: log, readTimeout: readTimeout, conns: map[net.Conn]struct{}{}}
 }
 
-// Actions are the modifications mailward may ask for.
-const actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
+// errServerClosed is returned by Serve after Shutdown.
+var errServerClosed = errors.New("milter server closed")
 
-// Serve accepts MTA connections on ln until Shutdown. Each connection gets
-// its own go-milter server, so that the state kept for it (client IP,
-// HELO, macros) survives go-milter replacing its handler after every
-// final response.
+// Serve accepts MTA connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		ln.Close()
-		return gomilter.ErrServerClosed
+		return errServerClosed
 	}
 	s.ln = ln
 	s.mu.Unlock()
@@ -77,35 +78,41 @@ func (s *Server) Serve(ln net.Listener) error {
 	return proxy.Serve(ln, "milter", closing, s.log, s.serveConn)
 }
 
-func (s *Server) serveConn(raw net.Conn) {
+func (s *Server) serveConn(c net.Conn) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		raw.Close()
+		c.Close()
 		return
 	}
-	s.conns[raw] = struct{}{}
+	s.conns[c] = struct{}{}
 	s.sessions.Add(1)
 	s.mu.Unlock()
 
-	done := make(chan struct{})
-	c := newTimeoutConn(raw, s.readTimeout, sync.OnceFunc(func() {
-		s.mu.Lock()
-		delete(s.conns, raw)
-		s.mu.Unlock()
-		close(done)
-	}))
-	st := &connState{srv: s, ctx: context.Background()}
-	srv := &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return &session{st: st} },
-		Actions:   actions,
-	}
 	go func() {
 		defer s.sessions.Done()
-		// Serve hands the connection to one go-milter session and
-		// returns when that session has closed it.
-		srv.Serve(&oneConnListener{conn: c, done: done})
-		st.close()
+		defer func() {
+			c.Close()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+		ss := &session{srv: s, w: newWire(c, s.readTimeout), ctx: context.Background()}
+		defer func() {
+			// One broken conversation must not take the others down; the
+			// MTA applies its milter_default_action to this one.
+			if v := recover(); v != nil {
+				ss.endConn()
+				s.log.Error("milter session failed", "client", c.RemoteAddr().String(), "panic", v, "stack", string(debug.Stack()))
+			}
+		}()
+		if err := ss.run(); err != nil {
+			level := slog.LevelWarn
+			if errors.Is(err, net.ErrClosed) {
+				level = slog.LevelDebug // closed by Shutdown
+			}
+			s.log.Log(context.Background(), level, "milter connection ended", "client", c.RemoteAddr().String(), "err", err)
+		}
 	}()
 }
 
@@ -133,206 +140,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	<-done
 	return fmt.Errorf("closed %d milter connections still open at shutdown", n)
-}
-
-// connState is what one MTA connection keeps across go-milter's handlers.
-type connState struct {
-	srv    *Server
-	ctx    context.Context
-	conn   *policy.Conn
-	macros map[string]string
-}
-
-func (st *connState) merge(m map[string]string) {
-	if len(m) == 0 {
-		return
-	}
-	if st.macros == nil {
-		st.macros = map[string]string{}
-	}
-	for k, v := range m {
-		st.macros[k] = v
-	}
-	if st.conn != nil {
-		st.conn.AddMacros(m)
-		st.conn.SetQueueID(m["i"])
-	}
-}
-
-func (st *connState) close() {
-	if st.conn != nil {
-		st.conn.Close()
-	}
-}
-
-// session is go-milter's handler; there may be several per connection.
-type session struct{ st *connState }
-
-func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
-	st := s.st
-	st.merge(m.Macros)
-	if st.conn != nil {
-		// A second Connect on one MTA connection starts a new SMTP session.
-		st.conn.Close()
-	}
-	info := policy.ConnInfo{Name: host, Front: "milter", Macros: st.macros}
-	if ip, ok := netip.AddrFromSlice(addr); ok && (family == "tcp4" || family == "tcp6") {
-		info.IP = ip.Unmap()
-	}
-	if host == "unknown" || strings.HasPrefix(host, "[") {
-		// Postfix names a client without a verified name by its address.
-		info.Name = ""
-	}
-	c, v := st.srv.engine.Connect(st.ctx, info)
-	st.conn = c
-	return response(v), nil
-}
-
-func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	return response(c.Helo(s.st.ctx, name)), nil
-}
-
-func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	mac := s.st.macros
-	info := policy.MailInfo{
-		AuthUser:   mac["{auth_authen}"],
-		TLS:        mac["{tls_version}"] != "",
-		TLSVersion: mac["{tls_version}"],
-		QueueID:    mac["i"],
-	}
-	return response(c.Mail(s.st.ctx, from, info)), nil
-}
-
-func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	return response(c.Rcpt(s.st.ctx, rcpt)), nil
-}
-
-func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	c.Header(name, value)
-	return gomilter.RespContinue, nil
-}
-
-func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	return response(c.EndOfHeaders(s.st.ctx)), nil
-}
-
-func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Body(chunk); err != nil {
-		s.st.srv.log.Warn("message body not checked", "queue_id", c.Facts().QueueID, "err", err)
-	}
-	return gomilter.RespContinue, nil
-}
-
-func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
-	c, err := s.conn(m)
-	if err != nil {
-		return nil, err
-	}
-	v := c.EndOfMessage(s.st.ctx)
-	if v.Action == policy.Accept || v.Action == policy.Quarantine {
-		if err := applyEdits(m, v, c.Facts().Headers); err != nil {
-			// The MTA connection is broken; the MTA applies its default action.
-			return nil, err
-		}
-	}
-	if v.Action == policy.Quarantine {
-		if err := m.Quarantine(oneLine(v.Reason)); err != nil {
-			return nil, err
-		}
-		return gomilter.RespAccept, nil
-	}
-	return response(v), nil
-}
-
-func (s *session) Abort(m *gomilter.Modifier) error {
-	if s.st.conn != nil {
-		s.st.conn.Abort()
-	}
-	return nil
-}
-
-// conn merges this stage's macros and returns the engine connection.
-func (s *session) conn(m *gomilter.Modifier) (*policy.Conn, error) {
-	s.st.merge(m.Macros)
-	if s.st.conn == nil {
-		return nil, errors.New("milter command before connect")
-	}
-	return s.st.conn, nil
-}
-
-// applyEdits removes forged headers and adds ours, in milter terms.
-func applyEdits(m *gomilter.Modifier, v policy.Verdict, have []policy.Header) error {
-	// Delete from the last so earlier indexes stay valid.
-	for i := len(v.Remove) - 1; i >= 0; i-- {
-		r := v.Remove[i]
-		if err := m.ChangeHeader(r.Index, r.Name, ""); err != nil {
-			return err
-		}
-	}
-	for _, h := range v.Headers {
-		var err error
-		switch {
-		case h.Replace:
-			n := 0
-			for _, x := range have {
-				if strings.EqualFold(x.Name, h.Name) {
-					n++
-				}
-			}
-			for i := n; i >= 1; i-- {
-				if err = m.ChangeHeader(i, h.Name, ""); err != nil {
-					return err
-				}
-			}
-			err = m.AddHeader(h.Name, h.Value)
-		case h.Prepend:
-			err = m.InsertHeader(0, h.Name, h.Value)
-		default:
-			err = m.AddHeader(h.Name, h.Value)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// response turns a verdict into a milter reply.
-func response(v policy.Verdict) gomilter.Response {
-	switch v.Action {
-	case policy.Accept:
-		return gomilter.RespAccept
-	case policy.Discard:
-		return gomilter.RespDiscard
-	case policy.Reject, policy.Tempfail:
-		v = v.WithDefaults()
-		return gomilter.NewResponseStr('y', replyText(v))
-	}
-	return gomilter.RespContinue
 }
 
 // replyText formats an SMTP reply for SMFIR_REPLYCODE: one line, and '%'

@@ -1,7 +1,11 @@
 package milter
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailward/mailward/checks"
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
@@ -49,7 +56,10 @@ type rig struct {
 	seen    *sync.Map
 }
 
-func startRig(t *testing.T) *rig {
+func startRig(t *testing.T) *rig { return startRigChecks(t, nil) }
+
+// startRigChecks is startRig with checks run by the engine.
+func startRigChecks(t *testing.T, checker policy.Checker) *rig {
 	t.Helper()
 	testenv.Require(t, "postfix")
 	ln, err := Listen("inet:127.0.0.1:0", 0)
@@ -58,7 +68,7 @@ func startRig(t *testing.T) *rig {
 	}
 	seen := &sync.Map{}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	eng := policy.NewEngine(policy.Settings{Hostname: "mw.test.example"}, nil, frontRules(seen), log)
+	eng := policy.NewEngine(policy.Settings{Hostname: "mw.test.example"}, checker, frontRules(seen), log)
 	srv := New(eng, 30*time.Second, log)
 	go srv.Serve(ln)
 	t.Cleanup(func() {
@@ -143,9 +153,8 @@ func TestPostfixTwoMessagesOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 2; i++ {
-		// The first message's recipient is refused: go-milter starts over
-		// after that reply, and the second message must still see the
-		// connection's facts.
+		// The first message's recipient is refused, and the second
+		// message must still see the connection's facts.
 		if err := c.Mail("alice@sender.example", nil); err != nil {
 			t.Fatal(err)
 		}
@@ -179,6 +188,64 @@ func TestPostfixTwoMessagesOneConnection(t *testing.T) {
 		if !ok || v != "127.0.0.1 multi.test.example" {
 			t.Errorf("message %d: engine saw %v at end of message", i, v)
 		}
+	}
+}
+
+// With the space after the colon kept (SMFIP_HDR_LEADSPC), the verifier
+// sees each header field byte for byte: a signature with "simple" header
+// canonicalization over fields written without that space, or with two,
+// verifies through Postfix.
+func TestPostfixDKIMSimpleHeaders(t *testing.T) {
+	testenv.Require(t, "postfix")
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsSrv := testenv.StartDNS(t, fmt.Sprintf(`
+$TTL 300
+$ORIGIN sender.example.
+@              IN SOA ns hostmaster 1 3600 600 86400 60
+s1._domainkey  IN TXT "v=DKIM1; k=ed25519; p=%s"
+`, base64.StdEncoding.EncodeToString(pub)))
+	res, err := resolver.New(resolver.Config{Servers: []string{dnsSrv.Addr()}, Timeout: time.Second, Retries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := checks.DefaultConfig()
+	cfg.Hostname = "mw.test.example"
+	cfg.SPF.Enable, cfg.IPRev.Enable, cfg.DMARC.Enable = false, false, false
+	suite, err := checks.New(cfg, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRigChecks(t, suite)
+
+	msg := "From: Alice <alice@sender.example>\r\nTo: bob@rcpt.example\r\nSubject:tight\r\n" +
+		"X-Spacing:  two\r\nMessage-ID: <simple@sender.example>\r\n\r\nHello Bob.\r\n"
+	var signed bytes.Buffer
+	err = dkim.Sign(&signed, strings.NewReader(msg), &dkim.SignOptions{
+		Domain: "sender.example", Selector: "s1", Signer: key,
+		HeaderKeys:             []string{"From", "Subject", "X-Spacing", "Message-ID"},
+		HeaderCanonicalization: dkim.CanonicalizationSimple,
+		BodyCanonicalization:   dkim.CanonicalizationSimple,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", signed.String())
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	msgs, err := r.sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msgs[0].Header()
+	if !strings.Contains(h, "Subject:tight") {
+		t.Fatalf("Postfix changed the test header:\n%s", h)
+	}
+	if !strings.Contains(h, "dkim=pass header.d=sender.example") {
+		t.Fatalf("want dkim=pass for a simple/simple signature:\n%s", h)
 	}
 }
 
