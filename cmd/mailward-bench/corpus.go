@@ -66,7 +66,8 @@ func loadCorpus(dir string) (*Manifest, []Message, error) {
 	return &m, msgs, nil
 }
 
-// splitMessage parses the header fields (keeping folding) and the body.
+// splitMessage parses the header fields and the body. A field's value is
+// all that follows the colon, leading space and folding kept.
 func splitMessage(raw []byte) ([][2]string, []byte, error) {
 	var fields [][2]string
 	i := 0
@@ -87,9 +88,6 @@ func splitMessage(raw []byte) ([][2]string, []byte, error) {
 		name, value, ok := cut(line, ':')
 		if !ok {
 			return nil, nil, fmt.Errorf("malformed header line %q", line)
-		}
-		if len(value) > 0 && value[0] == ' ' {
-			value = value[1:]
 		}
 		fields = append(fields, [2]string{name, value})
 	}

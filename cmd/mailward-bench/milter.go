@@ -2,27 +2,53 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
 )
 
+// postfixOptions are the protocol options Postfix 3 offers a milter
+// (SMFIP_* up to SMFIP_HDR_LEADSPC).
+const postfixOptions gomilter.OptProtocol = 0x1fffff
+
 // milterSender drives a milter the way Postfix does: one milter
 // connection per SMTP session, each stage sent in order.
 func milterSender(addr string) sender {
-	client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
-		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
-		ReadTimeout:  60 * time.Second,
-		WriteTimeout: 60 * time.Second,
-		ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
-	})
+	client := func(opts gomilter.OptProtocol) *gomilter.Client {
+		return gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+			Dialer:       &net.Dialer{Timeout: 10 * time.Second},
+			ReadTimeout:  60 * time.Second,
+			WriteTimeout: 60 * time.Second,
+			ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+			ProtocolMask: opts,
+		})
+	}
+	// What Postfix 3 offers: a milter may skip any stage or its reply.
+	// go-milter's client cannot step down to a protocol 2 milter with
+	// those options on offer, so for such a milter it offers none, as
+	// Postfix in effect does.
+	v6, v2 := client(postfixOptions), client(0)
+	var oldMilter atomic.Bool
 	return func(ctx context.Context, m *Message) (out outcome) {
 		out.Stages = map[string]time.Duration{}
 		start := time.Now()
 		defer func() { out.Total = time.Since(start) }()
-		s, err := client.Session()
+		var s *gomilter.ClientSession
+		var err error
+		if !oldMilter.Load() {
+			s, err = v6.Session()
+			if errors.Is(err, gomilter.ErrUnsupportedMilterVersion) {
+				oldMilter.Store(true)
+			}
+		}
+		if oldMilter.Load() {
+			s, err = v2.Session()
+		}
 		if err != nil {
 			out.Err = fmt.Errorf("milter session: %w", err)
 			return
@@ -87,8 +113,14 @@ func milterSender(addr string) sender {
 			out.Action = "reject"
 			return
 		}
+		leadSpace := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
 		for _, h := range m.Header {
-			if a, ok = step("data", func() (*gomilter.Action, error) { return s.HeaderField(h[0], h[1]) }); !ok || final(a) {
+			v := h[1]
+			if !leadSpace {
+				// As an MTA does unless asked: drop the space after the colon.
+				v = strings.TrimPrefix(v, " ")
+			}
+			if a, ok = step("data", func() (*gomilter.Action, error) { return s.HeaderField(h[0], v) }); !ok || final(a) {
 				return
 			}
 		}

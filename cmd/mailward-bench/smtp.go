@@ -166,7 +166,7 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 		}
 		bw := bufio.NewWriterSize(w, 32<<10)
 		for _, h := range m.Header {
-			bw.WriteString(h[0] + ": " + h[1] + "\r\n")
+			bw.WriteString(h[0] + ":" + h[1] + "\r\n")
 		}
 		bw.WriteString("\r\n")
 		bw.Write(m.Body)
