@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -249,5 +250,51 @@ func TestRemovedFields(t *testing.T) {
 	}
 	if got := removedFields(sent, sent); len(got) != 0 {
 		t.Errorf("nothing removed, yet got %v", got)
+	}
+}
+
+// The ledger's counts against a sink that received what a broken server
+// might relay: one lost, one twice, one after a refusal, one unchecked.
+func TestAccounting(t *testing.T) {
+	sk, err := startSink("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Close()
+	deliver := func(seq string, authres string) {
+		s := &sinkSession{sink: sk}
+		msg := "Authentication-Results: " + authres + "\r\n" + seqHeader + ": " + seq + "\r\n\r\nbody\r\n"
+		if err := s.Data(strings.NewReader(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := &ledger{sends: map[string]outcome{
+		"1": {Action: "accept", Code: 250},
+		"2": {Action: "accept", Code: 250},
+		"3": {Action: "accept", Code: 250},
+		"4": {Action: "tempfail", Code: 451},
+		"5": {Action: "reject", Code: 550},
+		"6": {Action: "accept", Code: 250},
+		"7": {Err: errors.New("connection reset")},
+	}}
+	deliver("1", "mx.test; spf=pass")
+	deliver("3", "mx.test; spf=pass")
+	deliver("3", "mx.test; spf=pass")
+	deliver("4", "mx.test; spf=pass")
+	deliver("6", "other.test; spf=pass")
+	a := l.account(sk, "mx.test")
+	if a.Sent != 7 || a.Accepted != 4 || a.Refused["451"] != 1 || a.Refused["550"] != 1 || a.NoAnswer != 1 || a.Arrived != 5 {
+		t.Errorf("counts: %+v", a)
+	}
+	if a.Lost != 1 || a.Duplicated != 1 || a.AfterRefusal != 1 || a.Unchecked != 1 {
+		t.Errorf("problems: lost %d duplicated %d after refusal %d unchecked %d; want 1 each", a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
+	}
+	if a.ok() {
+		t.Error("counts with mail lost reported as adding up")
+	}
+	good := &ledger{sends: map[string]outcome{"1": {Action: "accept", Code: 250}, "4": {Action: "tempfail", Code: 451}}}
+	if a := good.account(sk, "mx.test"); a.AfterRefusal != 3 {
+		// 4 arrived after its 451; 3 and 6 arrived but were never sent.
+		t.Errorf("arrivals never sent in this run: %+v", a)
 	}
 }

@@ -13,6 +13,7 @@ import (
 // outcome is what a server did with one message.
 type outcome struct {
 	Action       string // accept, reject, tempfail, discard, quarantine
+	Code         int    // the SMTP code of the final reply, where there is one
 	RejectedRcpt []string
 	Removed      []string // header names deleted
 	Err          error
@@ -49,7 +50,9 @@ type result struct {
 	Wrong     []string           `json:"wrong,omitempty"`
 	Ratio     float64            `json:"ratio_to_baseline,omitempty"`
 	// Note says what the correctness counts leave out.
-	Note      string                     `json:"note,omitempty"`
+	Note string `json:"note,omitempty"`
+	// Account is the fault-drill bookkeeping of --account.
+	Account   *accounting                `json:"account,omitempty"`
 	durations map[string][]time.Duration `json:"-"`
 }
 

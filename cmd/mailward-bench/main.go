@@ -25,7 +25,7 @@ Usage:
   mailward-bench dns --corpus DIR --listen ADDR
   mailward-bench noop-milter [--listen ADDR]
   mailward-bench milter --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
-  mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--xclient] [--sink ADDR] [--baseline] [--json]
+  mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--xclient] [--sink ADDR [--account [--authserv-id ID]]] [--baseline] [--json]
   mailward-bench policy --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
 
 gen writes messages, DKIM keys, SPF and DMARC records (zone.txt), and a
@@ -45,6 +45,12 @@ quarantine (the X-Mailward-Quarantine header) and forged-header removal
 are read from what arrives there. Without --sink only accept/reject and
 refused recipients are checked. --baseline runs a server that accepts
 everything and relays it unchanged to the sink (or drops it, without one).
+--account (with --sink) is for fault drills: verdicts are not judged, but
+every message must arrive at the sink exactly once after a 250, or be
+refused (or go unanswered) and never arrive; --authserv-id ID also
+requires every arrival to carry ID's Authentication-Results. The summary
+counts what was sent, accepted, refused by code and arrived, and the exit
+status says whether the counts add up.
 
 policy drives a Postfix policy service the way Postfix does: one
 connection per worker, an RCPT request per recipient, then
@@ -94,14 +100,16 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	duration := fs.Duration("duration", 0, "run for this long instead of a message count")
 	baseline := fs.Bool("baseline", false, "also run a no-op server on the same driver and report the ratio")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	var xclient *bool
-	var sinkAddr, quarantineHeader *string
+	var xclient, account *bool
+	var sinkAddr, quarantineHeader, authservID *string
 	var sinkWait *time.Duration
 	if kind == "smtp" {
 		xclient = fs.Bool("xclient", false, "send XCLIENT with the corpus's client address when the server offers it")
 		sinkAddr = fs.String("sink", "", "start a recording SMTP server on `ADDR` for the server under test to relay to")
 		sinkWait = fs.Duration("sink-wait", 10*time.Second, "how long an accepted message may take to reach the sink")
 		quarantineHeader = fs.String("quarantine-header", "X-Mailward-Quarantine", "header that marks a quarantined message at the sink")
+		account = fs.Bool("account", false, "count every message instead of judging verdicts: each must arrive at the sink exactly once after a 250, or be refused and never arrive (needs --sink)")
+		authservID = fs.String("authserv-id", "", "with --account: every arrival must carry an Authentication-Results field with this `ID`")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,6 +125,10 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	if *messages == 0 {
 		*messages = len(msgs)
 	}
+	accounting := account != nil && *account
+	if accounting && (*sinkAddr == "" || *baseline) {
+		return errors.New("--account needs --sink and cannot be used with --baseline")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := runOpts{Concurrency: *conc, Messages: *messages, Duration: *duration, Progress: stderr, Check: true}
@@ -127,6 +139,7 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 		startNoop    func() (string, func(), error)
 		baselineName string
 		note         string
+		finish       = func(*result) {}
 	)
 	switch kind {
 	case "milter":
@@ -143,12 +156,30 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 			defer sk.Close()
 			so.Sink, relayTo = sk, sk.Addr()
 			baselineName = "baseline (SMTP relay to the sink)"
+		}
+		if accounting {
+			l := &ledger{sends: map[string]outcome{}}
+			sk := so.Sink
+			// The ledger reads the sink once the run is over: no send waits
+			// for its own arrival.
+			so.Sink = nil
+			opts.Check = false
+			newSender = func(a string) (sender, func()) {
+				return accountSender(smtpSender(a, so), l), func() {}
+			}
+			finish = func(r *result) {
+				l.settle(ctx, sk, *sinkWait)
+				r.Account = l.account(sk, *authservID)
+			}
+			note = "--account: verdicts not judged; every message counted at the sink"
+		} else if *sinkAddr != "" {
+			newSender = func(a string) (sender, func()) { return smtpSender(a, so), func() {} }
 		} else {
 			opts.Judge = envelopeVerdict(func(*Message) bool { return true })
 			note = "no --sink: quarantine shows as accept and forged-header removal is not checked"
 			baselineName = "baseline (SMTP server that drops mail)"
+			newSender = func(a string) (sender, func()) { return smtpSender(a, so), func() {} }
 		}
-		newSender = func(a string) (sender, func()) { return smtpSender(a, so), func() {} }
 		startNoop = func() (string, func(), error) { return startNoopSMTP(relayTo) }
 	case "policy":
 		newSender = policySender
@@ -172,6 +203,7 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	send, closeSend := newSender(*addr)
 	r := drive(ctx, kind+" "+*addr, msgs, send, opts)
 	closeSend()
+	finish(r)
 	r.Note = note
 	if *baseline && results[0].PerSecond > 0 {
 		r.Ratio = r.PerSecond / results[0].PerSecond
@@ -186,7 +218,14 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	} else {
 		printTable(stdout, results)
 	}
-	// The exit status tells a script whether every verdict was right.
+	// The exit status tells a script whether every verdict was right, or
+	// with --account whether the counts add up.
+	if r.Account != nil {
+		if !r.Account.ok() {
+			return errors.New("the counts do not add up: mail lost, duplicated, delivered after a refusal or unchecked")
+		}
+		return nil
+	}
 	if len(r.Wrong) > 0 || r.Errors > 0 {
 		return fmt.Errorf("%d errors, %d wrong verdicts", r.Errors, len(r.Wrong))
 	}
@@ -231,6 +270,9 @@ func printTable(w io.Writer, results []*result) {
 	}
 	if len(last.Wrong) > 0 {
 		fmt.Fprintf(w, "\nwrong:\n  %s\n", strings.Join(last.Wrong, "\n  "))
+	}
+	if last.Account != nil {
+		printAccounting(w, last.Account)
 	}
 }
 

@@ -15,7 +15,8 @@ import (
 )
 
 // sink is the SMTP server the server under test relays to. It keeps the
-// header block of the latest arrival of each Message-ID, so that the
+// header block of the latest arrival of each Message-ID (or, in
+// --account mode, of each send's sequence number), so that the
 // driver can see what was relayed: a quarantine header, a removed header.
 // Bodies are read and dropped.
 type sink struct {
@@ -61,6 +62,38 @@ func (s *sink) arrivals(id string) int {
 		return a.count
 	}
 	return 0
+}
+
+// arrival is how often id arrived and the header of its latest arrival.
+func (s *sink) arrival(id string) (int, [][2]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.got[id]; a != nil {
+		return a.count, a.header
+	}
+	return 0, nil
+}
+
+// total counts every arrival so far.
+func (s *sink) total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.got {
+		n += a.count
+	}
+	return n
+}
+
+// ids lists what arrived.
+func (s *sink) ids() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.got))
+	for id := range s.got {
+		out = append(out, id)
+	}
+	return out
 }
 
 // wait returns the header of the arrival of id after the first `after`,
@@ -109,7 +142,10 @@ func (s *sinkSession) Data(r io.Reader) error {
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "sink: " + err.Error()}
 	}
-	id := headerValue(fields, "Message-ID")
+	id := headerValue(fields, seqHeader)
+	if id == "" {
+		id = headerValue(fields, "Message-ID")
+	}
 	if id == "" {
 		return nil
 	}

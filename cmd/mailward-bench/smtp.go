@@ -84,6 +84,9 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 	// refused sets the action from an SMTP reply; anything else is an error.
 	refused := func(stage string, err error) {
 		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			out.Code = se.Code
+		}
 		switch {
 		case errors.As(err, &se) && se.Code/100 == 5:
 			out.Action = "reject"
@@ -148,6 +151,7 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 			accepted++
 		case errors.As(err, &se) && se.Code/100 == 5:
 			out.RejectedRcpt = append(out.RejectedRcpt, rc)
+			out.Code = se.Code
 		default:
 			refused("rcpt", err)
 			return false
@@ -180,7 +184,7 @@ func smtpTransaction(ctx context.Context, addr string, m *Message, o smtpOpts, o
 		refused("end of data", err)
 		return false
 	}
-	out.Action = "accept"
+	out.Action, out.Code = "accept", 250
 	c.Quit()
 	return true
 }
