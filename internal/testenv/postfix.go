@@ -232,6 +232,25 @@ func (p *Postfix) WaitLog(s string, d time.Duration) error {
 	return fmt.Errorf("Postfix log has no %q after %s", s, d)
 }
 
+// Held returns the queue files of the messages on hold, by queue ID: what
+// a milter quarantined. Header lines appear in them as sent.
+func (p *Postfix) Held() (map[string][]byte, error) {
+	dir := filepath.Join(p.dir, "queue", "hold")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the hold queue: %w", err)
+	}
+	out := map[string][]byte{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("reading the hold queue: %w", err)
+		}
+		out[e.Name()] = b
+	}
+	return out, nil
+}
+
 // Stop stops the instance; it is safe to call twice.
 func (p *Postfix) Stop() {
 	if _, err := os.Stat(filepath.Join(p.dir, "queue", "pid", "master.pid")); err == nil {

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+var (
+	benchOnce sync.Once
+	benchPath string
+	benchErr  error
+)
+
+// benchBinary builds mailward-bench once per test run.
+func benchBinary(t *testing.T) string {
+	t.Helper()
+	benchOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mailward-bench-bin-")
+		if err != nil {
+			benchErr = err
+			return
+		}
+		benchPath = filepath.Join(dir, "mailward-bench")
+		out, err := exec.Command("go", "build", "-o", benchPath, "../mailward-bench").CombinedOutput()
+		if err != nil {
+			benchErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if benchErr != nil {
+		t.Fatal(benchErr)
+	}
+	return benchPath
+}
+
+// benchAccount is the part of mailward-bench's --json output a drill reads.
+type benchAccount struct {
+	Runs []struct {
+		Messages int `json:"messages"`
+		Account  *struct {
+			Sent         int            `json:"sent"`
+			Accepted     int            `json:"accepted"`
+			Refused      map[string]int `json:"refused"`
+			NoAnswer     int            `json:"no_answer"`
+			Arrived      int            `json:"arrived"`
+			Lost         int            `json:"lost"`
+			Duplicated   int            `json:"duplicated"`
+			AfterRefusal int            `json:"after_refusal"`
+			Unchecked    int            `json:"unchecked"`
+			Problems     []string       `json:"problems"`
+		} `json:"account"`
+	} `json:"runs"`
+}
+
+// TestDrillPostfixUnderBenchLoad drives a private Postfix, with the real
+// binary as its milter, with the load tool's SMTP driver and corpus while
+// things break: DNS stops answering, mailward is killed with SIGKILL and
+// restarts with a cold cache while DNS is still down, DNS comes back, and
+// a broken rule file is reloaded. The load tool counts every message:
+// each arrives at its sink exactly once after a 250, with mailward's
+// Authentication-Results, or was refused with a code the client saw and
+// never arrives. A second run after the faults must see no 4xx at all.
+func TestDrillPostfixUnderBenchLoad(t *testing.T) {
+	testenv.Require(t, "postfix")
+	bench := benchBinary(t)
+	dir := t.TempDir()
+	corpus := filepath.Join(dir, "corpus")
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
+		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
+	}
+	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dns.Close() }()
+
+	milterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	rules, err := os.ReadFile(filepath.Join(corpus, "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rulesFile := writeFile(t, dir, "rules.yaml", string(rules))
+	cfg := writeFile(t, dir, "mailward.yaml", fmt.Sprintf(`hostname: mx.bench.test
+milter:
+  listen: inet:%s
+admin:
+  listen: %s
+dns:
+  servers: [%q]
+  timeout: 300ms
+  retries: -1
+timeouts:
+  checks: 1s
+dmarc:
+  enforce: true
+rules:
+  files: [%q]
+log:
+  level: warn
+`, milterAddr, adminAddr, dnsAddr, rulesFile))
+	p := startProc(t, cfg, milterAddr)
+
+	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	main := testenv.ReadMainCf(t, "../../examples/postfix/main.cf.milter")
+	main["smtpd_milters"] = "inet:" + milterAddr
+	// The load tool names each message's client with XCLIENT, so that
+	// mailward checks it as the corpus intends.
+	main["smtpd_authorized_xclient_hosts"] = "127.0.0.0/8"
+	// Those clients are not in mynetworks: the corpus's recipient domain
+	// is one this Postfix relays for.
+	main["relay_domains"] = "rcpt.bench.test"
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sinkAddr, Main: main})
+
+	// Postfix puts what mailward quarantines on hold: accepted, and never
+	// relayed. The load tool sees those as not arrived; each must be on
+	// hold, once.
+	counted := map[string]bool{}
+	held := func() int {
+		t.Helper()
+		files, err := pf.Held()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs, n := map[string]bool{}, 0
+		for id, f := range files {
+			if counted[id] {
+				continue
+			}
+			counted[id] = true
+			n++
+			const h = "X-Mailward-Bench-Seq: "
+			i := bytes.Index(f, []byte(h))
+			if i < 0 {
+				t.Errorf("held message %s has no sequence number of the load tool", id)
+				continue
+			}
+			seq := f[i+len(h):]
+			seq = seq[:len(seq)-len(bytes.TrimLeft(seq, "0123456789"))]
+			if seqs[string(seq)] {
+				t.Errorf("send %s held twice", seq)
+			}
+			seqs[string(seq)] = true
+		}
+		return n
+	}
+	run := func(d time.Duration) (*benchAccount, string) {
+		t.Helper()
+		cmd := exec.Command(bench, "smtp", "--addr", pf.SMTPAddr(), "--corpus", corpus, "--xclient",
+			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
+			"--duration", d.String(), "--concurrency", "6", "--json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		runErr := cmd.Run()
+		var res benchAccount
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
+			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
+		}
+		a := res.Runs[0].Account
+		h := held()
+		summary := fmt.Sprintf("sent %d, accepted %d, arrived %d, held %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
+			a.Sent, a.Accepted, a.Arrived, h, a.Refused, a.NoAnswer, a.Lost-h, a.Duplicated, a.AfterRefusal, a.Unchecked)
+		refused := 0
+		for _, n := range a.Refused {
+			refused += n
+		}
+		// The load tool's exit status counts held mail as lost; the rest
+		// of its bookkeeping must hold exactly.
+		if a.Sent != a.Accepted+refused+a.NoAnswer || a.Accepted != a.Arrived+h || a.Lost != h ||
+			a.Duplicated != 0 || a.AfterRefusal != 0 || a.Unchecked != 0 {
+			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
+		}
+		return &res, summary
+	}
+
+	// The faults, on a clock, while the load tool runs.
+	faults := make(chan string, 8)
+	go func() {
+		defer close(faults)
+		step := func(at time.Duration, what string, do func() error) {
+			time.Sleep(at)
+			if err := do(); err != nil {
+				faults <- what + ": " + err.Error()
+				return
+			}
+			faults <- what
+		}
+		step(2*time.Second, "DNS stops answering", func() error { dns.Close(); return nil })
+		step(time.Second, "mailward killed with SIGKILL", func() error { return p.cmd.Process.Signal(syscall.SIGKILL) })
+		step(2*time.Second, "mailward restarted, DNS still down", func() error { p = startProc(t, cfg, milterAddr); return nil })
+		step(3*time.Second, "DNS back", func() error {
+			var err error
+			dns, err = testenv.NewDNSServer(dnsAddr, string(zone))
+			return err
+		})
+		step(2*time.Second, "broken rule file reloaded with SIGHUP", func() error {
+			writeFile(t, dir, "rules.yaml", "rules:\n  - name: broken\n    when: mail_from ==\n    action: reject\n")
+			return p.cmd.Process.Signal(syscall.SIGHUP)
+		})
+	}()
+	res, summary := run(14 * time.Second)
+	for f := range faults {
+		t.Logf("fault: %s", f)
+	}
+	t.Logf("under faults: %s", summary)
+	a := res.Runs[0].Account
+	fours := 0
+	for code, n := range a.Refused {
+		if strings.HasPrefix(code, "4") {
+			fours += n
+		}
+	}
+	if fours == 0 || a.Accepted == 0 {
+		t.Errorf("the drill needs both accepted and tempfailed mail to prove anything: %s", summary)
+	}
+	if code, _ := httpDo(t, "GET", "http://"+adminAddr+"/readyz"); code != 200 {
+		t.Errorf("/readyz answered %d after a broken reload; want ready", code)
+	}
+	if !strings.Contains(p.out.String(), "rules.yaml:3:") {
+		t.Errorf("the broken rule file's error does not name file and line:\n%s", p.out.String())
+	}
+
+	// Everything is back: every message gets a definitive answer again.
+	res, summary = run(4 * time.Second)
+	t.Logf("after recovery: %s", summary)
+	for code := range res.Runs[0].Account.Refused {
+		if strings.HasPrefix(code, "4") {
+			t.Errorf("tempfails after recovery: %s", summary)
+		}
+	}
+	if res.Runs[0].Account.Accepted == 0 {
+		t.Errorf("nothing accepted after recovery: %s", summary)
+	}
+}
