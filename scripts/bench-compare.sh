@@ -2,7 +2,9 @@
 # bench-compare.sh: the comparison numbers of PERFORMANCE.md.
 #
 #   1. mailward's milter front against the bench's in-process no-op milter
-#      (mailward-bench milter --baseline), 5 runs, median ratio.
+#      (mailward-bench milter --baseline), 5 runs, median ratio; then the
+#      same for a second mailward with every check and rule off, which
+#      shows what the checks cost apart from the milter front.
 #   2. rspamd's proxy worker in milter mode (self_scan) on the same driver
 #      and the same corpus, 5 runs, median ratio. Skipped when rspamd is
 #      not installed; --install installs the package first.
@@ -13,7 +15,7 @@
 # Usage: scripts/bench-compare.sh [--install] [--runs N] [--messages N]
 #        [--concurrency N] [--keep]
 # Environment: BENCH_PORT_BASE (default 25300) picks the loopback ports
-# base..base+9, so the script does not collide with a mailward on the
+# base..base+11, so the script does not collide with a mailward on the
 # default ports. Needs root for Postfix and rspamd.
 set -euo pipefail
 
@@ -44,8 +46,9 @@ rspamd_ctl_port=$((base + 7))
 postfix_port=$((base + 8))
 sink_port=$((base + 9))
 noop_port=$((base + 10))
+bare_port=$((base + 11))
 
-for p in $(seq "$base" $((base + 10))); do
+for p in $(seq "$base" $((base + 11))); do
 	if ss -ltnH "sport = :$p" | grep -q .; then
 		echo "port $p is in use; set BENCH_PORT_BASE to a free range" >&2
 		exit 1
@@ -140,6 +143,29 @@ echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "== mailward milter vs no-op milter" >&2
 drive_milter mailward "127.0.0.1:$milter_port"
 
+echo "== mailward with every check and rule off vs no-op milter" >&2
+cat >"$work/bare.yaml" <<EOF
+hostname: mx.bench.test
+milter:
+  listen: inet:127.0.0.1:$bare_port
+admin:
+  listen: ""
+dns:
+  servers: ["127.0.0.1:$dns_port"]
+spf: {enable: false}
+iprev: {enable: false}
+dkim: {enable: false}
+dmarc: {enable: false}
+log:
+  level: warn
+EOF
+"$work/mailward" serve --config "$work/bare.yaml" 2>"$work/bare.log" &
+bare_pid=$!
+pids+=($bare_pid)
+wait_port "127.0.0.1:$bare_port" 20
+drive_milter bare "127.0.0.1:$bare_port"
+kill "$bare_pid"
+
 echo "== rspamd" >&2
 rspamd_done=0
 if ! command -v rspamd >/dev/null && [ "$install" = 1 ]; then
@@ -228,6 +254,8 @@ echo
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 echo "milter driver: $messages messages, concurrency $conc, median of $runs runs"
 summary mailward
+summary bare
+echo "  (bare: mailward with every check and rule off; its verdicts are not judged)"
 if [ "$rspamd_done" = 1 ]; then
 	summary rspamd
 	echo "  (rspamd's verdicts are not judged: its classes are not mailward's)"
