@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,10 +68,12 @@ type benchAccount struct {
 }
 
 // TestDrillPostfixUnderBenchLoad drives a private Postfix, with the real
-// binary as its milter, with the load tool's SMTP driver and corpus while
-// things break: DNS stops answering, mailward is killed with SIGKILL and
-// restarts with a cold cache while DNS is still down, DNS comes back, and
-// a broken rule file is reloaded. The load tool counts every message:
+// binary as its milter and Redis as its cache, with the load tool's SMTP
+// driver and corpus while things break: DNS stops answering, mailward is
+// killed with SIGKILL and restarts with a cold cache while DNS is still
+// down, DNS comes back, Redis is killed and restarted, mailward is
+// stopped with SIGTERM and started again, and a broken rule file is
+// reloaded. The load tool counts every message:
 // each arrives at its sink exactly once after a 250, with mailward's
 // Authentication-Results, or was refused with a code the client saw and
 // never arrives. A second run after the faults must see no 4xx at all.
@@ -96,6 +103,7 @@ func TestDrillPostfixUnderBenchLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	rulesFile := writeFile(t, dir, "rules.yaml", string(rules))
+	redis := testenv.StartRedis(t)
 	cfg := writeFile(t, dir, "mailward.yaml", fmt.Sprintf(`hostname: mx.bench.test
 milter:
   listen: inet:%s
@@ -111,9 +119,17 @@ dmarc:
   enforce: true
 rules:
   files: [%q]
+cache:
+  type: redis
+  redis:
+    addrs: [%q]
+    timeout: 200ms
+  breaker:
+    failures: 3
+    cooldown: 1s
 log:
   level: warn
-`, milterAddr, adminAddr, dnsAddr, rulesFile))
+`, milterAddr, adminAddr, dnsAddr, rulesFile, redis.Addr()))
 	p := startProc(t, cfg, milterAddr)
 
 	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -208,14 +224,34 @@ log:
 			dns, err = testenv.NewDNSServer(dnsAddr, string(zone))
 			return err
 		})
+		step(time.Second, "Redis killed", func() error { redis.Stop(); return nil })
+		step(2*time.Second, "Redis back", func() error { redis.Start(); return nil })
+		step(time.Second, "mailward stopped with SIGTERM", func() error {
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				return err
+			}
+			select {
+			case err := <-p.done:
+				if err != nil {
+					return fmt.Errorf("exit: %v", err)
+				}
+				return nil
+			case <-time.After(15 * time.Second):
+				return errors.New("still running 15 s after SIGTERM")
+			}
+		})
+		step(time.Second, "mailward started again", func() error { p = startProc(t, cfg, milterAddr); return nil })
 		step(2*time.Second, "broken rule file reloaded with SIGHUP", func() error {
 			writeFile(t, dir, "rules.yaml", "rules:\n  - name: broken\n    when: mail_from ==\n    action: reject\n")
 			return p.cmd.Process.Signal(syscall.SIGHUP)
 		})
 	}()
-	res, summary := run(14 * time.Second)
+	res, summary := run(18 * time.Second)
 	for f := range faults {
 		t.Logf("fault: %s", f)
+		if strings.Contains(f, ": ") {
+			t.Errorf("fault step failed: %s", f)
+		}
 	}
 	t.Logf("under faults: %s", summary)
 	a := res.Runs[0].Account
@@ -245,5 +281,237 @@ log:
 	}
 	if res.Runs[0].Account.Accepted == 0 {
 		t.Errorf("nothing accepted after recovery: %s", summary)
+	}
+}
+
+// upstreamRelay stands between the SMTP proxy and its upstream (the load
+// tool's sink) and fails on request: down (connections refused), refusing
+// (a 421 greeting), or hanging once the proxy sends DATA.
+type upstreamRelay struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	mode   string
+	ln     net.Listener
+	conns  map[net.Conn]bool
+}
+
+func startUpstreamRelay(t *testing.T, target string) *upstreamRelay {
+	r := &upstreamRelay{t: t, addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), target: target, conns: map[net.Conn]bool{}}
+	r.set("pass")
+	t.Cleanup(func() { r.set("down") })
+	return r
+}
+
+// set switches mode and drops the open connections, so that the proxy's
+// next transaction meets the new behaviour.
+func (r *upstreamRelay) set(mode string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mode = mode
+	for c := range r.conns {
+		c.Close()
+	}
+	r.conns = map[net.Conn]bool{}
+	if mode == "down" {
+		if r.ln != nil {
+			r.ln.Close()
+			r.ln = nil
+		}
+		return nil
+	}
+	if r.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		return err
+	}
+	r.ln = ln
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.serve(c)
+		}
+	}()
+	return nil
+}
+
+func (r *upstreamRelay) track(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln == nil {
+		return false
+	}
+	r.conns[c] = true
+	return true
+}
+
+func (r *upstreamRelay) serve(c net.Conn) {
+	defer c.Close()
+	r.mu.Lock()
+	mode := r.mode
+	r.mu.Unlock()
+	if !r.track(c) {
+		return
+	}
+	if mode == "refuse" {
+		fmt.Fprint(c, "421 4.3.2 upstream refuses mail for now\r\n")
+		return
+	}
+	up, err := net.Dial("tcp", r.target)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	if !r.track(up) {
+		return
+	}
+	var held atomic.Bool
+	go func() {
+		io.Copy(c, up)
+		if !held.Load() {
+			c.Close()
+		}
+	}()
+	if mode != "hang" {
+		io.Copy(up, c)
+		return
+	}
+	// Forward the proxy's commands up to DATA, then nothing either way,
+	// with the proxy's connection left open: upstream never sees the
+	// message and the proxy never hears back.
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if strings.EqualFold(strings.TrimSpace(line), "DATA") {
+			held.Store(true)
+			up.Close()
+			io.Copy(io.Discard, br)
+			return
+		}
+		if _, err := io.WriteString(up, line); err != nil {
+			return
+		}
+	}
+}
+
+// TestDrillProxyUpstreamUnderBenchLoad drives the SMTP proxy with the
+// load tool while its upstream goes down, refuses mail, and hangs once
+// DATA is sent. Every message must arrive once after a 250 or be refused
+// with a code the client saw; a 250 is never given for mail upstream did
+// not take.
+func TestDrillProxyUpstreamUnderBenchLoad(t *testing.T) {
+	bench := benchBinary(t)
+	dir := t.TempDir()
+	corpus := filepath.Join(dir, "corpus")
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
+		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
+	}
+	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	relay := startUpstreamRelay(t, sinkAddr)
+	smtpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", fmt.Sprintf(`hostname: mx.bench.test
+milter:
+  listen: ""
+smtp:
+  listen: %s
+  upstream: %s
+  upstream_tls: "off"
+  upstream_timeout: 1s
+  trusted_networks: [127.0.0.1]
+  max_connections_per_ip: 200
+admin:
+  listen: ""
+dns:
+  servers: [%q]
+dmarc:
+  enforce: true
+rules:
+  files: [%q]
+log:
+  level: warn
+`, smtpAddr, relay.addr, dnsAddr, filepath.Join(corpus, "rules.yaml")))
+	startProc(t, cfg, smtpAddr)
+
+	run := func(d time.Duration) (refused map[string]int, summary string) {
+		t.Helper()
+		cmd := exec.Command(bench, "smtp", "--addr", smtpAddr, "--corpus", corpus, "--xclient",
+			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
+			"--duration", d.String(), "--concurrency", "6", "--json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		runErr := cmd.Run()
+		var res benchAccount
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
+			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
+		}
+		a := res.Runs[0].Account
+		summary = fmt.Sprintf("sent %d, accepted %d, arrived %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
+			a.Sent, a.Accepted, a.Arrived, a.Refused, a.NoAnswer, a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
+		if runErr != nil || a.NoAnswer != 0 {
+			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
+		}
+		if a.Accepted == 0 {
+			t.Errorf("nothing accepted: %s", summary)
+		}
+		return a.Refused, summary
+	}
+
+	faults := make(chan string, 8)
+	go func() {
+		defer close(faults)
+		for _, f := range []struct {
+			after time.Duration
+			mode  string
+		}{{2 * time.Second, "down"}, {2 * time.Second, "pass"}, {2 * time.Second, "refuse"}, {2 * time.Second, "pass"}, {time.Second, "hang"}, {3 * time.Second, "pass"}} {
+			time.Sleep(f.after)
+			if err := relay.set(f.mode); err != nil {
+				faults <- "upstream " + f.mode + ": " + err.Error()
+				continue
+			}
+			faults <- "upstream " + f.mode
+		}
+	}()
+	refused, summary := run(14 * time.Second)
+	for f := range faults {
+		t.Logf("fault: %s", f)
+		if strings.Contains(f, ": ") {
+			t.Errorf("fault step failed: %s", f)
+		}
+	}
+	t.Logf("under faults: %s", summary)
+	fours := 0
+	for code, n := range refused {
+		if strings.HasPrefix(code, "4") {
+			fours += n
+		}
+	}
+	if fours == 0 {
+		t.Errorf("no tempfail while upstream was failing: %s", summary)
+	}
+	refused, summary = run(4 * time.Second)
+	t.Logf("after recovery: %s", summary)
+	for code := range refused {
+		if strings.HasPrefix(code, "4") {
+			t.Errorf("tempfails with upstream back: %s", summary)
+		}
 	}
 }
