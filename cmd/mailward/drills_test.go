@@ -27,9 +27,9 @@ const (
 )
 
 // TestDrillDNSFailure: the sender domain's DNS answers SERVFAIL, then
-// nothing at all. Its messages are tempfailed within the check bound,
-// everything else keeps flowing, and once DNS is back mail is accepted
-// again without a restart.
+// nothing at all, then too slowly: its messages are tempfailed within the
+// check bound. Truncated UDP answers are asked again over TCP and pass.
+// Once DNS is back mail is accepted again without a restart.
 func TestDrillDNSFailure(t *testing.T) {
 	e := startDrill(t, "dns:\n  timeout: 300ms\n  retries: -1\ntimeouts:\n  checks: "+checkBound.String()+"\n", nil)
 	ta := &tally{}
@@ -85,6 +85,14 @@ func TestDrillDNSFailure(t *testing.T) {
 	e.dns.Drop("drill.example")
 	phase("timeout", 4, tempfailed)
 	t.Logf("after timeouts: %s", ta.summary())
+	e.dns.Reset("drill.example")
+	// Answers slower than dns.timeout are timeouts too.
+	e.dns.Delay("drill.example", time.Second)
+	phase("slow", 4, tempfailed)
+	e.dns.Reset("drill.example")
+	// A truncated UDP answer is asked again over TCP, which answers whole.
+	e.dns.Truncate("drill.example")
+	phase("truncated", 4, accepted("pass"))
 	e.dns.Reset("drill.example")
 
 	// Recovery by itself: a SERVFAIL or timeout may be remembered briefly,
