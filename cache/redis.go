@@ -30,6 +30,9 @@ type Redis struct {
 	timeout time.Duration
 	br      *breaker
 	log     *slog.Logger
+	// reload asks a Cluster client to read the slot map again, nil for
+	// other clients.
+	reload func()
 
 	hits, misses, errors, unavailable atomic.Uint64
 	closed                            atomic.Bool
@@ -94,13 +97,20 @@ func NewRedis(cfg Config, opts Options) (*Redis, error) {
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
-	return &Redis{
+	r := &Redis{
 		client:  client,
 		prefix:  rc.KeyPrefix + keyVersion,
 		timeout: timeout,
 		br:      newBreaker(cfg.Breaker, opts.clock(), log),
 		log:     log,
-	}, nil
+	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		// After a failover the client would keep sending a dead master's
+		// slots to it until its periodic reload; with the breaker open it
+		// sends too little to get there.
+		r.reload = func() { cc.ReloadState(context.Background()) }
+	}
+	return r, nil
 }
 
 // run sends one operation through the breaker within the timeout.
@@ -131,6 +141,9 @@ func (r *Redis) run(ctx context.Context, op, key string, fn func(ctx context.Con
 	r.errors.Add(1)
 	r.log.Debug("redis cache operation failed", "op", op, "key", key, "error", err)
 	r.br.done(probe, failed, err)
+	if r.reload != nil {
+		r.reload() // asynchronous, and one at a time
+	}
 	return fmt.Errorf("redis %s %q: %w: %w", op, key, ErrUnavailable, err)
 }
 
