@@ -515,3 +515,165 @@ log:
 		}
 	}
 }
+
+// TestDrillRedisClusterFailoverUnderBenchLoad drives the SMTP proxy, with
+// a Redis Cluster of three masters and three replicas as its cache, with
+// the load tool while a master is killed and its replica takes over.
+// Mail goes on with every message counted and none tempfailed (the
+// checks run uncached while Redis fails), the breaker is closed again
+// afterwards, and neither goroutines nor Redis connections pile up.
+func TestDrillRedisClusterFailoverUnderBenchLoad(t *testing.T) {
+	bench := benchBinary(t)
+	cluster := testenv.StartRedisClusterReplicas(t, 3, 1)
+	dir := t.TempDir()
+	corpus := filepath.Join(dir, "corpus")
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
+		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
+	}
+	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	smtpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	addrs, _ := json.Marshal(cluster.Addrs())
+	cfg := writeFile(t, dir, "mailward.yaml", fmt.Sprintf(`hostname: mx.bench.test
+milter:
+  listen: ""
+smtp:
+  listen: %s
+  upstream: %s
+  upstream_tls: "off"
+  trusted_networks: [127.0.0.1]
+  max_connections_per_ip: 200
+admin:
+  listen: %s
+dns:
+  servers: [%q]
+dmarc:
+  enforce: true
+rules:
+  files: [%q]
+cache:
+  type: redis
+  redis:
+    addrs: %s
+    timeout: 200ms
+  breaker:
+    failures: 3
+    cooldown: 1s
+log:
+  level: warn
+`, smtpAddr, sinkAddr, adminAddr, dnsAddr, filepath.Join(corpus, "rules.yaml"), addrs))
+	startProc(t, cfg, smtpAddr)
+	admin := "http://" + adminAddr
+	waitHTTP(t, admin+"/healthz")
+	metric := func(series string) float64 {
+		_, body := httpDo(t, "GET", admin+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return f
+			}
+		}
+		return -1
+	}
+	goroutinesBefore := metric("go_goroutines")
+
+	run := func(d time.Duration) (refused map[string]int, summary string) {
+		t.Helper()
+		cmd := exec.Command(bench, "smtp", "--addr", smtpAddr, "--corpus", corpus, "--xclient",
+			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
+			"--duration", d.String(), "--concurrency", "6", "--json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		runErr := cmd.Run()
+		var res benchAccount
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
+			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
+		}
+		a := res.Runs[0].Account
+		summary = fmt.Sprintf("sent %d, accepted %d, arrived %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
+			a.Sent, a.Accepted, a.Arrived, a.Refused, a.NoAnswer, a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
+		if runErr != nil || a.NoAnswer != 0 || a.Accepted == 0 {
+			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
+		}
+		return a.Refused, summary
+	}
+
+	failover := make(chan string, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		m, err := cluster.Master()
+		if err != nil {
+			failover <- err.Error()
+			return
+		}
+		masters := cluster.Masters()
+		m.Stop()
+		start := time.Now()
+		// The replica is promoted once the others have timed the master
+		// out (cluster-node-timeout, 2 s).
+		for cluster.Masters() < masters {
+			if time.Since(start) > 20*time.Second {
+				failover <- "no replica took over within 20 s"
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := cluster.WaitOK(20 * time.Second); err != nil {
+			failover <- err.Error()
+			return
+		}
+		failover <- fmt.Sprintf("master %s killed; cluster ok again after %s", m.Addr(), time.Since(start).Round(time.Millisecond))
+	}()
+	refused, summary := run(12 * time.Second)
+	t.Log(<-failover)
+	t.Logf("during failover: %s", summary)
+	for code := range refused {
+		if strings.HasPrefix(code, "4") {
+			t.Errorf("tempfails while Redis failed over: %s", summary)
+		}
+	}
+	refused, summary = run(3 * time.Second)
+	t.Logf("after failover: %s", summary)
+	for code := range refused {
+		if strings.HasPrefix(code, "4") {
+			t.Errorf("tempfails after failover: %s", summary)
+		}
+	}
+	if b := metric("mailward_cache_breaker_state"); b != 0 {
+		t.Errorf("breaker state %v after failover; want 0 (closed)", b)
+	}
+	// Once the load is gone, goroutines and Redis connections settle.
+	var after float64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after = metric("go_goroutines")
+		if after <= goroutinesBefore+10 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if after > goroutinesBefore+10 {
+		t.Errorf("go_goroutines %v before the drill, %v after: a leak", goroutinesBefore, after)
+	}
+	for _, a := range cluster.Addrs() {
+		for i := range 6 {
+			if n := cluster.Node(i); n.Addr() == a {
+				if c, err := n.ConnectedClients(); err == nil && c > 40 {
+					t.Errorf("%d connections to %s after the load", c, a)
+				}
+			}
+		}
+	}
+	t.Logf("go_goroutines %v before, %v after", goroutinesBefore, after)
+}

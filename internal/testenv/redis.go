@@ -363,12 +363,19 @@ type RedisCluster struct {
 // reports ok.
 func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	t.Helper()
+	return StartRedisClusterReplicas(t, masters, 0)
+}
+
+// StartRedisClusterReplicas is StartRedisCluster with replicas per master,
+// so that a master that fails is replaced by its replica (failover).
+func StartRedisClusterReplicas(t testing.TB, masters, replicas int) *RedisCluster {
+	t.Helper()
 	if masters < 3 {
 		t.Fatalf("a Redis Cluster needs at least 3 masters, not %d", masters)
 	}
 	cli := Require(t, "redis-cli")
 	c := &RedisCluster{t: t}
-	for range masters {
+	for range masters * (1 + replicas) {
 		r := newRedis(t, []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
@@ -379,12 +386,26 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	}
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	if err := c.WaitOK(20 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// A replica can only take over once it has synced with its master.
+	deadline := time.Now().Add(30 * time.Second)
+	for synced := 0; synced < masters*replicas; {
+		synced = 0
+		for _, n := range c.nodes {
+			if out, err := n.do("INFO", "replication"); err == nil && strings.Contains(out, "role:slave") && strings.Contains(out, "master_link_status:up") {
+				synced++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d Redis replicas synced after 30 s", synced, masters*replicas)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	return c
 }
@@ -400,6 +421,33 @@ func (c *RedisCluster) Addrs() []string {
 
 // Node returns node i, to stop, pause or restart it.
 func (c *RedisCluster) Node(i int) *Redis { return c.nodes[i] }
+
+// Masters counts the running nodes that are masters now.
+func (c *RedisCluster) Masters() int {
+	n := 0
+	for _, r := range c.nodes {
+		r.mu.Lock()
+		running := r.cmd != nil && !r.stopped
+		r.mu.Unlock()
+		if !running {
+			continue
+		}
+		if out, err := r.do("INFO", "replication"); err == nil && strings.Contains(out, "role:master") {
+			n++
+		}
+	}
+	return n
+}
+
+// Master returns a running node that is a master now.
+func (c *RedisCluster) Master() (*Redis, error) {
+	for _, n := range c.nodes {
+		if out, err := n.do("INFO", "replication"); err == nil && strings.Contains(out, "role:master") {
+			return n, nil
+		}
+	}
+	return nil, errors.New("no running master in the cluster")
+}
 
 // WaitOK waits until every running node says cluster_state:ok and knows
 // all slots, as after creation or after a stopped node was restarted.
