@@ -21,50 +21,101 @@ import (
 	"github.com/mailward/mailward/internal/testenv"
 )
 
-var (
-	benchOnce sync.Once
-	benchPath string
-	benchErr  error
-)
-
 // benchBinary builds mailward-bench once per test run.
-func benchBinary(t *testing.T) string {
-	t.Helper()
-	benchOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mailward-bench-bin-")
-		if err != nil {
-			benchErr = err
-			return
-		}
-		benchPath = filepath.Join(dir, "mailward-bench")
-		out, err := exec.Command("go", "build", "-o", benchPath, "../mailward-bench").CombinedOutput()
-		if err != nil {
-			benchErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if benchErr != nil {
-		t.Fatal(benchErr)
-	}
-	return benchPath
+func benchBinary(t *testing.T) string { return buildCommand(t, "../mailward-bench", "mailward-bench") }
+
+// account is the bookkeeping of one mailward-bench smtp --account run.
+type account struct {
+	Sent         int            `json:"sent"`
+	Accepted     int            `json:"accepted"`
+	Refused      map[string]int `json:"refused"`
+	NoAnswer     int            `json:"no_answer"`
+	Arrived      int            `json:"arrived"`
+	Lost         int            `json:"lost"`
+	Duplicated   int            `json:"duplicated"`
+	AfterRefusal int            `json:"after_refusal"`
+	Unchecked    int            `json:"unchecked"`
+	Problems     []string       `json:"problems"`
 }
 
-// benchAccount is the part of mailward-bench's --json output a drill reads.
-type benchAccount struct {
-	Runs []struct {
-		Messages int `json:"messages"`
-		Account  *struct {
-			Sent         int            `json:"sent"`
-			Accepted     int            `json:"accepted"`
-			Refused      map[string]int `json:"refused"`
-			NoAnswer     int            `json:"no_answer"`
-			Arrived      int            `json:"arrived"`
-			Lost         int            `json:"lost"`
-			Duplicated   int            `json:"duplicated"`
-			AfterRefusal int            `json:"after_refusal"`
-			Unchecked    int            `json:"unchecked"`
-			Problems     []string       `json:"problems"`
-		} `json:"account"`
-	} `json:"runs"`
+func (a *account) String() string {
+	return fmt.Sprintf("sent %d, accepted %d, arrived %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
+		a.Sent, a.Accepted, a.Arrived, a.Refused, a.NoAnswer, a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
+}
+
+func (a *account) tempfails() int {
+	n := 0
+	for code, c := range a.Refused {
+		if strings.HasPrefix(code, "4") {
+			n += c
+		}
+	}
+	return n
+}
+
+// benchCorpus is a corpus of the load tool with its zone served on
+// loopback by the fixture DNS server.
+type benchCorpus struct {
+	bench, dir, dnsAddr, zone string
+	dns                       *testenv.DNSServer
+}
+
+func newBenchCorpus(t *testing.T) *benchCorpus {
+	t.Helper()
+	c := &benchCorpus{bench: benchBinary(t), dir: filepath.Join(t.TempDir(), "corpus")}
+	c.dnsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	if out, err := exec.Command(c.bench, "gen", "--out", c.dir, "--domains", "6", "--messages", "140", "--dns", c.dnsAddr).CombinedOutput(); err != nil {
+		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
+	}
+	zone, err := os.ReadFile(filepath.Join(c.dir, "zone.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.zone = string(zone)
+	if err := c.startDNS(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.dns.Close() })
+	return c
+}
+
+// startDNS serves the zone, again after a Close.
+func (c *benchCorpus) startDNS() error {
+	var err error
+	c.dns, err = testenv.NewDNSServer(c.dnsAddr, c.zone)
+	return err
+}
+
+// drive runs mailward-bench smtp --account against addr for d, with its
+// sink on sinkAddr; the error is the load tool's verdict on the counts.
+func (c *benchCorpus) drive(t *testing.T, addr, sinkAddr string, d time.Duration) (*account, error) {
+	t.Helper()
+	cmd := exec.Command(c.bench, "smtp", "--addr", addr, "--corpus", c.dir, "--xclient",
+		"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
+		"--duration", d.String(), "--concurrency", "6", "--json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	var res struct {
+		Runs []struct {
+			Account *account `json:"account"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
+		t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
+	}
+	return res.Runs[0].Account, runErr
+}
+
+// driveStrict is drive where every count must add up and some mail must
+// be accepted.
+func (c *benchCorpus) driveStrict(t *testing.T, addr, sinkAddr string, d time.Duration) *account {
+	t.Helper()
+	a, err := c.drive(t, addr, sinkAddr, d)
+	if err != nil || a.NoAnswer != 0 || a.Accepted == 0 {
+		t.Errorf("the counts do not add up (%v): %s\n%s", err, a, strings.Join(a.Problems, "\n"))
+	}
+	return a
 }
 
 // TestDrillPostfixUnderBenchLoad drives a private Postfix, with the real
@@ -79,26 +130,12 @@ type benchAccount struct {
 // never arrives. A second run after the faults must see no 4xx at all.
 func TestDrillPostfixUnderBenchLoad(t *testing.T) {
 	testenv.Require(t, "postfix")
-	bench := benchBinary(t)
+	c := newBenchCorpus(t)
 	dir := t.TempDir()
-	corpus := filepath.Join(dir, "corpus")
-	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
-		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
-	}
-	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { dns.Close() }()
 
 	milterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	rules, err := os.ReadFile(filepath.Join(corpus, "rules.yaml"))
+	rules, err := os.ReadFile(filepath.Join(c.dir, "rules.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +166,7 @@ cache:
     cooldown: 1s
 log:
   level: warn
-`, milterAddr, adminAddr, dnsAddr, rulesFile, redis.Addr()))
+`, milterAddr, adminAddr, c.dnsAddr, rulesFile, redis.Addr()))
 	p := startProc(t, cfg, milterAddr)
 
 	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -175,33 +212,22 @@ log:
 		}
 		return n
 	}
-	run := func(d time.Duration) (*benchAccount, string) {
+	run := func(d time.Duration) (*account, string) {
 		t.Helper()
-		cmd := exec.Command(bench, "smtp", "--addr", pf.SMTPAddr(), "--corpus", corpus, "--xclient",
-			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
-			"--duration", d.String(), "--concurrency", "6", "--json")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		runErr := cmd.Run()
-		var res benchAccount
-		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
-			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
-		}
-		a := res.Runs[0].Account
+		a, err := c.drive(t, pf.SMTPAddr(), sinkAddr, d)
 		h := held()
-		summary := fmt.Sprintf("sent %d, accepted %d, arrived %d, held %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
-			a.Sent, a.Accepted, a.Arrived, h, a.Refused, a.NoAnswer, a.Lost-h, a.Duplicated, a.AfterRefusal, a.Unchecked)
+		summary := fmt.Sprintf("%s; held by Postfix %d", a, h)
 		refused := 0
 		for _, n := range a.Refused {
 			refused += n
 		}
-		// The load tool's exit status counts held mail as lost; the rest
-		// of its bookkeeping must hold exactly.
+		// The load tool counts held mail as lost; the rest of its
+		// bookkeeping must hold exactly.
 		if a.Sent != a.Accepted+refused+a.NoAnswer || a.Accepted != a.Arrived+h || a.Lost != h ||
 			a.Duplicated != 0 || a.AfterRefusal != 0 || a.Unchecked != 0 {
-			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
+			t.Errorf("the counts do not add up (%v): %s\n%s", err, summary, strings.Join(a.Problems, "\n"))
 		}
-		return &res, summary
+		return a, summary
 	}
 
 	// The faults, on a clock, while the load tool runs.
@@ -216,14 +242,10 @@ log:
 			}
 			faults <- what
 		}
-		step(2*time.Second, "DNS stops answering", func() error { dns.Close(); return nil })
+		step(2*time.Second, "DNS stops answering", func() error { c.dns.Close(); return nil })
 		step(time.Second, "mailward killed with SIGKILL", func() error { return p.cmd.Process.Signal(syscall.SIGKILL) })
 		step(2*time.Second, "mailward restarted, DNS still down", func() error { p = startProc(t, cfg, milterAddr); return nil })
-		step(3*time.Second, "DNS back", func() error {
-			var err error
-			dns, err = testenv.NewDNSServer(dnsAddr, string(zone))
-			return err
-		})
+		step(3*time.Second, "DNS back", c.startDNS)
 		step(time.Second, "Redis killed", func() error { redis.Stop(); return nil })
 		step(2*time.Second, "Redis back", func() error { redis.Start(); return nil })
 		step(time.Second, "mailward stopped with SIGTERM", func() error {
@@ -246,7 +268,7 @@ log:
 			return p.cmd.Process.Signal(syscall.SIGHUP)
 		})
 	}()
-	res, summary := run(18 * time.Second)
+	a, summary := run(18 * time.Second)
 	for f := range faults {
 		t.Logf("fault: %s", f)
 		if strings.Contains(f, ": ") {
@@ -254,14 +276,7 @@ log:
 		}
 	}
 	t.Logf("under faults: %s", summary)
-	a := res.Runs[0].Account
-	fours := 0
-	for code, n := range a.Refused {
-		if strings.HasPrefix(code, "4") {
-			fours += n
-		}
-	}
-	if fours == 0 || a.Accepted == 0 {
+	if a.tempfails() == 0 || a.Accepted == 0 {
 		t.Errorf("the drill needs both accepted and tempfailed mail to prove anything: %s", summary)
 	}
 	if code, _ := httpDo(t, "GET", "http://"+adminAddr+"/readyz"); code != 200 {
@@ -272,15 +287,10 @@ log:
 	}
 
 	// Everything is back: every message gets a definitive answer again.
-	res, summary = run(4 * time.Second)
+	a, summary = run(4 * time.Second)
 	t.Logf("after recovery: %s", summary)
-	for code := range res.Runs[0].Account.Refused {
-		if strings.HasPrefix(code, "4") {
-			t.Errorf("tempfails after recovery: %s", summary)
-		}
-	}
-	if res.Runs[0].Account.Accepted == 0 {
-		t.Errorf("nothing accepted after recovery: %s", summary)
+	if a.tempfails() != 0 || a.Accepted == 0 {
+		t.Errorf("after recovery, want mail accepted and no tempfail: %s", summary)
 	}
 }
 
@@ -409,22 +419,8 @@ func (r *upstreamRelay) serve(c net.Conn) {
 // with a code the client saw; a 250 is never given for mail upstream did
 // not take.
 func TestDrillProxyUpstreamUnderBenchLoad(t *testing.T) {
-	bench := benchBinary(t)
+	c := newBenchCorpus(t)
 	dir := t.TempDir()
-	corpus := filepath.Join(dir, "corpus")
-	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
-		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
-	}
-	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dns.Close()
 	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	relay := startUpstreamRelay(t, sinkAddr)
 	smtpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -448,32 +444,8 @@ rules:
   files: [%q]
 log:
   level: warn
-`, smtpAddr, relay.addr, dnsAddr, filepath.Join(corpus, "rules.yaml")))
+`, smtpAddr, relay.addr, c.dnsAddr, filepath.Join(c.dir, "rules.yaml")))
 	startProc(t, cfg, smtpAddr)
-
-	run := func(d time.Duration) (refused map[string]int, summary string) {
-		t.Helper()
-		cmd := exec.Command(bench, "smtp", "--addr", smtpAddr, "--corpus", corpus, "--xclient",
-			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
-			"--duration", d.String(), "--concurrency", "6", "--json")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		runErr := cmd.Run()
-		var res benchAccount
-		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
-			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
-		}
-		a := res.Runs[0].Account
-		summary = fmt.Sprintf("sent %d, accepted %d, arrived %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
-			a.Sent, a.Accepted, a.Arrived, a.Refused, a.NoAnswer, a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
-		if runErr != nil || a.NoAnswer != 0 {
-			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
-		}
-		if a.Accepted == 0 {
-			t.Errorf("nothing accepted: %s", summary)
-		}
-		return a.Refused, summary
-	}
 
 	faults := make(chan string, 8)
 	go func() {
@@ -490,29 +462,21 @@ log:
 			faults <- "upstream " + f.mode
 		}
 	}()
-	refused, summary := run(14 * time.Second)
+	a := c.driveStrict(t, smtpAddr, sinkAddr, 14*time.Second)
 	for f := range faults {
 		t.Logf("fault: %s", f)
 		if strings.Contains(f, ": ") {
 			t.Errorf("fault step failed: %s", f)
 		}
 	}
-	t.Logf("under faults: %s", summary)
-	fours := 0
-	for code, n := range refused {
-		if strings.HasPrefix(code, "4") {
-			fours += n
-		}
+	t.Logf("under faults: %s", a)
+	if a.tempfails() == 0 {
+		t.Errorf("no tempfail while upstream was failing: %s", a)
 	}
-	if fours == 0 {
-		t.Errorf("no tempfail while upstream was failing: %s", summary)
-	}
-	refused, summary = run(4 * time.Second)
-	t.Logf("after recovery: %s", summary)
-	for code := range refused {
-		if strings.HasPrefix(code, "4") {
-			t.Errorf("tempfails with upstream back: %s", summary)
-		}
+	a = c.driveStrict(t, smtpAddr, sinkAddr, 4*time.Second)
+	t.Logf("after recovery: %s", a)
+	if a.tempfails() != 0 {
+		t.Errorf("tempfails with upstream back: %s", a)
 	}
 }
 
@@ -523,23 +487,9 @@ log:
 // checks run uncached while Redis fails), the breaker is closed again
 // afterwards, and neither goroutines nor Redis connections pile up.
 func TestDrillRedisClusterFailoverUnderBenchLoad(t *testing.T) {
-	bench := benchBinary(t)
 	cluster := testenv.StartRedisClusterReplicas(t, 3, 1)
+	c := newBenchCorpus(t)
 	dir := t.TempDir()
-	corpus := filepath.Join(dir, "corpus")
-	dnsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	if out, err := exec.Command(bench, "gen", "--out", corpus, "--domains", "6", "--messages", "140", "--dns", dnsAddr).CombinedOutput(); err != nil {
-		t.Fatalf("mailward-bench gen: %v\n%s", err, out)
-	}
-	zone, err := os.ReadFile(filepath.Join(corpus, "zone.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dns, err := testenv.NewDNSServer(dnsAddr, string(zone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dns.Close()
 	sinkAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	smtpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -571,7 +521,7 @@ cache:
     cooldown: 1s
 log:
   level: warn
-`, smtpAddr, sinkAddr, adminAddr, dnsAddr, filepath.Join(corpus, "rules.yaml"), addrs))
+`, smtpAddr, sinkAddr, adminAddr, c.dnsAddr, filepath.Join(c.dir, "rules.yaml"), addrs))
 	startProc(t, cfg, smtpAddr)
 	admin := "http://" + adminAddr
 	waitHTTP(t, admin+"/healthz")
@@ -587,27 +537,6 @@ log:
 		return -1
 	}
 	goroutinesBefore := metric("go_goroutines")
-
-	run := func(d time.Duration) (refused map[string]int, summary string) {
-		t.Helper()
-		cmd := exec.Command(bench, "smtp", "--addr", smtpAddr, "--corpus", corpus, "--xclient",
-			"--sink", sinkAddr, "--sink-wait", "3s", "--account", "--authserv-id", "mx.bench.test",
-			"--duration", d.String(), "--concurrency", "6", "--json")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		runErr := cmd.Run()
-		var res benchAccount
-		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || len(res.Runs) != 1 || res.Runs[0].Account == nil {
-			t.Fatalf("mailward-bench: %v, output %v\n%s\n%s", runErr, err, stdout.String(), stderr.String())
-		}
-		a := res.Runs[0].Account
-		summary = fmt.Sprintf("sent %d, accepted %d, arrived %d, refused %v, no answer %d; lost %d, duplicated %d, after a refusal %d, unchecked %d",
-			a.Sent, a.Accepted, a.Arrived, a.Refused, a.NoAnswer, a.Lost, a.Duplicated, a.AfterRefusal, a.Unchecked)
-		if runErr != nil || a.NoAnswer != 0 || a.Accepted == 0 {
-			t.Errorf("the counts do not add up (%v): %s\n%s", runErr, summary, strings.Join(a.Problems, "\n"))
-		}
-		return a.Refused, summary
-	}
 
 	failover := make(chan string, 1)
 	go func() {
@@ -635,20 +564,16 @@ log:
 		}
 		failover <- fmt.Sprintf("master %s killed; cluster ok again after %s", m.Addr(), time.Since(start).Round(time.Millisecond))
 	}()
-	refused, summary := run(12 * time.Second)
+	a := c.driveStrict(t, smtpAddr, sinkAddr, 12*time.Second)
 	t.Log(<-failover)
-	t.Logf("during failover: %s", summary)
-	for code := range refused {
-		if strings.HasPrefix(code, "4") {
-			t.Errorf("tempfails while Redis failed over: %s", summary)
-		}
+	t.Logf("during failover: %s", a)
+	if a.tempfails() != 0 {
+		t.Errorf("tempfails while Redis failed over: %s", a)
 	}
-	refused, summary = run(3 * time.Second)
-	t.Logf("after failover: %s", summary)
-	for code := range refused {
-		if strings.HasPrefix(code, "4") {
-			t.Errorf("tempfails after failover: %s", summary)
-		}
+	a = c.driveStrict(t, smtpAddr, sinkAddr, 3*time.Second)
+	t.Logf("after failover: %s", a)
+	if a.tempfails() != 0 {
+		t.Errorf("tempfails after failover: %s", a)
 	}
 	if b := metric("mailward_cache_breaker_state"); b != 0 {
 		t.Errorf("breaker state %v after failover; want 0 (closed)", b)

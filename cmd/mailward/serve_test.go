@@ -20,32 +20,33 @@ import (
 	"github.com/mailward/mailward/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// built holds the commands built for this test run, by package path.
+var built sync.Map // string → func() (string, error)
+
+// buildCommand builds the command in pkg (relative to this package) once
+// per test run and returns the binary's path.
+func buildCommand(t *testing.T, pkg, name string) string {
+	t.Helper()
+	f, _ := built.LoadOrStore(pkg, sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", name+"-bin-")
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+		return path, nil
+	}))
+	path, err := f.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // mailwardBinary builds the command once per test run.
-func mailwardBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mailward-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mailward")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func mailwardBinary(t *testing.T) string { return buildCommand(t, ".", "mailward") }
 
 // proc is a mailward serve process.
 type proc struct {
