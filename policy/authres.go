@@ -1,6 +1,10 @@
 package policy
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/mailward/mailward/internal/rfc5322"
+)
 
 // AuthResults builds the value of an Authentication-Results header
 // (RFC 8601) for what is known about the message.
@@ -110,24 +114,10 @@ func skipCFWS(s string) string {
 		if !strings.HasPrefix(s, "(") {
 			return s
 		}
-		depth := 0
-		i := 0
-		for ; i < len(s); i++ {
-			switch s[i] {
-			case '\\':
-				i++
-			case '(':
-				depth++
-			case ')':
-				depth--
-			}
-			if depth == 0 {
-				break
-			}
-		}
-		if i >= len(s) {
+		end, ok := rfc5322.CommentEnd(s, 0)
+		if !ok {
 			return ""
 		}
-		s = s[i+1:]
+		s = s[end:]
 	}
 }

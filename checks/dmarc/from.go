@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+
+	"github.com/mailward/mailward/internal/rfc5322"
 )
 
 // Errors that keep a message from having one Author Domain (RFC 9989
@@ -135,9 +137,9 @@ func tokenize(s string) ([]token, error) {
 		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
 			i++
 		case c == '(':
-			end, err := skipComment(s, i)
-			if err != nil {
-				return nil, err
+			end, ok := rfc5322.CommentEnd(s, i)
+			if !ok {
+				return nil, errors.New("unterminated comment")
 			}
 			i = end
 		case c == '"':
@@ -177,25 +179,6 @@ func tokenize(s string) ([]token, error) {
 		}
 	}
 	return toks, nil
-}
-
-// skipComment returns the index just past the (nested) comment at s[i].
-func skipComment(s string, i int) (int, error) {
-	depth := 0
-	for ; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '(':
-			depth++
-		case ')':
-			depth--
-			if depth == 0 {
-				return i + 1, nil
-			}
-		}
-	}
-	return 0, errors.New("unterminated comment")
 }
 
 // addrParser reads an address-list and collects the domain of each mailbox.
