@@ -297,33 +297,57 @@ log:
 // upstreamRelay stands between the SMTP proxy and its upstream (the load
 // tool's sink) and fails on request: down (connections refused), refusing
 // (a 421 greeting), or hanging once the proxy sends DATA.
+//
+// A switch drops the open connections, so that the proxy's next
+// transaction meets the new behaviour; but one whose message upstream has
+// taken is dropped only once its reply has gone back. Cutting that reply
+// off would leave the proxy unsure whether upstream took the message, the
+// window in which SMTP itself may deliver twice (RFC 1047), and the drill
+// counts only what the proxy can know.
 type upstreamRelay struct {
-	t      *testing.T
 	addr   string
 	target string
 	mu     sync.Mutex
 	mode   string
 	ln     net.Listener
-	conns  map[net.Conn]bool
+	conns  map[*relayConn]bool
+}
+
+// relayConn is one proxy connection and its upstream one.
+type relayConn struct {
+	c, up    net.Conn
+	inflight bool // the end of a message went up; its reply has not come back
+	doomed   bool // close once the reply is back
+}
+
+func (rc *relayConn) close() {
+	rc.c.Close()
+	if rc.up != nil {
+		rc.up.Close()
+	}
 }
 
 func startUpstreamRelay(t *testing.T, target string) *upstreamRelay {
-	r := &upstreamRelay{t: t, addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), target: target, conns: map[net.Conn]bool{}}
-	r.set("pass")
+	r := &upstreamRelay{addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), target: target, conns: map[*relayConn]bool{}}
+	if err := r.set("pass"); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { r.set("down") })
 	return r
 }
 
-// set switches mode and drops the open connections, so that the proxy's
-// next transaction meets the new behaviour.
 func (r *upstreamRelay) set(mode string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mode = mode
-	for c := range r.conns {
-		c.Close()
+	for rc := range r.conns {
+		if rc.inflight {
+			rc.doomed = true
+			continue
+		}
+		rc.close()
+		delete(r.conns, rc)
 	}
-	r.conns = map[net.Conn]bool{}
 	if mode == "down" {
 		if r.ln != nil {
 			r.ln.Close()
@@ -351,24 +375,22 @@ func (r *upstreamRelay) set(mode string) error {
 	return nil
 }
 
-func (r *upstreamRelay) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ln == nil {
-		return false
-	}
-	r.conns[c] = true
-	return true
-}
-
 func (r *upstreamRelay) serve(c net.Conn) {
-	defer c.Close()
+	rc := &relayConn{c: c}
+	defer rc.close()
 	r.mu.Lock()
 	mode := r.mode
-	r.mu.Unlock()
-	if !r.track(c) {
+	if r.ln == nil {
+		r.mu.Unlock()
 		return
 	}
+	r.conns[rc] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.conns, rc)
+		r.mu.Unlock()
+	}()
 	if mode == "refuse" {
 		fmt.Fprint(c, "421 4.3.2 upstream refuses mail for now\r\n")
 		return
@@ -377,35 +399,55 @@ func (r *upstreamRelay) serve(c net.Conn) {
 	if err != nil {
 		return
 	}
-	defer up.Close()
-	if !r.track(up) {
-		return
-	}
+	r.mu.Lock()
+	rc.up = up
+	r.mu.Unlock()
+
+	// Upstream to proxy, a line at a time: the end of a reply to a
+	// message's end closes a doomed connection.
 	var held atomic.Bool
 	go func() {
-		io.Copy(c, up)
-		if !held.Load() {
-			c.Close()
+		br := bufio.NewReader(up)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				if !held.Load() {
+					c.Close()
+				}
+				return
+			}
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+			r.mu.Lock()
+			if rc.inflight && len(line) >= 4 && line[3] == ' ' {
+				rc.inflight = false
+				if rc.doomed {
+					rc.close()
+				}
+			}
+			r.mu.Unlock()
 		}
 	}()
-	if mode != "hang" {
-		io.Copy(up, c)
-		return
-	}
-	// Forward the proxy's commands up to DATA, then nothing either way,
-	// with the proxy's connection left open: upstream never sees the
-	// message and the proxy never hears back.
 	br := bufio.NewReader(c)
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
 			return
 		}
-		if strings.EqualFold(strings.TrimSpace(line), "DATA") {
+		if mode == "hang" && strings.EqualFold(strings.TrimSpace(line), "DATA") {
+			// Nothing more either way, with the proxy's connection left
+			// open: upstream never sees the message, the proxy never
+			// hears back.
 			held.Store(true)
 			up.Close()
 			io.Copy(io.Discard, br)
 			return
+		}
+		if line == ".\r\n" {
+			r.mu.Lock()
+			rc.inflight = true
+			r.mu.Unlock()
 		}
 		if _, err := io.WriteString(up, line); err != nil {
 			return

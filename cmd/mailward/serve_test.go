@@ -237,6 +237,19 @@ func TestAdminEndpointsAndReload(t *testing.T) {
 	// SIGHUP with the same broken file: logged, still serving.
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	sendOne(t, addr)
+	// The signal is handled in its own time: wait for its failed reload
+	// before the file is fixed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, metrics := httpDo(t, "GET", base+"/metrics")
+		if strings.Contains(metrics, `mailward_reloads_total{result="failure"} 2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP with a broken config: no second failed reload in the metrics:\n%s", p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	writeFile(t, dir, "mailward.yaml", good)
 	if code, body := httpDo(t, "POST", base+"/reload"); code != 200 {
 		t.Fatalf("good reload = %d %s", code, body)
