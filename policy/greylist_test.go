@@ -181,7 +181,7 @@ func send(t testing.TB, e *policy.Engine, ip, from string, rcpts []string, msg s
 		t.Fatal(err)
 	}
 	for _, h := range hs {
-		c.Header(h.Name, h.Value)
+		c.HeaderField(h.Name, h.Value)
 	}
 	c.EndOfHeaders(ctx)
 	body, _ := io.ReadAll(br)

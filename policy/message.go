@@ -8,10 +8,11 @@ import (
 	"strings"
 )
 
-// ReadHeader reads a message's header block from r, as an MTA would pass
-// it to a filter: one Header per field, folding kept (as CRLF + white
-// space), the single space after the colon dropped. It accepts LF or CRLF
-// line ends and stops after the empty line that ends the header.
+// ReadHeader reads a message's header block from r: one Header per
+// field, its Value all that follows the colon (leading space and folding
+// kept, folds as CRLF + white space), ready for Conn.HeaderField. It
+// accepts LF or CRLF line ends and stops after the empty line that ends
+// the header.
 func ReadHeader(r *bufio.Reader) ([]Header, error) {
 	var out []Header
 	for n := 1; ; n++ {
@@ -37,7 +38,7 @@ func ReadHeader(r *bufio.Reader) ([]Header, error) {
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("header line %d: not a header field: %q", n, truncate(line, 60))
 		}
-		out = append(out, Header{Name: name, Value: strings.TrimPrefix(value, " ")})
+		out = append(out, Header{Name: name, Value: value})
 		if err == io.EOF {
 			return out, nil
 		}

@@ -211,7 +211,7 @@ func runStages(ctx context.Context, e *policy.Engine, ip netip.Addr, helo, from 
 	}
 	if !final {
 		for _, h := range headers {
-			c.Header(h.Name, h.Value)
+			c.HeaderField(h.Name, h.Value)
 		}
 		v = c.EndOfHeaders(ctx)
 		note(policy.StageData, "", v)

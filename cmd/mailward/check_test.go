@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emersion/go-msgauth/dkim"
+
 	"github.com/mailward/mailward/internal/testenv"
 )
 
@@ -112,5 +114,39 @@ func TestCheckBadInput(t *testing.T) {
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, code, errb.String())
 		}
+	}
+}
+
+// A signature with "simple" header canonicalization over fields written
+// without the space after the colon, or with two, verifies: the fields
+// reach the verifier as written.
+func TestCheckDKIMSimpleHeaders(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	dns := testenv.StartDNS(t, `
+. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+s1._domainkey.shop.example. IN TXT "v=DKIM1; k=ed25519; p=`+base64.StdEncoding.EncodeToString(pub)+`"
+`)
+	msg := "From:Alice <alice@shop.example>\r\nSubject:  two spaces\r\nMessage-ID: <2@shop.example>\r\n\r\nHello.\r\n"
+	var signed bytes.Buffer
+	if err := dkim.Sign(&signed, strings.NewReader(msg), &dkim.SignOptions{
+		Domain: "shop.example", Selector: "s1", Signer: key,
+		HeaderKeys:             []string{"From", "Subject", "Message-ID"},
+		HeaderCanonicalization: dkim.CanonicalizationSimple,
+		BodyCanonicalization:   dkim.CanonicalizationSimple,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\n")
+	eml := writeFile(t, dir, "m.eml", signed.String())
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", "192.0.2.10", "--from", "alice@shop.example", "--json", eml}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep struct {
+		DKIM []struct{ Result, Selector string } `json:"dkim"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || len(rep.DKIM) != 1 || rep.DKIM[0].Result != "pass" {
+		t.Fatalf("want dkim pass for a simple/simple signature (%v):\n%s", err, out.String())
 	}
 }
