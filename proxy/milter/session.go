@@ -36,7 +36,8 @@ const (
 	wantProtocol = optNoReplyHeader | optNoUnknown | optNoData | optNoReplyBody | optLeadingSpace
 )
 
-var nul = []byte{0}
+// nul ends each string in a milter packet.
+const nul = "\x00"
 
 // session is one MTA connection. Everything the MTA told us on it (client
 // address, HELO, macros) lives here for as long as the connection, across
@@ -191,7 +192,7 @@ func (s *session) negotiate(data []byte) error {
 	binary.BigEndian.PutUint32(b[:], version)
 	binary.BigEndian.PutUint32(b[4:], s.actions)
 	binary.BigEndian.PutUint32(b[8:], s.proto)
-	s.w.put('O', b[:])
+	s.w.put('O', string(b[:]))
 	return nil
 }
 
@@ -263,7 +264,7 @@ func (s *session) endOfMessage(c *policy.Conn) {
 		s.edits(v, c.Facts().Headers)
 	}
 	if v.Action == policy.Quarantine {
-		s.w.put('q', []byte(oneLine(v.Reason)), nul)
+		s.w.put('q', oneLine(v.Reason), nul)
 		s.w.put('a')
 		return
 	}
@@ -302,9 +303,9 @@ func (s *session) edits(v policy.Verdict, have []policy.Header) {
 		}
 		if h.Prepend {
 			var idx [4]byte
-			s.w.put('i', idx[:], []byte(h.Name), nul, []byte(value), nul)
+			s.w.put('i', string(idx[:]), h.Name, nul, value, nul)
 		} else {
-			s.w.put('h', []byte(h.Name), nul, []byte(value), nul)
+			s.w.put('h', h.Name, nul, value, nul)
 		}
 	}
 }
@@ -313,7 +314,7 @@ func (s *session) edits(v policy.Verdict, have []policy.Header) {
 func (s *session) changeHeader(index int, name string) {
 	var idx [4]byte
 	binary.BigEndian.PutUint32(idx[:], uint32(index))
-	s.w.put('m', idx[:], []byte(name), nul, nul)
+	s.w.put('m', string(idx[:]), name, nul, nul)
 }
 
 // verdict queues the reply to a stage.
@@ -324,7 +325,7 @@ func (s *session) verdict(v policy.Verdict) {
 	case policy.Discard:
 		s.w.put('d')
 	case policy.Reject, policy.Tempfail:
-		s.w.put('y', []byte(replyText(v.WithDefaults())), nul)
+		s.w.put('y', replyText(v.WithDefaults()), nul)
 	default:
 		s.w.put('c')
 	}

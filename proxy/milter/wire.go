@@ -76,7 +76,7 @@ func (w *wire) release() {
 }
 
 // put queues one reply packet made of parts.
-func (w *wire) put(code byte, parts ...[]byte) {
+func (w *wire) put(code byte, parts ...string) {
 	n := 1
 	for _, p := range parts {
 		n += len(p)
@@ -85,7 +85,7 @@ func (w *wire) put(code byte, parts ...[]byte) {
 	w.hdr[4] = code
 	w.w.Write(w.hdr[:])
 	for _, p := range parts {
-		w.w.Write(p)
+		w.w.WriteString(p)
 	}
 }
 
