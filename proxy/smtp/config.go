@@ -47,9 +47,11 @@ type Config struct {
 	MaxConnections      int   `yaml:"max_connections"`
 	MaxConnectionsPerIP int   `yaml:"max_connections_per_ip"`
 
-	// CommandTimeout bounds the wait for each client command.
+	// CommandTimeout bounds how long each client command line may take
+	// to arrive in full.
 	CommandTimeout time.Duration `yaml:"command_timeout"`
-	// DataTimeout bounds each wait for message data from the client.
+	// DataTimeout bounds how long the whole message content may take to
+	// arrive after the 354.
 	DataTimeout time.Duration `yaml:"data_timeout"`
 	// UpstreamTimeout bounds each wait for upstream, connecting included.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`

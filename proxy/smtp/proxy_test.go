@@ -409,6 +409,59 @@ func TestCommandTimeout(t *testing.T) {
 	}
 }
 
+// A client that trickles a command or a message a byte at a time is cut
+// off when the command or the whole message is not in within its
+// timeout, however steadily the bytes come.
+func TestSlowClientCutOff(t *testing.T) {
+	sink := testenv.StartSink(t)
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), CommandTimeout: 600 * time.Millisecond, DataTimeout: 800 * time.Millisecond})
+	trickle := func(rc *rawClient, s string, stop <-chan struct{}) {
+		for i := 0; i < len(s); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := rc.c.Write([]byte{s[i]}); err != nil {
+				return
+			}
+		}
+	}
+
+	rc := newRawClient(t, dialFrom(t, "", addr))
+	rc.expect(220)
+	stop := make(chan struct{})
+	start := time.Now()
+	go trickle(rc, "EHLO a-very-slow-client.example\r\n", stop)
+	r := rc.expect(421)
+	close(stop)
+	if took := time.Since(start); !strings.Contains(r.String(), "4.4.2") || took > 2*time.Second {
+		t.Fatalf("slow command: %s after %s; want 421 4.4.2 within about 600ms", r, took)
+	}
+
+	rc = newRawClient(t, dialFrom(t, "", addr))
+	rc.expect(220)
+	rc.send("EHLO c.example\r\n")
+	rc.expect(250)
+	rc.send("MAIL FROM:<alice@sender.example>\r\n")
+	rc.expect(250)
+	rc.send("RCPT TO:<bob@rcpt.example>\r\n")
+	rc.expect(250)
+	rc.send("DATA\r\n")
+	rc.expect(354)
+	stop = make(chan struct{})
+	start = time.Now()
+	go trickle(rc, strings.Repeat("x", 200)+"\r\n.\r\n", stop)
+	r = rc.expect(421)
+	close(stop)
+	if took := time.Since(start); took > 2500*time.Millisecond {
+		t.Fatalf("slow message: %s after %s; want 421 within about 800ms", r, took)
+	}
+	if n := len(sink.Messages()); n != 0 {
+		t.Fatalf("%d messages relayed from a client cut off", n)
+	}
+}
+
 func TestPipelining(t *testing.T) {
 	sink := testenv.StartSink(t)
 	_, addr := startProxy(t, Config{Upstream: sink.Addr()})

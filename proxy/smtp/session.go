@@ -50,11 +50,14 @@ type session struct {
 	upSock net.Conn
 	closed bool
 
-	idle        atomic.Bool // waiting for a command outside a transaction
-	readTimeout time.Duration
-	br          *bufio.Reader
-	bw          *bufio.Writer
-	writeErr    error
+	idle atomic.Bool // waiting for a command outside a transaction
+	// deadline bounds the record being read: a whole command line, or the
+	// whole message content. Set per record, not per read, so that a
+	// client trickling a byte at a time cannot hold the session.
+	deadline time.Time
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	writeErr error
 
 	trusted  bool
 	client   clientInfo
@@ -214,18 +217,18 @@ func (s *session) handshake() bool {
 }
 
 func (s *session) setupIO() {
-	s.readTimeout = s.st.cfg.CommandTimeout
+	s.deadline = time.Now().Add(s.st.cfg.CommandTimeout)
 	s.br = bufio.NewReaderSize(clientReader{s}, 64<<10)
 	s.bw = bufio.NewWriterSize(clientWriter{s}, 4096)
 }
 
-// clientReader bounds every read with the session's timeout and lets an
-// idle session notice a shutdown.
+// clientReader bounds every read by the deadline of the record being read
+// and lets an idle session notice a shutdown.
 type clientReader struct{ s *session }
 
 func (r clientReader) Read(p []byte) (int, error) {
 	s := r.s
-	if err := s.conn.SetReadDeadline(time.Now().Add(s.readTimeout)); err != nil {
+	if err := s.conn.SetReadDeadline(s.deadline); err != nil {
 		return 0, err
 	}
 	if s.idle.Load() && s.srv.closing.Load() {
@@ -263,12 +266,12 @@ func verdictReply(v policy.Verdict) reply {
 // readCommand flushes the replies owed when the client has nothing more
 // pipelined, then reads the next command line.
 func (s *session) readCommand() (string, error) {
-	s.readTimeout = s.st.cfg.CommandTimeout
 	if s.br.Buffered() == 0 {
 		if err := s.bw.Flush(); err != nil {
 			return "", err
 		}
 	}
+	s.deadline = time.Now().Add(s.st.cfg.CommandTimeout)
 	s.idle.Store(s.tx == nil)
 	defer s.idle.Store(false)
 	return readLine(s.br, maxLine)
@@ -796,8 +799,7 @@ func (s *session) cmdData(arg string) bool {
 // receive reads the message, feeding the engine and the spool as it
 // comes, then answers according to the verdict and upstream.
 func (s *session) receive(tx *transaction) bool {
-	s.readTimeout = s.st.cfg.DataTimeout
-	defer func() { s.readTimeout = s.st.cfg.CommandTimeout }()
+	s.deadline = time.Now().Add(s.st.cfg.DataTimeout)
 	dr := newDataReader(s.br)
 	hp := &headerParser{}
 	sp := &spool{dir: s.st.spoolDir}
