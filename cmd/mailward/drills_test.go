@@ -5,8 +5,10 @@ package main
 // refused with a code the client saw, within the configured bounds.
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -558,5 +560,185 @@ func TestDrillAbuse(t *testing.T) {
 			t.Errorf("peak RSS %s with %d concurrent 1 MB messages; want at most %s", mib(peak), sessions, mib(limit))
 		}
 		t.Logf("%s; peak RSS %s (%s idle before)", ta.summary(), mib(peak), mib(base))
+	})
+}
+
+// smtpLine is a raw SMTP client for the abuse drill: it sends what a
+// well-behaved client never would.
+type smtpLine struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialSMTP(t *testing.T, addr string) *smtpLine {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	return &smtpLine{c: c, r: bufio.NewReader(c)}
+}
+
+// reply reads one reply, multi-line or not, and returns its last line.
+func (s *smtpLine) reply(t *testing.T) string {
+	t.Helper()
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading a reply: %v", err)
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return strings.TrimRight(line, "\r\n")
+		}
+	}
+}
+
+func (s *smtpLine) cmd(t *testing.T, line string) string {
+	t.Helper()
+	if _, err := io.WriteString(s.c, line+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return s.reply(t)
+}
+
+// TestDrillSMTPAbuse puts the SMTP proxy of the real binary through what
+// abusive clients do: 10,000 recipients, a 1 GB message, a client sending
+// a byte a second, and 1,000 connections at once. Each gets a clear SMTP
+// answer within the configured limits and timeouts, and memory stays
+// within 64 MiB.
+func TestDrillSMTPAbuse(t *testing.T) {
+	sink := testenv.StartSink(t)
+	smtpAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	e := startDrill(t, "smtp:\n  listen: "+smtpAddr+"\n  upstream: "+sink.Addr()+"\n  upstream_tls: \"off\"\n  command_timeout: 2s\n"+
+		"  max_connections: 500\n  max_connections_per_ip: 2000\n", nil)
+	waitHTTP(t, e.admin+"/readyz")
+	pid := e.p.cmd.Process.Pid
+	base, _ := memory(t, pid)
+
+	t.Run("TenThousandRecipients", func(t *testing.T) {
+		s := dialSMTP(t, smtpAddr)
+		s.reply(t)
+		s.cmd(t, "EHLO c.example")
+		s.cmd(t, "MAIL FROM:<a@good.example>")
+		// Pipelined, as an abusive client would send them.
+		var b strings.Builder
+		for i := range 10000 {
+			fmt.Fprintf(&b, "RCPT TO:<r%d@rcpt.example>\r\n", i)
+		}
+		go io.WriteString(s.c, b.String())
+		codes := map[string]int{}
+		for range 10000 {
+			codes[s.reply(t)[:3]]++
+		}
+		if codes["250"] != 100 || codes["452"] != 9900 {
+			t.Fatalf("replies %v; want 100 accepted (smtp.max_recipients) and 9,900 refused with 452", codes)
+		}
+		if r := s.cmd(t, "RSET"); !strings.HasPrefix(r, "250") {
+			t.Fatalf("RSET after the flood: %s", r)
+		}
+		t.Logf("10,000 recipients: %v", codes)
+	})
+
+	t.Run("OneGigabyteMessage", func(t *testing.T) {
+		s := dialSMTP(t, smtpAddr)
+		s.reply(t)
+		s.cmd(t, "EHLO c.example")
+		s.cmd(t, "MAIL FROM:<a@good.example>")
+		s.cmd(t, "RCPT TO:<bob@rcpt.example>")
+		if r := s.cmd(t, "DATA"); !strings.HasPrefix(r, "354") {
+			t.Fatalf("DATA: %s", r)
+		}
+		start := time.Now()
+		io.WriteString(s.c, "From: <a@good.example>\r\nSubject: huge\r\n\r\n")
+		line := []byte(strings.Repeat("x", 1022) + "\r\n")
+		chunk := bytes.Repeat(line, 64) // 64 KiB
+		for range 1 << 14 {             // 1 GiB
+			if _, err := s.c.Write(chunk); err != nil {
+				t.Fatalf("the server stopped reading after %s: %v", time.Since(start), err)
+			}
+		}
+		io.WriteString(s.c, ".\r\n")
+		r := s.reply(t)
+		if !strings.HasPrefix(r, "552") {
+			t.Fatalf("1 GB message: %s; want 552 (smtp.max_message_size)", r)
+		}
+		_, peak := memory(t, pid)
+		if peak > 64<<20 {
+			t.Errorf("peak RSS %s after a 1 GB message; want at most 64 MiB", mib(peak))
+		}
+		if n := len(sink.Messages()); n != 0 {
+			t.Errorf("%d messages relayed", n)
+		}
+		t.Logf("1 GB message refused with %q after %s; peak RSS %s (%s before)", r, time.Since(start).Round(time.Millisecond), mib(peak), mib(base))
+	})
+
+	t.Run("ByteASecond", func(t *testing.T) {
+		s := dialSMTP(t, smtpAddr)
+		s.reply(t)
+		start := time.Now()
+		done := make(chan struct{})
+		go func() {
+			for _, b := range []byte("EHLO slow.example\r\n") {
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Second):
+				}
+				if _, err := s.c.Write([]byte{b}); err != nil {
+					return
+				}
+			}
+		}()
+		r := s.reply(t)
+		close(done)
+		if !strings.HasPrefix(r, "421 4.4.2") || time.Since(start) > 4*time.Second {
+			t.Fatalf("byte-a-second client: %q after %s; want 421 4.4.2 at smtp.command_timeout (2s)", r, time.Since(start))
+		}
+		t.Logf("byte-a-second client: %q after %s", r, time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("ThousandConnectionsAtOnce", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		codes := map[string]int{}
+		conns := make(chan net.Conn, 1000)
+		for range 1000 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := net.Dial("tcp", smtpAddr)
+				if err != nil {
+					mu.Lock()
+					codes["dial: "+err.Error()]++
+					mu.Unlock()
+					return
+				}
+				conns <- c
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				code := "no answer"
+				if err == nil && len(line) >= 3 {
+					code = line[:3]
+				}
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		rss, _ := memory(t, pid)
+		close(conns)
+		for c := range conns {
+			c.Close()
+		}
+		if codes["220"] != 500 || codes["421"] != 500 {
+			t.Errorf("greetings %v; want 500 served (smtp.max_connections) and 500 refused with 421", codes)
+		}
+		if rss > 64<<20 {
+			t.Errorf("RSS %s with 500 sessions open; want at most 64 MiB", mib(rss))
+		}
+		t.Logf("1,000 connections at once: %v; RSS %s", codes, mib(rss))
 	})
 }
