@@ -35,8 +35,8 @@ type Config struct {
 	Redis      RedisConfig   `yaml:"redis"`
 	Breaker    BreakerConfig `yaml:"breaker"`
 	// CheckTTL bounds how long a check result (SPF, iprev, DNS lists) is
-	// reused; DNS TTLs bound it further through the resolver. 0 turns
-	// check caching off.
+	// reused, never past the smallest TTL of the DNS answers it came from.
+	// 0 turns check caching off.
 	CheckTTL Duration `yaml:"check_ttl"`
 	// VerdictTTL is how long a message's final verdict answers a retry of
 	// the same message; 0 turns it off.

@@ -13,6 +13,7 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/spf"
 	"github.com/mailward/mailward/policy"
 )
@@ -22,8 +23,9 @@ const DefaultCacheTTL = 10 * time.Minute
 
 // CacheOptions tune Cached.
 type CacheOptions struct {
-	// MaxTTL is how long a result is kept; 0 means DefaultCacheTTL. The
-	// resolver's own cache honours DNS TTLs below this.
+	// MaxTTL is how long a result is kept at most; 0 means
+	// DefaultCacheTTL. A result is kept no longer than the smallest TTL
+	// of the DNS answers it was made from.
 	MaxTTL time.Duration
 	// Scope names the checks' configuration, so that results made under
 	// another (other lists, other SPF limits) are not reused: pass
@@ -78,9 +80,10 @@ func (k *cached) Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dn
 	if k.load(ctx, key, &r) {
 		return r.IPRev, r.DNSBL
 	}
-	r.IPRev, r.DNSBL = k.inner.Client(ctx, ip)
+	tctx, ttls := resolver.WithTTLs(ctx)
+	r.IPRev, r.DNSBL = k.inner.Client(tctx, ip)
 	if (r.IPRev == nil || r.IPRev.Result != "temperror") && listsOK(r.DNSBL) && ctx.Err() == nil {
-		k.store(ctx, key, r)
+		k.store(ctx, key, r, ttls)
 	}
 	return r.IPRev, r.DNSBL
 }
@@ -99,16 +102,17 @@ func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
 	if k.load(ctx, key, &r) {
 		return r
 	}
-	r = k.inner.Domains(ctx, names...)
+	tctx, ttls := resolver.WithTTLs(ctx)
+	r = k.inner.Domains(tctx, names...)
 	if listsOK(r) && ctx.Err() == nil {
-		k.store(ctx, key, r)
+		k.store(ctx, key, r, ttls)
 	}
 	return r
 }
 
 func (k *cached) SPFHelo(ctx context.Context, ip netip.Addr, helo string) *spf.Result {
 	key := k.prefix + "spfhelo:" + ip.String() + ":" + strings.ToLower(helo)
-	return k.spf(ctx, key, func() *spf.Result { return k.inner.SPFHelo(ctx, ip, helo) })
+	return k.spf(ctx, key, func(ctx context.Context) *spf.Result { return k.inner.SPFHelo(ctx, ip, helo) })
 }
 
 func (k *cached) SPF(ctx context.Context, ip netip.Addr, helo, sender string) *spf.Result {
@@ -118,17 +122,18 @@ func (k *cached) SPF(ctx context.Context, ip netip.Addr, helo, sender string) *s
 		domain = "@" + strings.ToLower(helo)
 	}
 	key := k.prefix + "spf:" + ip.String() + ":" + domain + ":" + strings.ToLower(helo)
-	return k.spf(ctx, key, func() *spf.Result { return k.inner.SPF(ctx, ip, helo, sender) })
+	return k.spf(ctx, key, func(ctx context.Context) *spf.Result { return k.inner.SPF(ctx, ip, helo, sender) })
 }
 
-func (k *cached) spf(ctx context.Context, key string, run func() *spf.Result) *spf.Result {
+func (k *cached) spf(ctx context.Context, key string, run func(context.Context) *spf.Result) *spf.Result {
 	var r spf.Result
 	if k.load(ctx, key, &r) {
 		return &r
 	}
-	res := run()
+	tctx, ttls := resolver.WithTTLs(ctx)
+	res := run(tctx)
 	if res != nil && res.Result != "temperror" && ctx.Err() == nil {
-		k.store(ctx, key, res)
+		k.store(ctx, key, res, ttls)
 	}
 	return res
 }
@@ -145,12 +150,21 @@ func (k *cached) load(ctx context.Context, key string, v any) bool {
 	return json.Unmarshal(data, v) == nil
 }
 
-func (k *cached) store(ctx context.Context, key string, v any) {
+// store keeps v for the configured TTL, or less if a DNS answer it was
+// made from expires sooner.
+func (k *cached) store(ctx context.Context, key string, v any, ttls *resolver.TTLs) {
+	ttl := k.ttl
+	if d, ok := ttls.Min(); ok {
+		ttl = min(ttl, d)
+	}
+	if ttl < time.Second {
+		return // an answer not to be cached makes a result not to be cached
+	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		return
 	}
-	_ = k.c.Set(ctx, key, data, k.ttl) // a result not kept is looked up again
+	_ = k.c.Set(ctx, key, data, ttl) // a result not kept is looked up again
 }
 
 // listsOK reports whether every list look-up got an answer.

@@ -11,6 +11,7 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 func newMemCache(t testing.TB) cache.Cache {
@@ -135,4 +136,41 @@ func suiteOn(t testing.TB, f *fixture, cfg Config) *Suite {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A result is kept no longer than the DNS answers it came from: an SPF
+// record of TTL 2 changed in the zone shows within seconds, although the
+// cache would keep results ten minutes.
+func TestCachedFollowsDNSTTL(t *testing.T) {
+	zone := func(spf string) string {
+		return `
+$ORIGIN short.test.
+@ 60 IN SOA ns hostmaster 1 3600 600 86400 60
+@ 2 IN TXT "` + spf + `"
+`
+	}
+	srv := testenv.StartDNS(t, zone("v=spf1 ip4:192.0.2.0/24 -all"))
+	r, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: 200 * time.Millisecond, Retries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(DefaultConfig(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Cached(s, newMemCache(t), CacheOptions{MaxTTL: 10 * time.Minute})
+	ctx, ip := context.Background(), netip.MustParseAddr("192.0.2.1")
+	if res := a.SPF(ctx, ip, "mx.short.test", "a@short.test"); res == nil || res.Result != "pass" {
+		t.Fatalf("SPF: %+v", res)
+	}
+	if err := srv.SetZone(zone("v=spf1 -all")); err != nil {
+		t.Fatal(err)
+	}
+	if res := a.SPF(ctx, ip, "mx.short.test", "a@short.test"); res == nil || res.Result != "pass" {
+		t.Fatalf("SPF within the TTL: %+v; want the cached pass", res)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if res := a.SPF(ctx, ip, "mx.short.test", "a@short.test"); res == nil || res.Result != "fail" {
+		t.Fatalf("SPF after the record's TTL: %+v; want fail from the changed record", res)
+	}
 }

@@ -147,6 +147,8 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 			return nil, err
 		}
 		if out.kind != nil {
+			// A negative answer lasts as long as its SOA says (RFC 2308).
+			recordTTL(ctx, min(ttl, out.ttl))
 			e := &lookupError{name: strings.TrimSuffix(asked, "."), qtype: dns.TypeToString[qtype], kind: out.kind}
 			if fq != asked {
 				e.cause = fmt.Errorf("CNAME target %s", strings.TrimSuffix(fq, "."))
@@ -159,6 +161,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answe
 		if out.chase == "" {
 			ans.RRs = out.rrs
 			ans.TTL = ttl
+			recordTTL(ctx, ttl)
 			return &ans, nil
 		}
 		// The server gave a CNAME leading out of its data: ask for the target.

@@ -584,3 +584,50 @@ func BenchmarkQueryUncached(b *testing.B) {
 		}
 	}
 }
+
+func TestTTLs(t *testing.T) {
+	_, r := start(t, "")
+	ctx, ttls := WithTTLs(context.Background())
+	if _, ok := ttls.Min(); ok {
+		t.Fatal("TTLs before any answer")
+	}
+	if _, err := r.LookupTXT(ctx, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := ttls.Min(); !ok || d != 300*time.Second {
+		t.Fatalf("after a TXT of TTL 300: %s %v", d, ok)
+	}
+	if _, err := r.LookupAddrs(ctx, "short.example.test", dns.TypeA); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := ttls.Min(); d != 5*time.Second {
+		t.Fatalf("after an A of TTL 5: %s", d)
+	}
+
+	// A negative answer counts with its SOA's TTL (minimum 60 here); a
+	// failure counts for nothing.
+	ctx, ttls = WithTTLs(context.Background())
+	if _, err := r.LookupTXT(ctx, "nothing.example.test"); !errors.Is(err, ErrNXDomain) {
+		t.Fatal(err)
+	}
+	if d, ok := ttls.Min(); !ok || d != 60*time.Second {
+		t.Fatalf("after NXDOMAIN: %s %v", d, ok)
+	}
+	ctx, ttls = WithTTLs(context.Background())
+	if _, err := r.LookupTXT(ctx, "nothing.invalid..name"); err == nil {
+		t.Fatal("a malformed name resolved")
+	}
+	if _, ok := ttls.Min(); ok {
+		t.Fatal("a failure recorded a TTL")
+	}
+
+	// From the cache, what remains of the TTL.
+	time.Sleep(1100 * time.Millisecond)
+	ctx, ttls = WithTTLs(context.Background())
+	if _, err := r.LookupAddrs(ctx, "short.example.test", dns.TypeA); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := ttls.Min(); d >= 5*time.Second || d < 3*time.Second {
+		t.Fatalf("a cached A of TTL 5 a second later: %s", d)
+	}
+}
