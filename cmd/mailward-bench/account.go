@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailward/mailward/policy"
 )
 
 // seqHeader carries a number unique to each send in --account mode, so
@@ -73,7 +75,7 @@ func (l *ledger) settle(ctx context.Context, s *sink, quiet time.Duration) {
 	last, lastChange := -1, time.Now()
 	for ctx.Err() == nil {
 		l.mu.Lock()
-		missing, total := 0, 0
+		missing := 0
 		for seq, out := range l.sends {
 			if out.Action == "accept" || out.Action == "quarantine" {
 				if s.arrivals(seq) == 0 {
@@ -82,7 +84,7 @@ func (l *ledger) settle(ctx context.Context, s *sink, quiet time.Duration) {
 			}
 		}
 		l.mu.Unlock()
-		total = s.total()
+		total := s.total()
 		if missing == 0 {
 			// Give a late duplicate a moment to show.
 			time.Sleep(200 * time.Millisecond)
@@ -174,12 +176,8 @@ func isSeq(s string) bool {
 
 func carriesAuthResults(fields [][2]string, authservID string) bool {
 	for _, f := range fields {
-		if strings.EqualFold(f[0], "Authentication-Results") {
-			v := strings.TrimSpace(f[1])
-			id, _, _ := strings.Cut(v, ";")
-			if strings.EqualFold(strings.TrimSpace(id), authservID) {
-				return true
-			}
+		if strings.EqualFold(f[0], "Authentication-Results") && strings.EqualFold(policy.AuthServID(f[1]), authservID) {
+			return true
 		}
 	}
 	return false

@@ -125,8 +125,8 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	if *messages == 0 {
 		*messages = len(msgs)
 	}
-	accounting := account != nil && *account
-	if accounting && (*sinkAddr == "" || *baseline) {
+	accountMode := account != nil && *account
+	if accountMode && (*sinkAddr == "" || *baseline) {
 		return errors.New("--account needs --sink and cannot be used with --baseline")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -157,7 +157,7 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 			so.Sink, relayTo = sk, sk.Addr()
 			baselineName = "baseline (SMTP relay to the sink)"
 		}
-		if accounting {
+		if accountMode {
 			l := &ledger{sends: map[string]outcome{}}
 			sk := so.Sink
 			// The ledger reads the sink once the run is over: no send waits
