@@ -38,9 +38,6 @@ func newWire(c net.Conn, timeout time.Duration) *wire {
 	return w
 }
 
-// errPacketTooLarge is returned for a length beyond maxPacket.
-var errPacketTooLarge = errors.New("milter packet too large")
-
 // read returns the next command and its data. The data is only valid
 // until the next read: callers copy what they keep.
 func (w *wire) read() (byte, []byte, error) {
@@ -52,7 +49,7 @@ func (w *wire) read() (byte, []byte, error) {
 		return 0, nil, errors.New("milter packet of length 0")
 	}
 	if n > maxPacket {
-		return 0, nil, fmt.Errorf("%w: %d bytes (limit %d)", errPacketTooLarge, n, maxPacket)
+		return 0, nil, fmt.Errorf("milter packet of %d bytes is over the %d-byte limit", n, maxPacket)
 	}
 	if cap(w.buf) < int(n) {
 		w.buf = make([]byte, n)
