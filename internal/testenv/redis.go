@@ -124,6 +124,13 @@ func (r *Redis) Dir() string { return r.dir }
 // Log returns what the server logged so far.
 func (r *Redis) Log() string { return r.log.String() }
 
+// running reports whether the server is started and not stopped.
+func (r *Redis) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil && !r.stopped
+}
+
 // Stop kills the server at once (SIGKILL), as a crash would. It is safe
 // to call on a stopped server.
 func (r *Redis) Stop() {
@@ -426,10 +433,7 @@ func (c *RedisCluster) Node(i int) *Redis { return c.nodes[i] }
 func (c *RedisCluster) Masters() int {
 	n := 0
 	for _, r := range c.nodes {
-		r.mu.Lock()
-		running := r.cmd != nil && !r.stopped
-		r.mu.Unlock()
-		if !running {
+		if !r.running() {
 			continue
 		}
 		if out, err := r.do("INFO", "replication"); err == nil && strings.Contains(out, "role:master") {
@@ -456,10 +460,7 @@ func (c *RedisCluster) WaitOK(d time.Duration) error {
 	for {
 		bad := ""
 		for _, n := range c.nodes {
-			n.mu.Lock()
-			running := n.cmd != nil && !n.stopped
-			n.mu.Unlock()
-			if !running {
+			if !n.running() {
 				continue
 			}
 			out, err := n.do("CLUSTER", "INFO")
