@@ -159,7 +159,7 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 }
 
 // Header records one header field whose value lost the space after the
-// colon, as milter MTAs send it unless asked to keep it.
+// colon; HeaderField takes it as written.
 func (c *Conn) Header(name, value string) { c.HeaderField(name, " "+value) }
 
 // HeaderField takes one header field as the message has it: raw is all
