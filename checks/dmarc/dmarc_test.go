@@ -473,3 +473,24 @@ func BenchmarkCheckWarm(b *testing.B) {
 		}
 	}
 }
+
+// A From domain is at most 253 octets; a longer one is refused while it
+// is read, and building it costs no more than reading it.
+func TestLongFromDomain(t *testing.T) {
+	long := strings.Repeat("a.", 127) + "example" // 261 octets
+	if _, err := dmarc.AuthorDomains([]string{"joe@" + long}); err == nil || !strings.Contains(err.Error(), "longer than 253") {
+		t.Errorf("a %d-octet domain: %v", len(long), err)
+	}
+	ok := strings.Repeat("a.", 120) + "example" // 247 octets
+	if d, err := dmarc.AuthorDomains([]string{"joe@" + ok}); err != nil || d[0] != ok {
+		t.Errorf("a %d-octet domain: %v %v", len(ok), d, err)
+	}
+	// 100 KB of labels: built by concatenation this took one allocation
+	// (and one copy of the whole) per label.
+	huge := []string{"joe@" + strings.Repeat("a.", 50_000) + "example"}
+	allocs := testing.AllocsPerRun(2, func() { dmarc.AuthorDomains(huge) })
+	t.Logf("%.0f allocations", allocs)
+	if allocs > 1000 {
+		t.Errorf("%.0f allocations for a huge domain", allocs)
+	}
+}

@@ -172,7 +172,7 @@ func tokenize(s string) ([]token, error) {
 			toks = append(toks, token{tAtom, s[i:j]})
 			i = j
 		case strings.IndexByte(")<>]:;@\\,.", c) >= 0:
-			toks = append(toks, token{tSpecial, string(c)})
+			toks = append(toks, token{tSpecial, s[i : i+1]}) // a substring: no allocation per token
 			i++
 		default:
 			return nil, fmt.Errorf("control character %#x", c)
@@ -352,14 +352,29 @@ func (p *addrParser) readDomain() (string, error) {
 		return "", errors.New("address without a domain")
 	}
 	p.pos++
-	d := t.text
+	// A builder, and a length check per label: the labels are the
+	// sender's, and a domain name is at most 253 octets.
+	var d strings.Builder
+	d.WriteString(t.text)
 	for p.is(".") {
 		p.pos++
 		if p.peek().kind != tAtom {
-			return d + ".", nil
+			d.WriteByte('.')
+			break
 		}
-		d += "." + p.peek().text
+		d.WriteByte('.')
+		d.WriteString(p.peek().text)
 		p.pos++
+		if d.Len() > maxDomain+1 {
+			return "", fmt.Errorf("domain longer than %d octets", maxDomain)
+		}
 	}
-	return d, nil
+	if d.Len() > maxDomain+1 { // one trailing dot is allowed
+		return "", fmt.Errorf("domain longer than %d octets", maxDomain)
+	}
+	return d.String(), nil
 }
+
+// maxDomain is the longest domain name in text form (RFC 1035 2.3.4, less
+// the root label).
+const maxDomain = 253
