@@ -284,6 +284,14 @@ func (c *Conn) endOfMessageChecks(v Verdict) Verdict {
 	if v.Action == Quarantine {
 		return v
 	}
+	// A From that does not give exactly one Author Domain (none, several,
+	// unparsable) is DMARC's permerror. Readers still show an address from
+	// it, so accepting it would let any domain's policy be bypassed: a
+	// malformed message is refused (RFC 9989 sections 4.4 and 11.5).
+	if s.DMARCEnforce && dm != nil && dm.Result == "permerror" {
+		return Verdict{Action: Reject, Code: 550, Enhanced: "5.7.1", Stage: StageEOM,
+			Text: "From header cannot be evaluated for DMARC", Reason: "dmarc permerror: " + dm.Reason}
+	}
 	if s.DMARCEnforce && dm != nil && dm.Result == "fail" {
 		switch dm.Policy {
 		case "reject":
