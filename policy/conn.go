@@ -165,9 +165,9 @@ func (c *Conn) Header(name, value string) { c.HeaderField(name, " "+value) }
 // HeaderField takes one header field as the message has it: raw is all
 // that follows the colon, folding kept, without the final line end. The
 // DKIM verifier then sees the field byte for byte, as "simple" header
-// canonicalization needs.
+// canonicalization needs; rules see it unfolded (RFC 5322 section 2.2.3).
 func (c *Conn) HeaderField(name, raw string) {
-	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: strings.TrimPrefix(raw, " ")})
+	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: Unfold(strings.TrimPrefix(raw, " "))})
 	// Collected and handed over once at end of headers: a write per field
 	// would wake the verifiers' goroutines once per field.
 	c.headerBlock = append(c.headerBlock, name...)

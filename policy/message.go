@@ -45,6 +45,27 @@ func ReadHeader(r *bufio.Reader) ([]Header, error) {
 	}
 }
 
+// Unfold joins a folded header value into one line: every line end that
+// comes before white space goes, the white space stays (RFC 5322
+// section 2.2.3).
+func Unfold(v string) string {
+	if strings.IndexByte(v, '\n') < 0 {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	for i := 0; i < len(v); i++ {
+		switch {
+		case v[i] == '\r' && i+2 < len(v) && v[i+1] == '\n' && (v[i+2] == ' ' || v[i+2] == '\t'):
+			i++
+		case v[i] == '\n' && i+1 < len(v) && (v[i+1] == ' ' || v[i+1] == '\t'):
+		default:
+			b.WriteByte(v[i])
+		}
+	}
+	return b.String()
+}
+
 // CRLFWriter turns bare LF line ends into CRLF, as SMTP carries a body.
 type CRLFWriter struct {
 	W      io.Writer
