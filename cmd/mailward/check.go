@@ -142,7 +142,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	engine := policy.NewEngine(cfg.settings(), p.checker, rs, log)
 	engine.SetCache(p.cache, p.grey)
-	rep, err := runStages(context.Background(), engine, ip, *helo, *from, rcpts, headers, br)
+	rep, err := runStages(context.Background(), engine, policy.Transaction{
+		Conn: policy.ConnInfo{IP: ip, Front: "check"}, Helo: *helo, From: *from, Rcpts: rcpts, Header: headers, Body: br,
+	})
 	if err != nil {
 		return fail("%s: %v", msgName(fs.Arg(0)), err)
 	}
@@ -164,76 +166,29 @@ func msgName(arg string) string {
 	return arg
 }
 
-// runStages drives the engine from connect to end of message, as a front would.
-func runStages(ctx context.Context, e *policy.Engine, ip netip.Addr, helo, from string, rcpts []string, headers []policy.Header, body io.Reader) (*checkReport, error) {
+// runStages drives the engine from connect to end of message, through
+// the same driver as rule tests and replay, and reports what happened.
+func runStages(ctx context.Context, e *policy.Engine, t policy.Transaction) (*checkReport, error) {
+	out, err := e.Drive(ctx, t)
+	if err != nil {
+		return nil, err
+	}
 	rep := &checkReport{}
-	note := func(st policy.Stage, subject string, v policy.Verdict) {
-		sr := stageReport{Stage: st.String(), Subject: subject, Action: v.Action.String()}
-		if v.Action == policy.Reject || v.Action == policy.Tempfail {
-			sr.Reply = v.Reply()
+	for _, s := range out.Steps {
+		sr := stageReport{Stage: s.Stage.String(), Subject: s.Subject, Action: s.Verdict.Action.String()}
+		if s.Verdict.Action == policy.Reject || s.Verdict.Action == policy.Tempfail {
+			sr.Reply = s.Verdict.Reply()
 		}
 		rep.Stages = append(rep.Stages, sr)
 	}
-	c, v := e.Connect(ctx, policy.ConnInfo{IP: ip, Front: "check"})
-	defer c.Close()
-	note(policy.StageConnect, "", v)
-	final := v.Action.Final()
-	if !final {
-		v = c.Helo(ctx, helo)
-		note(policy.StageHelo, helo, v)
-		final = v.Action.Final()
-	}
-	if !final {
-		v = c.Mail(ctx, from, policy.MailInfo{})
-		note(policy.StageMail, from, v)
-		final = v.Action.Final()
-	}
-	if !final {
-		accepted := 0
-		for _, r := range rcpts {
-			rv := c.Rcpt(ctx, r)
-			note(policy.StageRcpt, r, rv)
-			switch {
-			case rv.Action == policy.Reject || rv.Action == policy.Tempfail:
-				v = rv // if every recipient is refused, the last refusal stands
-			case rv.Action.Final():
-				v, final = rv, true
-			default:
-				accepted++
-			}
-			if final {
-				break
-			}
-		}
-		if accepted == 0 && !final {
-			final = true
-		}
-	}
-	if !final {
-		for _, h := range headers {
-			c.HeaderField(h.Name, h.Value)
-		}
-		v = c.EndOfHeaders(ctx)
-		note(policy.StageData, "", v)
-		final = v.Action.Final()
-	}
-	if !final {
-		w := &policy.CRLFWriter{W: bodyWriter{c}}
-		if _, err := io.Copy(w, body); err != nil {
-			return nil, fmt.Errorf("reading body: %w", err)
-		}
-		v = c.EndOfMessage(ctx)
-		note(policy.StageEOM, "", v)
-	}
-	f := c.Facts()
+	v, f := out.Verdict, &out.Facts
 	rep.Action, rep.Stage, rep.Reason = v.Action.String(), v.Stage.String(), v.Reason
 	if v.Action == policy.Reject || v.Action == policy.Tempfail {
-		v = v.WithDefaults()
 		rep.SMTPCode, rep.EnhancedCode, rep.Message = v.Code, v.Enhanced, v.Text
 	}
-	rep.Rcpts = c.Outcomes()
+	rep.Rcpts = out.Rcpts
 	rep.SPF, rep.SPFHelo, rep.DKIM, rep.DMARC, rep.IPRev, rep.DNSBL = f.SPF, f.SPFHelo, f.DKIM, f.DMARC, f.IPRev, f.DNSBL
-	rep.Matches = c.Matches()
+	rep.Matches = out.Matches
 	rep.Rules = []string{}
 	for _, m := range rep.Matches {
 		rep.Rules = append(rep.Rules, m.Rule)
@@ -249,15 +204,6 @@ func orEmpty(h []policy.HeaderEdit) []policy.HeaderEdit {
 		return []policy.HeaderEdit{}
 	}
 	return h
-}
-
-type bodyWriter struct{ c *policy.Conn }
-
-func (b bodyWriter) Write(p []byte) (int, error) {
-	if err := b.c.Body(p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {

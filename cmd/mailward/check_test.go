@@ -150,3 +150,41 @@ s1._domainkey.shop.example. IN TXT "v=DKIM1; k=ed25519; p=`+base64.StdEncoding.E
 		t.Fatalf("want dkim pass for a simple/simple signature (%v):\n%s", err, out.String())
 	}
 }
+
+// A saved message verifies the same with LF and with CRLF line ends, and
+// with a body longer than one read.
+func TestCheckCRLFMessage(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	dns := testenv.StartDNS(t, `
+. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+s1._domainkey.shop.example. IN TXT "v=DKIM1; k=ed25519; p=`+base64.StdEncoding.EncodeToString(pub)+`"
+`)
+	body := strings.Repeat("A line of the body, long enough to matter.\r\n", 2000) + "\r\n\r\n"
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\n")
+	for _, canon := range []dkim.Canonicalization{dkim.CanonicalizationSimple, dkim.CanonicalizationRelaxed} {
+		msg := "From: Alice <alice@shop.example>\r\nSubject: a subject\r\n folded\r\nMessage-ID: <3@shop.example>\r\n\r\n" + body
+		var signed bytes.Buffer
+		if err := dkim.Sign(&signed, strings.NewReader(msg), &dkim.SignOptions{
+			Domain: "shop.example", Selector: "s1", Signer: key,
+			HeaderKeys:             []string{"From", "Subject", "Message-ID"},
+			HeaderCanonicalization: canon, BodyCanonicalization: canon,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		lf := strings.ReplaceAll(signed.String(), "\r\n", "\n")
+		for name, m := range map[string]string{"lf": lf, "crlf": strings.ReplaceAll(lf, "\n", "\r\n")} {
+			eml := writeFile(t, dir, name+".eml", m)
+			var out, errb bytes.Buffer
+			if code := run([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", "192.0.2.10", "--from", "alice@shop.example", "--json", eml}, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			var rep struct {
+				DKIM []struct{ Result, Reason string } `json:"dkim"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil || len(rep.DKIM) != 1 || rep.DKIM[0].Result != "pass" {
+				t.Errorf("%s, %s: want dkim pass (%v): %+v", canon, name, err, rep.DKIM)
+			}
+		}
+	}
+}
