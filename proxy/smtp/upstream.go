@@ -366,3 +366,101 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// dialError is a failure to get an upstream session at all.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// mailUpstream starts the transaction upstream: a session if there is
+// none, XFORWARD if that is how upstream learns the client, then MAIL.
+func (s *session) mailUpstream(tx *transaction) (reply, error) {
+	if err := s.ensureUpstream(); err != nil {
+		return reply{}, &dialError{err}
+	}
+	c := s.up.caps
+	if tx.needs.eightBit && !c.eightBit || tx.needs.smtpUTF8 && !c.smtpUTF8 || tx.needs.dsn && !c.dsn {
+		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.st.cfg.Upstream)
+		return newReply(451, "4.3.0", "Upstream cannot take this message now; try again later"), nil
+	}
+	if s.up.ident == identXFORWARD {
+		if err := s.up.xforward(s.upstreamClient(), tx.id, s.log); err != nil {
+			return reply{}, err
+		}
+	}
+	return s.up.cmd("MAIL FROM:<" + tx.from + ">" + mailParams(tx.params, c))
+}
+
+func (s *session) ensureUpstream() error {
+	if s.up != nil {
+		return nil
+	}
+	up, err := dialUpstream(s.ctx, s.st, s.upstreamClient(), s.log)
+	if err != nil {
+		return err
+	}
+	s.setUpstream(up)
+	s.srv.learned(up.caps)
+	return nil
+}
+
+// upstreamClient is the client as upstream is told: its verified name
+// comes from the iprev check unless a trusted XCLIENT gave one.
+func (s *session) upstreamClient() *clientInfo {
+	ci := s.client
+	if ci.name == "" {
+		if r := s.ec.Facts().IPRev; r != nil && r.Result == "pass" && r.FCrDNS {
+			ci.name = strings.TrimSuffix(r.PTR, ".")
+		}
+	}
+	ci.tls = s.tlsState != nil
+	return &ci
+}
+
+// upstreamFailed answers a command when no upstream session could be had.
+func (s *session) upstreamFailed(err error, during string) bool {
+	var re *replyError
+	if errors.As(err, &re) {
+		s.log.Info("smtp: upstream refused the session", "during", during, "reply", re.r.String())
+		s.reply(re.r)
+		return re.r.code != 421
+	}
+	s.log.Warn("smtp: upstream unavailable", "upstream", s.st.cfg.Upstream, "err", err)
+	s.reply(newReply(451, "4.4.1", "Upstream server unavailable; try again later"))
+	return true
+}
+
+// upstreamLost answers a command after the upstream connection broke:
+// nothing was acknowledged, and the client's transaction cannot go on.
+func (s *session) upstreamLost(err error, tx *transaction) bool {
+	s.log.Warn("smtp: upstream connection lost", "upstream", s.st.cfg.Upstream, "err", err)
+	s.dropUpstream(false)
+	if tx != nil {
+		tx.broken = true
+		s.ec.Abort()
+	}
+	s.reply(newReply(451, "4.4.2", "Upstream connection lost; try again later"))
+	return true
+}
+
+func (s *session) rsetUpstream(tx *transaction) {
+	if s.up == nil || !tx.upMail {
+		return
+	}
+	if r, err := s.up.cmd("RSET"); err != nil || r.code != 250 {
+		s.dropUpstream(false)
+	}
+}
+
+func (s *session) dropUpstream(polite bool) {
+	if s.up == nil {
+		return
+	}
+	if polite {
+		s.up.quit()
+	} else {
+		s.up.close()
+	}
+	s.setUpstream(nil)
+}
