@@ -18,22 +18,22 @@ func (s *session) cmdHelo(esmtp bool, name string) bool {
 	s.abortTx()
 	// Upstream was told the old name; the next transaction reconnects.
 	s.dropUpstream(true)
-	v := s.ec.Helo(s.ctx, name)
+	v := s.conn.Helo(s.ctx, name)
 	if v.Action == policy.Reject || v.Action == policy.Tempfail {
 		s.reply(verdictReply(v))
 		return true
 	}
 	s.client.helo, s.client.esmtp, s.heloDone = name, esmtp, true
 	up := s.srv.upstreamCaps()
-	s.maxSize = maxSize(s.st.cfg.MaxMessageSize, up)
-	host := s.st.cfg.Hostname
+	s.maxSize = maxSize(s.settings.cfg.MaxMessageSize, up)
+	host := s.settings.cfg.Hostname
 	if !esmtp {
 		s.offer = offered{}
 		s.reply(reply{code: 250, text: []string{host}})
 		return true
 	}
 	s.offer = offeredFrom(up)
-	startTLS := s.st.cert != nil && s.tlsState == nil
+	startTLS := s.settings.cert != nil && s.tlsState == nil
 	s.reply(reply{code: 250, text: append([]string{host}, offer(up, s.maxSize, startTLS, s.trusted)...)})
 	return true
 }
@@ -46,7 +46,7 @@ func (s *session) cmdStartTLS(arg string) bool {
 	case s.tlsState != nil:
 		s.protocolError(newReply(554, "5.5.1", "Error: TLS already active"))
 		return true
-	case s.st.cert == nil:
+	case s.settings.cert == nil:
 		s.protocolError(newReply(502, "5.5.1", "Error: command not implemented"))
 		return true
 	case s.tx != nil:
@@ -91,11 +91,11 @@ func (s *session) cmdXclient(arg string) bool {
 	s.client = ci
 	s.log = s.srv.log.With("client_ip", ci.ip.String(), "xclient_from", s.peer.Addr().String())
 	s.heloDone, s.offer = ci.helo != "", offered{}
-	s.maxSize = maxSize(s.st.cfg.MaxMessageSize, s.srv.upstreamCaps())
+	s.maxSize = maxSize(s.settings.cfg.MaxMessageSize, s.srv.upstreamCaps())
 	// The session starts over as the client named; the greeting is the reply.
 	ok := s.connect()
 	if ok && !s.refused && ci.helo != "" {
-		s.ec.Helo(s.ctx, ci.helo)
+		s.conn.Helo(s.ctx, ci.helo)
 	}
 	return ok
 }
@@ -176,7 +176,7 @@ func (s *session) cmdMail(arg string) bool {
 	if s.tlsState != nil {
 		info.TLS, info.TLSVersion = true, tlsVersion(s.tlsState.Version)
 	}
-	v := s.ec.Mail(s.ctx, from, info)
+	v := s.conn.Mail(s.ctx, from, info)
 	switch v.Action {
 	case policy.Reject, policy.Tempfail:
 		s.reply(verdictReply(v))
@@ -198,7 +198,7 @@ func (s *session) cmdMail(arg string) bool {
 		r, err = s.mailUpstream(tx)
 	}
 	if err != nil {
-		s.ec.Abort()
+		s.conn.Abort()
 		if errors.As(err, &de) {
 			return s.upstreamFailed(de.err, "MAIL")
 		}
@@ -206,7 +206,7 @@ func (s *session) cmdMail(arg string) bool {
 	}
 	s.reply(r)
 	if !r.positive() {
-		s.ec.Abort()
+		s.conn.Abort()
 		return r.code != 421
 	}
 	tx.upMail = true
@@ -244,12 +244,12 @@ func (s *session) cmdRcpt(arg string) bool {
 		}
 		fwd.WriteString(" " + k + "=" + v)
 	}
-	if max := s.st.cfg.MaxRecipients; max > 0 && len(tx.rcpts) >= max {
+	if max := s.settings.cfg.MaxRecipients; max > 0 && len(tx.rcpts) >= max {
 		s.log.Info("smtp: recipient refused: too many recipients", "queue_id", tx.id, "limit", max)
 		s.reply(newReply(452, "4.5.3", "Error: too many recipients"))
 		return true
 	}
-	v := s.ec.Rcpt(s.ctx, to)
+	v := s.conn.Rcpt(s.ctx, to)
 	switch v.Action {
 	case policy.Reject, policy.Tempfail:
 		s.reply(verdictReply(v))
@@ -272,7 +272,7 @@ func (s *session) cmdRcpt(arg string) bool {
 		return true
 	}
 	// Rules at end of message see only the recipients upstream took.
-	s.ec.RefuseRcpt(to, r.code)
+	s.conn.RefuseRcpt(to, r.code)
 	return r.code != 421
 }
 
@@ -303,7 +303,7 @@ func (s *session) abortTx() {
 	if s.tx == nil {
 		return
 	}
-	s.ec.Abort()
+	s.conn.Abort()
 	s.rsetUpstream(s.tx)
 	s.tx = nil
 }

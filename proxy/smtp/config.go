@@ -256,22 +256,22 @@ func newSettings(cfg Config) (*settings, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st := &settings{cfg: cfg, spoolDir: cfg.SpoolDir}
-	st.trusted, _ = parseNetworks(cfg.TrustedNetworks)
+	set := &settings{cfg: cfg, spoolDir: cfg.SpoolDir}
+	set.trusted, _ = parseNetworks(cfg.TrustedNetworks)
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("loading smtp.tls_cert %s and smtp.tls_key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
 		}
-		st.cert = &cert
+		set.cert = &cert
 	}
-	st.upstreamH, _, _ = net.SplitHostPort(cfg.Upstream)
+	set.upstreamH, _, _ = net.SplitHostPort(cfg.Upstream)
 	if cfg.UpstreamTLS != "off" {
 		name := cfg.UpstreamTLSServerName
 		if name == "" {
-			name = st.upstreamH
+			name = set.upstreamH
 		}
-		st.upTLS = &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}
+		set.upTLS = &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}
 		if cfg.UpstreamTLSCA != "" {
 			pem, err := os.ReadFile(cfg.UpstreamTLSCA)
 			if err != nil {
@@ -281,19 +281,19 @@ func newSettings(cfg Config) (*settings, error) {
 			if !pool.AppendCertsFromPEM(pem) {
 				return nil, fmt.Errorf("smtp.upstream_tls_ca %s: no PEM certificates in it", cfg.UpstreamTLSCA)
 			}
-			st.upTLS.RootCAs = pool
+			set.upTLS.RootCAs = pool
 		} else {
 			// Opportunistic encryption as MTAs do it: a certificate that
 			// cannot be verified still beats plain text.
-			st.upTLS.InsecureSkipVerify = true
+			set.upTLS.InsecureSkipVerify = true
 		}
 	}
-	return st, nil
+	return set, nil
 }
 
-func (st *settings) isTrusted(ip netip.Addr) bool {
+func (set *settings) isTrusted(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	for _, p := range st.trusted {
+	for _, p := range set.trusted {
 		if p.Contains(ip) {
 			return true
 		}

@@ -29,10 +29,10 @@ const probeRetry = 10 * time.Second
 
 // Server is the SMTP proxy.
 type Server struct {
-	engine *policy.Engine
-	log    *slog.Logger
-	st     atomic.Pointer[settings]
-	caps   atomic.Pointer[caps]
+	engine   *policy.Engine
+	log      *slog.Logger
+	settings atomic.Pointer[settings]
+	caps     atomic.Pointer[caps]
 
 	probeMu   sync.Mutex
 	probeFail time.Time
@@ -59,7 +59,7 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	st, err := newSettings(cfg)
+	set, err := newSettings(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) (*Server, error) {
 		engine: engine, log: log, ctx: ctx, cancel: cancel,
 		lns: map[net.Listener]struct{}{}, conns: map[*session]struct{}{}, perIP: map[netip.Addr]int{},
 	}
-	s.st.Store(st)
+	s.settings.Store(set)
 	return s, nil
 }
 
@@ -76,12 +76,12 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) (*Server, error) {
 // timeouts, trusted networks, upstream. Listen addresses are the caller's.
 // On error the running config stays.
 func (s *Server) Reload(cfg Config) error {
-	st, err := newSettings(cfg)
+	set, err := newSettings(cfg)
 	if err != nil {
 		return err
 	}
-	old := s.st.Swap(st)
-	if old.cfg.Upstream != st.cfg.Upstream || old.cfg.UpstreamTLS != st.cfg.UpstreamTLS {
+	old := s.settings.Swap(set)
+	if old.cfg.Upstream != set.cfg.Upstream || old.cfg.UpstreamTLS != set.cfg.UpstreamTLS {
 		s.caps.Store(nil)
 		go s.upstreamCaps()
 	}
@@ -91,7 +91,7 @@ func (s *Server) Reload(cfg Config) error {
 // ListenAndServe listens on Listen and ListenTLS and serves both until
 // Shutdown.
 func (s *Server) ListenAndServe() error {
-	cfg := s.st.Load().cfg
+	cfg := s.settings.Load().cfg
 	errc := make(chan error, 2)
 	n := 0
 	for _, l := range []struct {
@@ -147,26 +147,26 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 }
 
 func (s *Server) accept(c net.Conn, implicitTLS bool) {
-	st := s.st.Load()
+	set := s.settings.Load()
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
 		c.Close()
 		return
 	}
-	if st.cfg.MaxConnections > 0 && s.total >= st.cfg.MaxConnections {
+	if set.cfg.MaxConnections > 0 && s.total >= set.cfg.MaxConnections {
 		s.mu.Unlock()
-		s.log.Warn("smtp: connection refused: too many connections", "client_ip", remoteIP(c).String(), "limit", st.cfg.MaxConnections)
+		s.log.Warn("smtp: connection refused: too many connections", "client_ip", remoteIP(c).String(), "limit", set.cfg.MaxConnections)
 		if !implicitTLS {
 			// A TLS client could not read a plain-text reply.
 			c.SetWriteDeadline(time.Now().Add(time.Second))
-			fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections; try again later\r\n", st.cfg.Hostname)
+			fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections; try again later\r\n", set.cfg.Hostname)
 		}
 		c.Close()
 		return
 	}
 	s.total++
-	sess := &session{srv: s, st: st, conn: c, peer: remoteAddrPort(c), implicitTLS: implicitTLS}
+	sess := &session{srv: s, settings: set, sock: c, peer: remoteAddrPort(c), implicitTLS: implicitTLS}
 	s.conns[sess] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -181,7 +181,7 @@ func (s *Server) accept(c net.Conn, implicitTLS bool) {
 func (s *Server) admitIP(sess *session, ip netip.Addr) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	limit := sess.st.cfg.MaxConnectionsPerIP
+	limit := sess.settings.cfg.MaxConnectionsPerIP
 	if limit > 0 && s.perIP[ip] >= limit {
 		return false
 	}
@@ -249,13 +249,13 @@ func (s *Server) upstreamCaps() caps {
 	if time.Since(s.probeFail) < probeRetry {
 		return caps{}
 	}
-	st := s.st.Load()
-	ctx, cancel := context.WithTimeout(s.ctx, min(st.cfg.UpstreamTimeout, 30*time.Second))
+	set := s.settings.Load()
+	ctx, cancel := context.WithTimeout(s.ctx, min(set.cfg.UpstreamTimeout, 30*time.Second))
 	defer cancel()
-	up, err := dialUpstream(ctx, st, nil, s.log)
+	up, err := dialUpstream(ctx, set, nil, s.log)
 	if err != nil {
 		s.probeFail = time.Now()
-		s.log.Warn("smtp: cannot learn upstream's extensions", "upstream", st.cfg.Upstream, "err", err)
+		s.log.Warn("smtp: cannot learn upstream's extensions", "upstream", set.cfg.Upstream, "err", err)
 		return caps{}
 	}
 	up.quit()
@@ -292,7 +292,7 @@ func tlsServerConfig(s *Server) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if c := s.st.Load().cert; c != nil {
+			if c := s.settings.Load().cert; c != nil {
 				return c, nil
 			}
 			return nil, errors.New("no certificate configured (smtp.tls_cert)")

@@ -30,7 +30,7 @@ var errShutdown = errors.New("server shutting down")
 // session is one client connection.
 type session struct {
 	srv         *Server
-	st          *settings
+	settings    *settings
 	peer        netip.AddrPort // the TCP peer
 	implicitTLS bool
 	countedIP   netip.Addr // set by admitIP
@@ -38,10 +38,10 @@ type session struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
-	// conn is written by the session goroutine under mu, and read by
+	// sock is written by the session goroutine under mu, and read by
 	// Shutdown under mu.
 	mu     sync.Mutex
-	conn   net.Conn
+	sock   net.Conn
 	upSock net.Conn
 	closed bool
 
@@ -57,7 +57,7 @@ type session struct {
 	trusted  bool
 	client   clientInfo
 	tlsState *tls.ConnectionState
-	ec       *policy.Conn
+	conn     *policy.Conn
 	refused  bool
 	heloDone bool
 	offer    offered
@@ -84,12 +84,11 @@ type param struct{ key, value string }
 func (s *session) serve() {
 	s.ctx, s.cancel = context.WithCancel(s.srv.ctx)
 	defer s.finish()
-	st := s.st
 	s.log = s.srv.log.With("client_ip", s.peer.Addr().String())
 	ip, port := s.peer.Addr(), s.peer.Port()
-	raw := s.conn
-	if st.cfg.ProxyProtocol && st.isTrusted(ip) {
-		raw.SetReadDeadline(time.Now().Add(st.cfg.CommandTimeout))
+	raw := s.sock
+	if s.settings.cfg.ProxyProtocol && s.settings.isTrusted(ip) {
+		raw.SetReadDeadline(time.Now().Add(s.settings.cfg.CommandTimeout))
 		br := bufio.NewReaderSize(raw, 512)
 		h, err := readProxyHeader(br)
 		if err != nil {
@@ -97,14 +96,14 @@ func (s *session) serve() {
 			return
 		}
 		raw.SetReadDeadline(time.Time{})
-		s.setConn(&bufferedConn{Conn: raw, r: br})
+		s.setSock(&bufferedConn{Conn: raw, r: br})
 		if !h.Local && h.Src.Addr().IsValid() {
 			ip, port = h.Src.Addr().Unmap(), h.Src.Port()
 			s.log = s.srv.log.With("client_ip", ip.String(), "proxy", s.peer.Addr().String())
 		}
 	}
 	s.client = clientInfo{ip: ip, port: port}
-	s.trusted = st.isTrusted(ip)
+	s.trusted = s.settings.isTrusted(ip)
 	if s.implicitTLS {
 		if !s.handshake() {
 			return
@@ -112,8 +111,8 @@ func (s *session) serve() {
 	}
 	s.setupIO()
 	if !s.srv.admitIP(s, ip) {
-		s.log.Warn("smtp: connection refused: too many connections from this address", "limit", st.cfg.MaxConnectionsPerIP)
-		s.reply(newReply(421, "4.7.0", st.cfg.Hostname+" Error: too many connections from "+ip.String()))
+		s.log.Warn("smtp: connection refused: too many connections from this address", "limit", s.settings.cfg.MaxConnectionsPerIP)
+		s.reply(newReply(421, "4.7.0", s.settings.cfg.Hostname+" Error: too many connections from "+ip.String()))
 		s.bw.Flush()
 		return
 	}
@@ -133,7 +132,7 @@ func (s *session) serve() {
 		}
 		if s.errors >= maxErrors {
 			s.log.Warn("smtp: connection closed: too many errors", "errors", s.errors)
-			s.reply(newReply(421, "4.7.0", s.st.cfg.Hostname+" Error: too many errors"))
+			s.reply(newReply(421, "4.7.0", s.settings.cfg.Hostname+" Error: too many errors"))
 			s.bw.Flush()
 			return
 		}
@@ -144,9 +143,9 @@ func (s *session) serve() {
 	}
 }
 
-func (s *session) setConn(c net.Conn) {
+func (s *session) setSock(c net.Conn) {
 	s.mu.Lock()
-	s.conn = c
+	s.sock = c
 	s.mu.Unlock()
 }
 
@@ -165,16 +164,16 @@ func (s *session) setUpstream(up *upstream) {
 func (s *session) wakeIfIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.idle.Load() && s.conn != nil {
-		s.conn.SetReadDeadline(time.Now())
+	if s.idle.Load() && s.sock != nil {
+		s.sock.SetReadDeadline(time.Now())
 	}
 }
 
 func (s *session) forceClose() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != nil {
-		s.conn.Close()
+	if s.sock != nil {
+		s.sock.Close()
 	}
 	if s.upSock != nil {
 		s.upSock.Close()
@@ -182,23 +181,23 @@ func (s *session) forceClose() {
 }
 
 func (s *session) finish() {
-	if s.tx != nil && s.ec != nil {
-		s.ec.Abort()
+	if s.tx != nil && s.conn != nil {
+		s.conn.Abort()
 	}
-	if s.ec != nil {
-		s.ec.Close()
+	if s.conn != nil {
+		s.conn.Close()
 	}
 	if s.up != nil {
 		s.up.quit()
 		s.setUpstream(nil)
 	}
-	s.conn.Close()
+	s.sock.Close()
 	s.cancel()
 }
 
 func (s *session) handshake() bool {
-	tc := tls.Server(s.conn, tlsServerConfig(s.srv))
-	tc.SetDeadline(time.Now().Add(s.st.cfg.CommandTimeout))
+	tc := tls.Server(s.sock, tlsServerConfig(s.srv))
+	tc.SetDeadline(time.Now().Add(s.settings.cfg.CommandTimeout))
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		s.log.Info("smtp: TLS handshake failed", "err", err)
 		return false
@@ -207,7 +206,7 @@ func (s *session) handshake() bool {
 	state := tc.ConnectionState()
 	s.tlsState = &state
 	s.client.tls = true
-	s.setConn(tc)
+	s.setSock(tc)
 	return true
 }
 
@@ -226,7 +225,7 @@ func tlsVersion(v uint16) string {
 }
 
 func (s *session) setupIO() {
-	s.deadline = time.Now().Add(s.st.cfg.CommandTimeout)
+	s.deadline = time.Now().Add(s.settings.cfg.CommandTimeout)
 	s.br = bufio.NewReaderSize(clientReader{s}, 64<<10)
 	s.bw = bufio.NewWriterSize(clientWriter{s}, 4096)
 }
@@ -237,23 +236,23 @@ type clientReader struct{ s *session }
 
 func (r clientReader) Read(p []byte) (int, error) {
 	s := r.s
-	if err := s.conn.SetReadDeadline(s.deadline); err != nil {
+	if err := s.sock.SetReadDeadline(s.deadline); err != nil {
 		return 0, err
 	}
 	if s.idle.Load() && s.srv.closing.Load() {
 		return 0, errShutdown
 	}
-	return s.conn.Read(p)
+	return s.sock.Read(p)
 }
 
 type clientWriter struct{ s *session }
 
 func (w clientWriter) Write(p []byte) (int, error) {
 	s := w.s
-	if err := s.conn.SetWriteDeadline(time.Now().Add(s.st.cfg.CommandTimeout)); err != nil {
+	if err := s.sock.SetWriteDeadline(time.Now().Add(s.settings.cfg.CommandTimeout)); err != nil {
 		return 0, err
 	}
-	return s.conn.Write(p)
+	return s.sock.Write(p)
 }
 
 func (s *session) reply(r reply) {
@@ -280,7 +279,7 @@ func (s *session) readCommand() (string, error) {
 			return "", err
 		}
 	}
-	s.deadline = time.Now().Add(s.st.cfg.CommandTimeout)
+	s.deadline = time.Now().Add(s.settings.cfg.CommandTimeout)
 	s.idle.Store(s.tx == nil)
 	defer s.idle.Store(false)
 	return readLine(s.br, maxLine)
@@ -290,14 +289,14 @@ func (s *session) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errShutdown):
-		s.reply(newReply(421, "4.3.2", s.st.cfg.Hostname+" Service shutting down"))
+		s.reply(newReply(421, "4.3.2", s.settings.cfg.Hostname+" Service shutting down"))
 		s.bw.Flush()
 	case errors.As(err, &ne) && ne.Timeout():
 		if s.srv.closing.Load() && s.tx == nil {
-			s.reply(newReply(421, "4.3.2", s.st.cfg.Hostname+" Service shutting down"))
+			s.reply(newReply(421, "4.3.2", s.settings.cfg.Hostname+" Service shutting down"))
 		} else {
 			s.log.Info("smtp: connection closed: client timed out", "in_transaction", s.tx != nil)
-			s.reply(newReply(421, "4.4.2", s.st.cfg.Hostname+" Error: timeout exceeded"))
+			s.reply(newReply(421, "4.4.2", s.settings.cfg.Hostname+" Error: timeout exceeded"))
 		}
 		s.bw.Flush()
 	case s.tx != nil:
@@ -309,13 +308,13 @@ func (s *session) readFailed(err error) {
 
 // connect runs the connect stage and greets the client.
 func (s *session) connect() bool {
-	if s.ec != nil {
-		s.ec.Close()
+	if s.conn != nil {
+		s.conn.Close()
 	}
-	ec, v := s.srv.engine.Connect(s.ctx, policy.ConnInfo{IP: s.client.ip, Name: s.client.name, Front: "smtp"})
-	s.ec = ec
+	conn, v := s.srv.engine.Connect(s.ctx, policy.ConnInfo{IP: s.client.ip, Name: s.client.name, Front: "smtp"})
+	s.conn = conn
 	s.refused = false
-	host := s.st.cfg.Hostname
+	host := s.settings.cfg.Hostname
 	switch v.Action {
 	case policy.Reject:
 		v = v.WithDefaults()

@@ -77,18 +77,18 @@ type upstream struct {
 
 // dialUpstream connects, says EHLO, starts TLS as configured and, given a
 // client, tells upstream who it is.
-func dialUpstream(ctx context.Context, st *settings, ci *clientInfo, log *slog.Logger) (*upstream, error) {
-	up, err := connectUpstream(ctx, st, st.upTLS != nil)
+func dialUpstream(ctx context.Context, set *settings, ci *clientInfo, log *slog.Logger) (*upstream, error) {
+	up, err := connectUpstream(ctx, set, set.upTLS != nil)
 	var te *tlsError
-	if errors.As(err, &te) && st.cfg.UpstreamTLS == "opportunistic" {
-		log.Warn("smtp: TLS to upstream failed; relaying without TLS", "upstream", st.cfg.Upstream, "err", err)
-		up, err = connectUpstream(ctx, st, false)
+	if errors.As(err, &te) && set.cfg.UpstreamTLS == "opportunistic" {
+		log.Warn("smtp: TLS to upstream failed; relaying without TLS", "upstream", set.cfg.Upstream, "err", err)
+		up, err = connectUpstream(ctx, set, false)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if ci != nil {
-		if err := up.identify(ci, st.cfg.Hostname, log); err != nil {
+		if err := up.identify(ci, set.cfg.Hostname, log); err != nil {
 			up.close()
 			return nil, err
 		}
@@ -96,12 +96,12 @@ func dialUpstream(ctx context.Context, st *settings, ci *clientInfo, log *slog.L
 	return up, nil
 }
 
-func connectUpstream(ctx context.Context, st *settings, useTLS bool) (*upstream, error) {
-	timeout := st.cfg.UpstreamTimeout
+func connectUpstream(ctx context.Context, set *settings, useTLS bool) (*upstream, error) {
+	timeout := set.cfg.UpstreamTimeout
 	d := net.Dialer{Timeout: timeout}
-	raw, err := d.DialContext(ctx, "tcp", st.cfg.Upstream)
+	raw, err := d.DialContext(ctx, "tcp", set.cfg.Upstream)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to upstream %s: %w", st.cfg.Upstream, err)
+		return nil, fmt.Errorf("connecting to upstream %s: %w", set.cfg.Upstream, err)
 	}
 	up := &upstream{conn: &deadlineConn{Conn: raw, timeout: timeout}}
 	up.use(up.conn)
@@ -118,7 +118,7 @@ func connectUpstream(ctx context.Context, st *settings, useTLS bool) (*upstream,
 	if greet.code != 220 {
 		return nil, &replyError{greet, "the connection"}
 	}
-	if err := up.ehlo(st.cfg.Hostname); err != nil {
+	if err := up.ehlo(set.cfg.Hostname); err != nil {
 		return nil, err
 	}
 	if useTLS && up.caps.startTLS {
@@ -129,7 +129,7 @@ func connectUpstream(ctx context.Context, st *settings, useTLS bool) (*upstream,
 		if r.code != 220 {
 			return nil, &tlsError{fmt.Errorf("STARTTLS refused: %s", r)}
 		}
-		tc := tls.Client(up.conn, st.upTLS.Clone())
+		tc := tls.Client(up.conn, set.upTLS.Clone())
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		err = tc.HandshakeContext(hctx)
 		cancel()
@@ -138,11 +138,11 @@ func connectUpstream(ctx context.Context, st *settings, useTLS bool) (*upstream,
 		}
 		up.use(tc)
 		up.tls = true
-		if err := up.ehlo(st.cfg.Hostname); err != nil {
+		if err := up.ehlo(set.cfg.Hostname); err != nil {
 			return nil, err
 		}
 	}
-	if st.cfg.UpstreamTLS == "required" && !up.tls {
+	if set.cfg.UpstreamTLS == "required" && !up.tls {
 		return nil, errTLSRequired
 	}
 	ok = true
@@ -381,7 +381,7 @@ func (s *session) mailUpstream(tx *transaction) (reply, error) {
 	}
 	c := s.up.caps
 	if tx.needs.eightBit && !c.eightBit || tx.needs.smtpUTF8 && !c.smtpUTF8 || tx.needs.dsn && !c.dsn {
-		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.st.cfg.Upstream)
+		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.settings.cfg.Upstream)
 		return newReply(451, "4.3.0", "Upstream cannot take this message now; try again later"), nil
 	}
 	if s.up.ident == identXFORWARD {
@@ -396,7 +396,7 @@ func (s *session) ensureUpstream() error {
 	if s.up != nil {
 		return nil
 	}
-	up, err := dialUpstream(s.ctx, s.st, s.upstreamClient(), s.log)
+	up, err := dialUpstream(s.ctx, s.settings, s.upstreamClient(), s.log)
 	if err != nil {
 		return err
 	}
@@ -410,7 +410,7 @@ func (s *session) ensureUpstream() error {
 func (s *session) upstreamClient() *clientInfo {
 	ci := s.client
 	if ci.name == "" {
-		if r := s.ec.Facts().IPRev; r != nil && r.Result == "pass" && r.FCrDNS {
+		if r := s.conn.Facts().IPRev; r != nil && r.Result == "pass" && r.FCrDNS {
 			ci.name = strings.TrimSuffix(r.PTR, ".")
 		}
 	}
@@ -426,7 +426,7 @@ func (s *session) upstreamFailed(err error, during string) bool {
 		s.reply(re.r)
 		return re.r.code != 421
 	}
-	s.log.Warn("smtp: upstream unavailable", "upstream", s.st.cfg.Upstream, "err", err)
+	s.log.Warn("smtp: upstream unavailable", "upstream", s.settings.cfg.Upstream, "err", err)
 	s.reply(newReply(451, "4.4.1", "Upstream server unavailable; try again later"))
 	return true
 }
@@ -434,11 +434,11 @@ func (s *session) upstreamFailed(err error, during string) bool {
 // upstreamLost answers a command after the upstream connection broke:
 // nothing was acknowledged, and the client's transaction cannot go on.
 func (s *session) upstreamLost(err error, tx *transaction) bool {
-	s.log.Warn("smtp: upstream connection lost", "upstream", s.st.cfg.Upstream, "err", err)
+	s.log.Warn("smtp: upstream connection lost", "upstream", s.settings.cfg.Upstream, "err", err)
 	s.dropUpstream(false)
 	if tx != nil {
 		tx.broken = true
-		s.ec.Abort()
+		s.conn.Abort()
 	}
 	s.reply(newReply(451, "4.4.2", "Upstream connection lost; try again later"))
 	return true
