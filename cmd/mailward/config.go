@@ -20,6 +20,7 @@ import (
 	"github.com/mailward/mailward/proxy/policyd"
 	smtpproxy "github.com/mailward/mailward/proxy/smtp"
 	"github.com/mailward/mailward/rules"
+	"github.com/mailward/mailward/signing"
 )
 
 // Config is the whole config file. Every key is documented in the README.
@@ -43,6 +44,7 @@ type Config struct {
 	Rules       rules.Config         `yaml:"rules"`
 	Cache       cache.Config         `yaml:"cache"`
 	Greylist    cache.GreylistConfig `yaml:"greylist"`
+	Signing     signing.Config       `yaml:"signing"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -95,6 +97,7 @@ func defaultConfig() *Config {
 		SMTP:     smtpDefaults(),
 		Cache:    cache.DefaultConfig(),
 		Greylist: cache.DefaultGreylistConfig(),
+		Signing:  signing.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		SPF:      def.SPF,
 		IPRev:    def.IPRev,
@@ -186,6 +189,9 @@ func (c *Config) validate() error {
 		for _, p := range sc.Problems() {
 			bad("smtp."+p.Key, "%s", p.Message)
 		}
+	}
+	for _, p := range c.Signing.Problems() {
+		bad("signing."+p.Key, "%s", p.Message)
 	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, c.doc.Errorf("policy", "%v", err))

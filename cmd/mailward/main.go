@@ -14,6 +14,7 @@ Usage:
   mailward check [flags] [MESSAGE.eml | -]          run every stage on one message and show what happens
   mailward rules lint PATH...                       check rule files
   mailward rules test PATH...                       run the tests written next to rules
+  mailward dkim keygen|testkey                      make signing keys, check their DNS records
   mailward version                                  print version, commit and Go version
 
 Run 'mailward COMMAND --help' for a command's flags.
@@ -35,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCheck(args[1:], stdout, stderr)
 	case "rules":
 		return runRulesCommand(args[1:], stdout, stderr)
+	case "dkim":
+		return runDKIMCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		printVersion(stdout)
 		return 0
