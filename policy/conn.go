@@ -42,9 +42,11 @@ type Conn struct {
 	pendingQuar    *Verdict
 
 	inMessage bool
-	started   time.Time
-	verifier  MessageVerifier
-	mime      *mimeScanner
+	// reached is the last stage run, for the journal.
+	reached  Stage
+	started  time.Time
+	verifier MessageVerifier
+	mime     *mimeScanner
 	// headerBlock is the message's header as received, until end of headers.
 	headerBlock []byte
 	closed      bool
@@ -52,6 +54,8 @@ type Conn struct {
 	// digest hashes the message as it streams, for the verdict cache;
 	// nil when that is off.
 	digest hash.Hash
+	// sizeGiven: the front told the whole message's size (SetSize).
+	sizeGiven bool
 	// degraded is set when a fallback answered for missing information.
 	degraded bool
 	// greyAllowKnown and greyAllowed remember whether the client's network
@@ -67,6 +71,9 @@ func (e *Engine) Connect(ctx context.Context, info ConnInfo) (*Conn, Verdict) {
 	c.facts.IP = info.IP
 	c.facts.ClientName = info.Name
 	c.facts.Time = c.started
+	if !info.Time.IsZero() {
+		c.facts.Time = info.Time
+	}
 	c.facts.Macros = map[string]string{}
 	c.mergeMacros(info.Macros)
 	v := c.run(ctx, StageConnect, func(ctx context.Context) {
@@ -113,6 +120,9 @@ func (c *Conn) Mail(ctx context.Context, from string, info MailInfo) Verdict {
 	c.inMessage = true
 	c.started = time.Now()
 	c.facts.Time = c.started
+	if !info.Time.IsZero() {
+		c.facts.Time = info.Time
+	}
 	c.facts.MailFrom = strings.Trim(from, "<>")
 	c.facts.AuthUser = info.AuthUser
 	c.facts.TLS = info.TLS
@@ -215,8 +225,10 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 	if v, done := c.decided(); done {
 		return v
 	}
-	for _, h := range c.facts.Headers {
-		c.facts.Size += int64(len(h.Name) + len(h.Value) + 4)
+	if !c.sizeGiven {
+		for _, h := range c.facts.Headers {
+			c.facts.Size += int64(len(h.Name) + len(h.Value) + 4)
+		}
 	}
 	var verdictKey string
 	if c.digest != nil {
@@ -415,7 +427,9 @@ func (c *Conn) resetMessage() {
 	c.pendingHeaders = nil
 	c.pendingQuar = nil
 	c.inMessage = false
+	c.reached = min(c.reached, StageHelo)
 	c.digest = nil
+	c.sizeGiven = false
 	c.degraded = false
 }
 
@@ -481,6 +495,7 @@ func (c *Conn) settle(v Verdict) Verdict {
 func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) (v Verdict) {
 	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
 	defer cancel()
+	c.reached = max(c.reached, st)
 	if o := c.e.obs; o != nil {
 		start := time.Now()
 		defer func() { o.Stage(c.info.Front, st, v, time.Since(start)) }()
@@ -568,6 +583,7 @@ func (c *Conn) logTransaction(v Verdict) {
 	if o := c.e.obs; o != nil {
 		o.Transaction(c.info.Front, v, f, c.matches, time.Since(c.started))
 	}
+	c.record(v)
 	c.e.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
 }
 

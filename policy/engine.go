@@ -48,6 +48,9 @@ type ConnInfo struct {
 	Name   string // the client's name as the MTA resolved it, if any
 	Front  string // "milter", "smtp" or "policy", for logs
 	Macros map[string]string
+	// Time is when the client connected; zero means now. A replayed
+	// transaction gives the time it was recorded, which rules read as now.
+	Time time.Time
 }
 
 // MailInfo is what the front knows at MAIL FROM besides the address.
@@ -57,6 +60,8 @@ type MailInfo struct {
 	TLSVersion string
 	QueueID    string
 	Macros     map[string]string
+	// Time is when the message began; zero means now (see ConnInfo.Time).
+	Time time.Time
 }
 
 // snapshot is what a reload replaces together.
@@ -66,6 +71,7 @@ type snapshot struct {
 	rules    Rules
 	cache    cache.Cache
 	grey     *cache.Greylist
+	rec      Recorder
 }
 
 // Engine turns check results and rules into verdicts. It is safe for
@@ -106,7 +112,7 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 	defer e.mu.Unlock()
 	next := &snapshot{settings: s, checker: checker, rules: rules}
 	if cur := e.cur.Load(); cur != nil {
-		next.cache, next.grey = cur.cache, cur.grey
+		next.cache, next.grey, next.rec = cur.cache, cur.grey, cur.rec
 	}
 	e.cur.Store(next)
 }

@@ -51,6 +51,20 @@ func (c *Conn) RefuseRcpt(rcpt string, code int) {
 	}
 }
 
-// SetSize records the message's size for a front that is told it rather
-// than given the body.
-func (c *Conn) SetSize(n int64) { c.facts.Size = n }
+// SetSize records the message's whole size, header included, for a
+// front that is told it rather than given the body.
+func (c *Conn) SetSize(n int64) {
+	c.facts.Size = n
+	c.sizeGiven = true
+}
+
+// SetAttachments records the message's attachments for a transaction
+// whose body is not at hand (one replayed from the journal): the
+// attachment scan does not run, rules see these.
+func (c *Conn) SetAttachments(a []Attachment) {
+	if c.mime != nil {
+		c.mime.Close()
+		c.mime = nil
+	}
+	c.facts.Attachments = a
+}
