@@ -1,0 +1,172 @@
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// maxLine bounds one line read back: a line is written with at most
+// maxHeaderBytes of header fields, so anything far longer is not ours.
+const maxLine = 1 << 20
+
+// Line is one record read back with where it stands.
+type Line struct {
+	File string
+	N    int // line number, from 1
+	*Record
+	c *checked
+}
+
+// Pos is file:line.
+func (l *Line) Pos() string { return fmt.Sprintf("%s:%d", l.File, l.N) }
+
+// Problem is a line that could not be read; it is skipped.
+type Problem struct {
+	File string
+	N    int
+	Err  error
+}
+
+func (p Problem) Error() string { return fmt.Sprintf("%s:%d: %v", p.File, p.N, p.Err) }
+
+// Expand turns the --journal arguments into files in time order: a
+// file, a directory (its *.jsonl files) or a glob.
+func Expand(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		st, err := os.Stat(a)
+		switch {
+		case err == nil && st.IsDir():
+			names, _ := filepath.Glob(filepath.Join(globEscape(a), "*.jsonl"))
+			if len(names) == 0 {
+				return nil, fmt.Errorf("%s: no journal files (*.jsonl) in the directory", a)
+			}
+			out = append(out, sortJournal(names)...)
+		case err == nil:
+			out = append(out, a)
+		case strings.ContainsAny(a, "*?["):
+			names, gerr := filepath.Glob(a)
+			if gerr != nil || len(names) == 0 {
+				return nil, fmt.Errorf("%s: no file matches", a)
+			}
+			out = append(out, sortJournal(names)...)
+		default:
+			return nil, fmt.Errorf("reading journal: %w", err)
+		}
+	}
+	return slices.Compact(out), nil
+}
+
+// sortJournal orders names so that rotated files (NAME-TIME.jsonl) come
+// before the file still written (NAME.jsonl).
+func sortJournal(names []string) []string {
+	slices.SortFunc(names, func(a, b string) int {
+		ka, kb := strings.TrimSuffix(a, filepath.Ext(a)), strings.TrimSuffix(b, filepath.Ext(b))
+		switch {
+		case strings.HasPrefix(ka, kb+"-"):
+			return -1
+		case strings.HasPrefix(kb, ka+"-"):
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return names
+}
+
+// Read reads every line of the files in order and calls fn with each
+// one that can be replayed. Lines that cannot are reported and skipped:
+// a torn last line after a full disk must not hide the rest. The error
+// is about opening a file or what fn returns.
+func Read(files []string, fn func(*Line) error) ([]Problem, error) {
+	var problems []Problem
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return problems, fmt.Errorf("reading journal: %w", err)
+		}
+		ps, err := readFile(name, f, fn)
+		f.Close()
+		problems = append(problems, ps...)
+		if err != nil {
+			return problems, err
+		}
+	}
+	return problems, nil
+}
+
+func readFile(name string, r io.Reader, fn func(*Line) error) ([]Problem, error) {
+	var problems []Problem
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := readLine(br)
+		if err == io.EOF {
+			return problems, nil
+		}
+		if err == errLong {
+			problems = append(problems, Problem{name, n, err})
+			continue
+		}
+		if err != nil {
+			return problems, fmt.Errorf("reading %s: %w", name, err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		l, err := Parse(line)
+		if err != nil {
+			problems = append(problems, Problem{name, n, err})
+			continue
+		}
+		l.File, l.N = name, n
+		if err := fn(l); err != nil {
+			return problems, err
+		}
+	}
+}
+
+var errLong = fmt.Errorf("line longer than %d bytes: skipped", maxLine)
+
+// readLine reads one line, bounded by maxLine; a longer one is consumed
+// and reported. A last line without its line end is returned as it is.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	long := false
+	for {
+		part, err := br.ReadSlice('\n')
+		if !long && len(line)+len(part) > maxLine {
+			long, line = true, nil
+		}
+		if !long {
+			line = append(line, part...)
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case long && (err == nil || err == io.EOF):
+			return nil, errLong
+		case err == io.EOF && len(line) > 0:
+			return line, nil
+		}
+		return line, err
+	}
+}
+
+// Parse reads one journal line.
+func Parse(line []byte) (*Line, error) {
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return nil, fmt.Errorf("not a journal line: %v", err)
+	}
+	c, err := r.decode()
+	if err != nil {
+		return nil, err
+	}
+	return &Line{Record: &r, c: c}, nil
+}
