@@ -15,6 +15,7 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/internal/config"
+	"github.com/mailward/mailward/journal"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
@@ -45,6 +46,7 @@ type Config struct {
 	Cache       cache.Config         `yaml:"cache"`
 	Greylist    cache.GreylistConfig `yaml:"greylist"`
 	Signing     signing.Config       `yaml:"signing"`
+	Journal     journal.Config       `yaml:"journal"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -98,6 +100,7 @@ func defaultConfig() *Config {
 		Cache:    cache.DefaultConfig(),
 		Greylist: cache.DefaultGreylistConfig(),
 		Signing:  signing.DefaultConfig(),
+		Journal:  journal.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		SPF:      def.SPF,
 		IPRev:    def.IPRev,
@@ -184,6 +187,16 @@ func (c *Config) validate() error {
 	}
 	if err := c.Greylist.Validate(); err != nil {
 		sectionErrors("greylist", err)
+	}
+	if err := c.Journal.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			var je *journal.ConfigError
+			if errors.As(e, &je) {
+				bad("journal."+je.Key, "%s", je.Msg)
+			} else {
+				bad("journal", "%v", e)
+			}
+		}
 	}
 	if sc := c.smtp(); sc.Listen != "" || sc.ListenTLS != "" {
 		for _, p := range sc.Problems() {

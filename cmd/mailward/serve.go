@@ -94,6 +94,7 @@ type daemon struct {
 	ruleChanges chan ruleChange
 	stopWatch   func()
 	smtp        *smtpproxy.Server
+	journal     journalState
 }
 
 type ruleChange struct {
@@ -144,6 +145,12 @@ func (d *daemon) run() error {
 	d.setCache(d.cache)
 	d.cacheMetrics()
 	defer func() { d.cache.Close() }()
+	if err := d.journal.apply(d.cfg.journal(), d.engine, d.log); err != nil {
+		return err
+	}
+	d.journal.metrics(d.metrics)
+	// Deferred after the cache, so it runs first: the fronts have stopped.
+	defer d.journal.close()
 
 	errc := make(chan error, 4)
 	// stops shuts the fronts down, newest first.
@@ -294,6 +301,15 @@ func (d *daemon) reload() error {
 	if cfg.Milter.Listen != d.cfg.Milter.Listen || cfg.Admin.Listen != d.cfg.Admin.Listen || cfg.Policy.Listen != d.cfg.Policy.Listen ||
 		cfg.SMTP.Listen != d.cfg.SMTP.Listen || cfg.SMTP.ListenTLS != d.cfg.SMTP.ListenTLS {
 		d.log.Warn("listen addresses changed; they take effect at restart")
+	}
+	if err := d.journal.apply(cfg.journal(), d.engine, d.log); err != nil {
+		p.close()
+		if c != d.cache {
+			c.Close()
+		}
+		d.metrics.Reload(err)
+		d.log.Error("reload failed; keeping the running config and rules", "err", err)
+		return err
 	}
 	if d.smtp != nil {
 		// Certificates and limits; listen addresses need a restart.
