@@ -317,11 +317,30 @@ func (c *Conn) endOfMessageChecks(v Verdict) Verdict {
 	score := c.facts.Score
 	switch {
 	case t.Reject > 0 && score >= t.Reject:
+		// Points from rules a temporary error misled may not bounce mail;
+		// the reject stands if the score reaches the threshold without them.
+		if unsure, unknown := unsureScore(c.matches); unknown != "" && score-unsure < t.Reject {
+			return c.fallback(s.OnError, StageEOM, fmt.Sprintf("score %.1f >= %.1f counts rules that read what a temporary error left unknown: %s", score, t.Reject, unknown))
+		}
 		return Verdict{Action: Reject, Stage: StageEOM, Text: "Message looks like spam", Reason: fmt.Sprintf("score %.1f >= %.1f", score, t.Reject)}
 	case t.Quarantine > 0 && score >= t.Quarantine:
 		return Verdict{Action: Quarantine, Stage: StageEOM, Reason: fmt.Sprintf("score %.1f >= %.1f", score, t.Quarantine)}
 	}
 	return v
+}
+
+// unsureScore adds up the points of scoring matches that read facts a
+// temporary error left unknown, and names them.
+func unsureScore(ms []Match) (float64, string) {
+	var sum float64
+	var parts []string
+	for _, m := range ms {
+		if m.Score > 0 && !m.Monitor && m.Unknown != "" {
+			sum += m.Score
+			parts = append(parts, m.Rule+": "+m.Unknown)
+		}
+	}
+	return sum, strings.Join(parts, "; ")
 }
 
 // finalHeaders are the headers every accepted message gets.
@@ -521,6 +540,12 @@ func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {
 	}
 	v := c.snap.rules.Eval(ctx, st, &c.facts, &c.matches)
 	v.Stage = st
+	if v.Action == Reject && v.Unknown != "" {
+		// A temporary fault must not bounce mail: the rule could not be sure.
+		fb := c.fallback(c.snap.settings.OnError, st, "rule "+v.Rule+" read what a temporary error left unknown: "+v.Unknown)
+		fb.Rule, fb.Unknown = v.Rule, v.Unknown
+		return fb
+	}
 	if v.Action == Reject || v.Action == Tempfail {
 		v = v.WithDefaults()
 	}

@@ -49,6 +49,9 @@ type Match struct {
 	Stage   Stage   `json:"stage"`
 	Monitor bool    `json:"monitor,omitempty"`
 	Score   float64 `json:"score,omitempty"`
+	// Unknown names the facts the rule read that are unknown because a
+	// check had a temporary error, as in Verdict.Unknown.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // Rules is a compiled rule set, as the rules package builds it.
@@ -59,6 +62,8 @@ type Rules interface {
 	// f.Score. Every match, enforced or monitored, is appended to *matches.
 	// The first terminal enforced match decides; otherwise the result's
 	// Action is Continue, possibly carrying header edits from add_header rules.
+	// A match, and the verdict it decides, name in Unknown the facts the
+	// rule read that a check's temporary error left unknown.
 	Eval(ctx context.Context, stage Stage, f *Facts, matches *[]Match) Verdict
 }
 

@@ -79,6 +79,10 @@ type Verdict struct {
 	// Greylist says a greylist rule matched: with Action Continue, the
 	// engine greylists the recipients (see Engine.SetCache).
 	Greylist bool `json:"greylist,omitempty"`
+	// Unknown names the facts the deciding rule read that are unknown
+	// because a check had a temporary error ("fcrdns (iprev temperror)").
+	// The engine never answers such a reject with a 5xx.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // Default SMTP replies, as most MTAs and filters use them.

@@ -48,7 +48,10 @@ type env struct {
 	IPVersion        int                 `expr:"ip_version"`
 	PTR              string              `expr:"ptr"`
 	FCrDNS           bool                `expr:"fcrdns"`
+	IPRev            string              `expr:"iprev"`
 	DNSBL            map[string][]string `expr:"dnsbl"`
+	DNSBLNames       map[string][]string `expr:"dnsbl_names"`
+	DNSBLErrors      map[string]string   `expr:"dnsbl_errors"`
 	Now              time.Time           `expr:"now"`
 	QueueID          string              `expr:"queue_id"`
 	Helo             string              `expr:"helo"`
@@ -82,7 +85,10 @@ const (
 	vIPVersion
 	vPTR
 	vFCrDNS
+	vIPRev
 	vDNSBL
+	vDNSBLNames
+	vDNSBLErrors
 	vNow
 	vQueueID
 	vHelo
@@ -122,7 +128,10 @@ var variables = [numVars]variable{
 	vIPVersion:        {"ip_version", policy.StageConnect},
 	vPTR:              {"ptr", policy.StageConnect},
 	vFCrDNS:           {"fcrdns", policy.StageConnect},
+	vIPRev:            {"iprev", policy.StageConnect},
 	vDNSBL:            {"dnsbl", policy.StageConnect},
+	vDNSBLNames:       {"dnsbl_names", policy.StageConnect},
+	vDNSBLErrors:      {"dnsbl_errors", policy.StageConnect},
 	vNow:              {"now", policy.StageConnect},
 	vQueueID:          {"queue_id", policy.StageConnect},
 	vHelo:             {"helo", policy.StageHelo},
@@ -187,6 +196,8 @@ type state struct {
 	facts   *policy.Facts
 	headers map[string][]string
 	dnsbl   map[string][]string
+	names   map[string][]string // dnsbl_names
+	errs    map[string]string   // dnsbl_errors
 	header  func(string) string
 
 	// The element a native predicate is looking at.
@@ -196,7 +207,8 @@ type state struct {
 }
 
 func newState() *state {
-	st := &state{vals: envTypes(), headers: map[string][]string{}, dnsbl: map[string][]string{}}
+	st := &state{vals: envTypes(), headers: map[string][]string{}, dnsbl: map[string][]string{},
+		names: map[string][]string{}, errs: map[string]string{}}
 	st.header = st.headerValue
 	return st
 }
@@ -232,6 +244,8 @@ func (st *state) reset() {
 	st.facts = nil
 	clear(st.headers)
 	clear(st.dnsbl)
+	clear(st.names)
+	clear(st.errs)
 }
 
 // setScore updates the score programs see after a score rule matched.
@@ -282,6 +296,10 @@ func (st *state) fill(ctx context.Context, f *policy.Facts, need, box uint64) {
 			}
 		case vFCrDNS:
 			e.FCrDNS = f.IPRev != nil && f.IPRev.FCrDNS
+		case vIPRev:
+			if f.IPRev != nil {
+				e.IPRev = f.IPRev.Result
+			}
 		case vDNSBL:
 			for _, r := range f.DNSBL {
 				if len(r.Codes) == 0 {
@@ -292,6 +310,22 @@ func (st *state) fill(ctx context.Context, f *policy.Facts, need, box uint64) {
 				st.dnsbl[r.Zone] = append(old[:len(old):len(old)], r.Codes...)
 			}
 			e.DNSBL = st.dnsbl
+		case vDNSBLNames:
+			for _, r := range f.DNSBL {
+				if len(r.Names) == 0 {
+					continue
+				}
+				old := st.names[r.Zone]
+				st.names[r.Zone] = append(old[:len(old):len(old)], r.Names...)
+			}
+			e.DNSBLNames = st.names
+		case vDNSBLErrors:
+			for _, r := range f.DNSBL {
+				if r.Error != "" && st.errs[r.Zone] == "" {
+					st.errs[r.Zone] = r.Error
+				}
+			}
+			e.DNSBLErrors = st.errs
 		case vNow:
 			e.Now = f.Time
 		case vQueueID:
@@ -373,8 +407,14 @@ func (e *env) value(id int) any {
 		return e.PTR
 	case vFCrDNS:
 		return e.FCrDNS
+	case vIPRev:
+		return e.IPRev
 	case vDNSBL:
 		return e.DNSBL
+	case vDNSBLNames:
+		return e.DNSBLNames
+	case vDNSBLErrors:
+		return e.DNSBLErrors
 	case vNow:
 		return e.Now
 	case vQueueID:
@@ -454,4 +494,72 @@ func headerAddress(v string) string {
 		}
 	}
 	return v
+}
+
+// unknownVars returns the variables f leaves unknown because their check
+// had a temporary error, each with the check that failed. A rule that
+// reads one of them cannot be sure of its answer.
+func unknownVars(f *policy.Facts) (mask uint64, cause func(id int) string) {
+	const iprevVars = 1<<vPTR | 1<<vFCrDNS | 1<<vIPRev
+	const listVars = 1<<vDNSBL | 1<<vDNSBLNames | 1<<vDNSBLErrors
+	var failedZones []string
+	if f.IPRev != nil && f.IPRev.Result == "temperror" {
+		mask |= iprevVars
+	}
+	for _, r := range f.DNSBL {
+		if r.Error != "" {
+			mask |= listVars
+			failedZones = append(failedZones, r.Zone)
+		}
+	}
+	if f.SPFHelo != nil && f.SPFHelo.Result == "temperror" {
+		mask |= 1 << vSPFHelo
+	}
+	if f.SPF != nil && f.SPF.Result == "temperror" {
+		mask |= 1 << vSPF
+	}
+	for _, d := range f.DKIM {
+		if d.Result == "temperror" {
+			mask |= 1 << vDKIM
+		}
+	}
+	if f.DMARC != nil && f.DMARC.Result == "temperror" {
+		mask |= 1 << vDMARC
+	}
+	return mask, func(id int) string {
+		switch {
+		case iprevVars&(1<<id) != 0:
+			return "iprev temperror"
+		case listVars&(1<<id) != 0:
+			return "DNS list " + strings.Join(failedZones, ", ") + " failed"
+		}
+		return variables[id].name + " temperror"
+	}
+}
+
+// unknownText says which of the variables in read f leaves unknown, and
+// why: "fcrdns, ptr (iprev temperror)"; "" when it knows them all.
+func unknownText(read uint64, f *policy.Facts) string {
+	mask, cause := unknownVars(f)
+	read &= mask
+	if read == 0 {
+		return ""
+	}
+	var parts []string
+	var names []string
+	last := ""
+	for id := 0; id < numVars; id++ {
+		if read&(1<<id) == 0 {
+			continue
+		}
+		c := cause(id)
+		if c != last && len(names) > 0 {
+			parts = append(parts, strings.Join(names, ", ")+" ("+last+")")
+			names = nil
+		}
+		last = c
+		names = append(names, variables[id].name)
+	}
+	parts = append(parts, strings.Join(names, ", ")+" ("+last+")")
+	return strings.Join(parts, "; ")
 }

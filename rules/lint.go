@@ -33,6 +33,7 @@ func Lint(paths []string, lo LintOptions) Problems {
 	loadTests(b, testFiles, &p)
 	lintUnreachable(b.set.rules, &p)
 	lintOrder(b.set, &p)
+	lintUnknown(b.set.rules, &p)
 	if lo.Config {
 		var names []string
 		for n := range b.declared {
@@ -120,5 +121,60 @@ func lintOrder(s *Set, p *problems) {
 					r.name, strings.Join(later, ", "), policy.Stage(st))
 			}
 		}
+	}
+}
+
+// lintUnknown warns about reject rules that cannot tell a missing fact
+// from one a temporary DNS error left unknown: the engine answers those
+// with on_error (4xx), which is safe but seldom what the rule means.
+func lintUnknown(rules []*rule, p *problems) {
+	for _, r := range rules {
+		if r.kind != kindReject || r.monitor {
+			continue
+		}
+		for _, id := range []int{vFCrDNS, vPTR} {
+			if r.reads&(1<<id) != 0 && r.reads&(1<<vIPRev) == 0 {
+				p.warnf(r.whenPos, "rule %s rejects on %s, which says the same when the client has no reverse DNS and when DNS failed; "+
+					"say which you mean with iprev (e.g. iprev in [\"fail\", \"permerror\"]): as written, a DNS failure answers with on_error", r.name, variables[id].name)
+				break
+			}
+		}
+		if r.reads&(1<<vDNSBL) != 0 && r.reads&(1<<vDNSBLErrors) == 0 && r.prog != nil && negates(r.prog.Node(), "dnsbl") {
+			p.warnf(r.whenPos, "rule %s rejects when a zone is not in dnsbl, which is also the case when that list's look-up failed; "+
+				"test dnsbl_errors too: as written, a failed look-up answers with on_error", r.name)
+		}
+	}
+}
+
+// negates reports whether n reads the variable name under a negation.
+func negates(n ast.Node, name string) bool {
+	v := &negationFinder{name: name}
+	ast.Walk(&n, v)
+	return v.found
+}
+
+type negationFinder struct {
+	name  string
+	found bool
+}
+
+func (v *negationFinder) Visit(node *ast.Node) {
+	u, ok := (*node).(*ast.UnaryNode)
+	if !ok || (u.Operator != "!" && u.Operator != "not") {
+		return
+	}
+	r := &readFinder{name: v.name}
+	ast.Walk(&u.Node, r)
+	v.found = v.found || r.found
+}
+
+type readFinder struct {
+	name  string
+	found bool
+}
+
+func (v *readFinder) Visit(node *ast.Node) {
+	if id, ok := (*node).(*ast.IdentifierNode); ok && id.Value == v.name {
+		v.found = true
 	}
 }

@@ -433,6 +433,8 @@ func strVar(name string) strFn {
 		return func(st *state) string { return st.env.IP }
 	case "ptr":
 		return func(st *state) string { return st.env.PTR }
+	case "iprev":
+		return func(st *state) string { return st.env.IPRev }
 	case "queue_id":
 		return func(st *state) string { return st.env.QueueID }
 	case "helo":

@@ -328,16 +328,7 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		if tr != nil {
 			tr.what = ""
 		}
-		if r.native != nil {
-			matched = r.native(st)
-		} else {
-			var out any
-			out, err = st.vm.Run(r.prog, st.vals)
-			matched, _ = out.(bool)
-			if err != nil {
-				matched = false
-			}
-		}
+		matched, err = r.match(st)
 		decides := matched && !decided && !r.monitor && r.kind.terminal()
 		if h != nil && h.trace != nil {
 			h.trace(s.explain(r, st, stage, matched, decides, err))
@@ -354,7 +345,10 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		if h == nil || !h.dry {
 			r.matches.Add(1)
 		}
-		m := policy.Match{Rule: r.name, Action: r.kind.String(), Stage: stage, Monitor: r.monitor}
+		m := policy.Match{Rule: r.name, Action: r.kind.String(), Stage: stage, Monitor: r.monitor, Unknown: unknownText(r.reads, f)}
+		if r.kind == kindReject && r.reads&(1<<vScore) != 0 {
+			m.Unknown = joinNonEmpty(m.Unknown, unsureScore(r, st, f, matches))
+		}
 		if r.monitor {
 			if h == nil || !h.dry {
 				s.log.Info("rule matched in monitor mode", "rule", r.name, "action", r.kind.String(),
@@ -378,6 +372,7 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		default:
 			v.Action = r.kind.action()
 			v.Rule = r.name
+			v.Unknown = m.Unknown
 			v.Code, v.Enhanced = r.code, r.enhanced
 			if r.message != nil {
 				text := r.message.render(st, s, r, stage, h)
@@ -402,6 +397,60 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 	return v
 }
 
+// match evaluates r's condition on st.
+func (r *rule) match(st *state) (bool, error) {
+	if r.native != nil {
+		return r.native(st), nil
+	}
+	out, err := st.vm.Run(r.prog, st.vals)
+	if err != nil {
+		return false, err
+	}
+	matched, _ := out.(bool)
+	return matched, nil
+}
+
+// unsureScore says whether r, which matched reading score, still matches
+// without the points of rules that read what a temporary error left
+// unknown: "" if so, else what those rules were.
+func unsureScore(r *rule, st *state, f *policy.Facts, matches *[]policy.Match) string {
+	if matches == nil {
+		return ""
+	}
+	var unsure float64
+	var names []string
+	for _, m := range *matches {
+		if m.Score > 0 && !m.Monitor && m.Unknown != "" {
+			unsure += m.Score
+			names = append(names, m.Rule)
+		}
+	}
+	if unsure == 0 {
+		return ""
+	}
+	why := "score (points from " + strings.Join(names, ", ") + ")"
+	if r.rate {
+		return why // evaluating again would count the rate limit twice
+	}
+	st.setScore(f.Score - unsure)
+	still, err := r.match(st)
+	st.setScore(f.Score)
+	if err == nil && still {
+		return ""
+	}
+	return why
+}
+
+func joinNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
 func appendMatch(matches *[]policy.Match, m policy.Match) {
 	if matches != nil {
 		*matches = append(*matches, m)
@@ -419,7 +468,10 @@ func (s *Set) explain(r *rule, st *state, stage policy.Stage, matched, decides b
 		}
 		v := st.env.value(id)
 		// The state's maps are reused by the next evaluation.
-		if m, ok := v.(map[string][]string); ok {
+		switch m := v.(type) {
+		case map[string][]string:
+			v = maps.Clone(m)
+		case map[string]string:
 			v = maps.Clone(m)
 		}
 		e.Vars = append(e.Vars, Var{Name: variables[id].name, Value: v})

@@ -54,7 +54,7 @@ type expectation struct {
 }
 
 var testKeys = []string{"name", "ip", "helo", "mail_from", "rcpt", "auth_user", "tls", "queue_id", "headers", "eml", "body",
-	"ptr", "fcrdns", "iprev", "dnsbl", "spf", "spf_helo", "dkim", "dmarc", "expect"}
+	"ptr", "fcrdns", "iprev", "dnsbl", "dnsbl_names", "dnsbl_errors", "spf", "spf_helo", "dkim", "dmarc", "expect"}
 
 var expectKeys = []string{"action", "stage", "rules", "not_rules", "score", "code", "message", "headers"}
 
@@ -231,7 +231,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		c.iprevSet = true
 	}
 	if f := fields["iprev"]; f != nil {
-		c.iprev = tp.scalar(f, "iprev")
+		c.iprev = tp.result(f, "iprev", "pass", "fail", "temperror", "permerror")
 		c.iprevSet = true
 	}
 	if f := fields["dnsbl"]; f != nil {
@@ -240,6 +240,30 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
 				c.dnsbl = append(c.dnsbl, dnsbl.Result{Zone: f.Content[i].Value, Codes: tp.strings(f.Content[i+1], "dnsbl codes")})
+			}
+		}
+	}
+	if f := fields["dnsbl_names"]; f != nil {
+		if f.Kind != yaml.MappingNode {
+			tp.errorf(f, "dnsbl_names maps zones to the names of their codes, e.g. {zen.spamhaus.org: [sbl]}")
+		} else {
+			for i := 0; i+1 < len(f.Content); i += 2 {
+				zone := f.Content[i].Value
+				j := slices.IndexFunc(c.dnsbl, func(r dnsbl.Result) bool { return r.Zone == zone })
+				if j < 0 {
+					tp.errorf(f.Content[i], "dnsbl_names: zone %s is not in dnsbl", zone)
+					continue
+				}
+				c.dnsbl[j].Names = tp.strings(f.Content[i+1], "dnsbl names")
+			}
+		}
+	}
+	if f := fields["dnsbl_errors"]; f != nil {
+		if f.Kind != yaml.MappingNode {
+			tp.errorf(f, "dnsbl_errors maps zones whose look-up failed to the error, e.g. {zen.spamhaus.org: timed out}")
+		} else {
+			for i := 0; i+1 < len(f.Content); i += 2 {
+				c.dnsbl = append(c.dnsbl, dnsbl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "dnsbl error")})
 			}
 		}
 	}

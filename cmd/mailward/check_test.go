@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -185,6 +187,37 @@ s1._domainkey.shop.example. IN TXT "v=DKIM1; k=ed25519; p=`+base64.StdEncoding.E
 			if err := json.Unmarshal(out.Bytes(), &rep); err != nil || len(rep.DKIM) != 1 || rep.DKIM[0].Result != "pass" {
 				t.Errorf("%s, %s: want dkim pass (%v): %+v", canon, name, err, rep.DKIM)
 			}
+		}
+	}
+}
+
+// With DNS down, reverse DNS is a temperror: neither the shipped rules
+// nor a rule written with !fcrdns may bounce the client with a 5xx.
+func TestCheckDNSDownNeverBounces(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "old.yaml", "rules:\n  - name: dynamic-client\n    when: '!fcrdns && helo matches \"pool\"'\n    action: reject\n    code: \"550 5.7.1\"\n")
+	eml := writeFile(t, dir, "m.eml", "From: a@shop.example\nSubject: hi\n\nbody\n")
+	for _, rules := range []string{"[../../examples/rules/*.yaml]", "[" + dir + "/old.yaml]"} {
+		wd, _ := os.Getwd()
+		cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\nrules:\n  files: "+strings.ReplaceAll(rules, "../..", filepath.Join(wd, "../.."))+"\n")
+		var out, errb bytes.Buffer
+		// Port 1 on loopback: nothing listens, every query fails at once.
+		if code := run([]string{"check", "--config", cfg, "--dns", "127.0.0.1:1", "--ip", "203.0.113.5", "--helo", "dyn-1.pool.example", "--json", eml}, &out, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		var rep struct {
+			Action   string `json:"action"`
+			SMTPCode int    `json:"smtp_code"`
+			IPRev    struct{ Result string }
+		}
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.IPRev.Result != "temperror" || rep.SMTPCode/100 == 5 {
+			t.Errorf("rules %s: iprev %s, %s %d; want no 5xx", rules, rep.IPRev.Result, rep.Action, rep.SMTPCode)
+		}
+		if strings.Contains(rules, "old.yaml") && (rep.Action != "tempfail" || rep.SMTPCode != 451) {
+			t.Errorf("!fcrdns rule on temperror: %s %d, want tempfail 451", rep.Action, rep.SMTPCode)
 		}
 	}
 }
