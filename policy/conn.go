@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -223,6 +224,13 @@ func (c *Conn) Body(chunk []byte) error {
 // edits to apply when it is accepted or quarantined.
 func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 	if v, done := c.decided(); done {
+		if v.Action == Accept {
+			// An accept decided before the message arrived skips the
+			// checks, not the header edits: forged results still go and
+			// ours is still added.
+			v.Headers = slices.Concat(c.pendingHeaders, v.Headers, c.finalHeaders())
+			v.Remove = ForgedAuthResults(c.facts.Headers, c.snap.settings.Hostname)
+		}
 		return v
 	}
 	if !c.sizeGiven {
@@ -414,14 +422,7 @@ func (c *Conn) mergeMacros(m map[string]string) {
 }
 
 func (c *Conn) resetMessage() {
-	if c.verifier != nil {
-		c.verifier.Close()
-		c.verifier = nil
-	}
-	if c.mime != nil {
-		c.mime.Close()
-		c.mime = nil
-	}
+	c.stopContentWork()
 	keep := c.facts
 	c.facts = Facts{
 		IP: keep.IP, ClientName: keep.ClientName, IPRev: keep.IPRev, Time: keep.Time,
@@ -561,6 +562,9 @@ func (c *Conn) fallback(a Action, st Stage, why string) Verdict {
 }
 
 func (c *Conn) finishMessage(v Verdict) {
+	// Decided: what still streams in needs no verifying or scanning.
+	c.stopContentWork()
+	c.digest = nil
 	c.msgFinal = &v
 	c.logTransaction(v)
 }

@@ -63,6 +63,14 @@ func (e *Engine) Drive(ctx context.Context, t Transaction) (*Outcome, error) {
 	defer c.Close()
 	step(StageConnect, "", v)
 	v, err := drive(ctx, c, v, t, step)
+	if err == nil && v.Action == Accept && out.Steps[len(out.Steps)-1].Stage != StageEOM {
+		// Accepted before the message: a front still takes it and applies
+		// the edits of end of message (forged results removed, ours added).
+		for _, h := range t.Header {
+			c.HeaderField(h.Name, h.Value)
+		}
+		v = c.EndOfMessage(ctx)
+	}
 	out.Facts = *c.Facts()
 	out.Matches = append([]Match(nil), c.Matches()...)
 	out.Rcpts = append([]RcptOutcome(nil), c.Outcomes()...)

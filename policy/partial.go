@@ -12,7 +12,11 @@ import (
 // SkipContent tells the engine the front will never pass the message
 // content: DKIM, DMARC and the attachment scan are not run for the
 // current message, rather than run on an empty one. Call it after Mail.
-func (c *Conn) SkipContent() {
+func (c *Conn) SkipContent() { c.stopContentWork() }
+
+// stopContentWork ends the DKIM verification and the attachment scan of
+// the current message.
+func (c *Conn) stopContentWork() {
 	if c.verifier != nil {
 		c.verifier.Close()
 		c.verifier = nil

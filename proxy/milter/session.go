@@ -263,12 +263,15 @@ func (s *session) endOfMessage(c *policy.Conn) {
 	if v.Action == policy.Accept || v.Action == policy.Quarantine {
 		s.edits(v, c.Facts().Headers)
 	}
-	if v.Action == policy.Quarantine {
+	switch v.Action {
+	case policy.Quarantine:
 		s.w.put('q', oneLine(v.Reason), nul)
 		s.w.put('a')
-		return
+	case policy.Accept:
+		s.w.put('a')
+	default:
+		s.verdict(v)
 	}
-	s.verdict(v)
 }
 
 // edits removes forged headers and adds ours, in milter terms.
@@ -317,10 +320,18 @@ func (s *session) changeHeader(index int, name string) {
 	s.w.put('m', string(idx[:]), name, nul, nul)
 }
 
-// verdict queues the reply to a stage.
+// verdict queues the reply to a stage before end of message.
 func (s *session) verdict(v policy.Verdict) {
 	switch v.Action {
 	case policy.Accept:
+		if s.actions&(actAddHeader|actChangeHeader) != 0 {
+			// SMFIR_ACCEPT now would end the MTA's calls for this message
+			// (or connection): forged Authentication-Results could no
+			// longer be removed, nor ours added. The engine answers the
+			// accept again at end of message, with its edits.
+			s.w.put('c')
+			return
+		}
 		s.w.put('a')
 	case policy.Discard:
 		s.w.put('d')

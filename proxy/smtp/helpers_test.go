@@ -27,7 +27,13 @@ func testRules() policy.Rules {
 			if f.IP == netip.MustParseAddr("127.0.0.66") {
 				return policy.Verdict{Action: policy.Reject, Code: 550, Enhanced: "5.7.1", Text: "Client blocked"}
 			}
+			if f.IP == netip.MustParseAddr("127.0.0.87") {
+				return policy.Verdict{Action: policy.Accept, Rule: "partner-network"}
+			}
 		case policy.StageMail:
+			if f.MailFrom == "billing@partner.example" {
+				return policy.Verdict{Action: policy.Accept, Rule: "partner-domain"}
+			}
 			if f.MailFrom == "spammer@bad.example" {
 				return policy.Verdict{Action: policy.Reject, Code: 550, Enhanced: "5.7.1", Text: "Sender spammer@bad.example refused"}
 			}
