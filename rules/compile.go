@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -472,42 +473,11 @@ func exprMessage(msg string, c *compiler) string {
 		for n := range c.extra {
 			cands = append(cands, n)
 		}
-		if s := suggest(name, cands); s != "" {
+		if s := config.Suggest(name, cands); s != "" {
 			return fmt.Sprintf("unknown name %s (did you mean %s?)", name, s)
 		}
 	}
 	return msg
-}
-
-// suggest returns the candidate closest to s, if close enough to be a typo.
-func suggest(s string, cands []string) string {
-	best, bestD := "", 3
-	for _, c := range cands {
-		if d := editDistance(s, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // template is a message or header value with {{ expression }} parts.
@@ -882,7 +852,7 @@ func mergedFields(src *source, n *yaml.Node, known []string, what string, p *pro
 			ok = false
 		case !slices.Contains(known, k.Value):
 			msg := fmt.Sprintf("unknown %s key %q", what, k.Value)
-			if s := suggest(k.Value, known); s != "" {
+			if s := config.Suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			p.errorf(src.pos(k), "%s", msg)

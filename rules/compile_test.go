@@ -22,6 +22,12 @@ rules:
     when: ip == "x" && mail_frm == ""
     action: reject
 `, 4, 24, "unknown name mail_frm (did you mean mail_from?)"},
+		{"unknown variable, letters swapped", `
+rules:
+  - name: a
+    when: sfp == "fail"
+    action: reject
+`, 4, 11, "unknown name sfp (did you mean spf?)"},
 		{"syntax error, literal block", `
 rules:
   - name: a
