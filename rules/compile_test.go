@@ -3,6 +3,8 @@ package rules
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -250,9 +252,16 @@ func TestMissingFiles(t *testing.T) {
 	if _, err := Load(Config{Files: []string{"missing.yaml"}}, Options{BaseDir: dir}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("a named file that is missing: %v", err)
 	}
+	if _, err := Load(Config{Files: []string{"rules.d/*.yaml", "a.yaml"}}, Options{BaseDir: dir}); err == nil || !strings.Contains(err.Error(), "directory "+filepath.Join(dir, "rules.d")+" does not exist") {
+		t.Errorf("a glob in a missing directory: %v", err)
+	}
+	os.Mkdir(filepath.Join(dir, "rules.d"), 0o755)
 	s, err := Load(Config{Files: []string{"rules.d/*.yaml", "a.yaml"}}, Options{BaseDir: dir})
 	if err != nil || s.Len() != 0 {
-		t.Errorf("a glob may match nothing: %v", err)
+		t.Fatalf("a glob may match nothing: %v", err)
+	}
+	if w := s.Warnings(); len(w) != 1 || !strings.Contains(w[0].String(), "rules.d/*.yaml") || !strings.Contains(w[0].String(), "no rule files match") {
+		t.Errorf("a glob that matches nothing must warn: %v", w)
 	}
 }
 

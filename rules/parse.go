@@ -166,7 +166,8 @@ func isYAML(path string) bool {
 
 // expandConfig turns the config's files: patterns into rule files, in
 // order, each once. A pattern that names one file must find it; a glob
-// may match nothing.
+// that matches nothing is a warning, one whose directory is missing an
+// error.
 func expandConfig(patterns []string, base string, p *problems) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -174,10 +175,21 @@ func expandConfig(patterns []string, base string, p *problems) []string {
 		pat = resolve(base, pat)
 		var matches []string
 		if strings.ContainsAny(pat, "*?[") {
+			// A missing directory is a typo or a deployment gone wrong,
+			// not a set of rules that happens to be empty.
+			if dir := globDir(pat); dir != "" {
+				if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+					p.errorf(Pos{File: pat}, "rule files: directory %s does not exist", dir)
+					continue
+				}
+			}
 			m, err := filepath.Glob(pat)
 			if err != nil {
 				p.errorf(Pos{File: pat}, "bad pattern: %v", err)
 				continue
+			}
+			if len(m) == 0 {
+				p.warnf(Pos{File: pat}, "no rule files match this pattern")
 			}
 			matches = m
 		} else {
@@ -196,6 +208,18 @@ func expandConfig(patterns []string, base string, p *problems) []string {
 		}
 	}
 	return out
+}
+
+// globDir is the directory part of a pattern before its first wildcard.
+func globDir(pat string) string {
+	var dir string
+	for _, el := range strings.Split(filepath.Dir(pat), string(filepath.Separator)) {
+		if strings.ContainsAny(el, "*?[") {
+			break
+		}
+		dir += el + string(filepath.Separator)
+	}
+	return filepath.Clean(dir)
 }
 
 // expandPaths turns command-line paths (files, directories, globs) into

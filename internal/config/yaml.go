@@ -68,6 +68,12 @@ func (d *Doc) Pos(path string) Pos {
 	return Pos{File: d.File}
 }
 
+// Has reports whether the file sets key path.
+func (d *Doc) Has(path string) bool {
+	_, ok := d.pos[path]
+	return ok
+}
+
 // Errorf makes an error located at key path.
 func (d *Doc) Errorf(path, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %s", d.Pos(path), orTop(path), fmt.Sprintf(format, args...))
