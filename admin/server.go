@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Config is the admin listener's part of the config file.
@@ -19,6 +21,18 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Pprof serves /debug/pprof/ on the admin listener.
 	Pprof bool `yaml:"pprof"`
+}
+
+// Validate reports bad values as config.Problems keyed within the admin
+// section.
+func (c Config) Validate() error {
+	var ps config.Problems
+	if c.Listen != "" {
+		if err := config.CheckHostPort(c.Listen, true); err != nil {
+			ps.Add("listen", "%v", err)
+		}
+	}
+	return ps.Err()
 }
 
 // Hooks are what the admin endpoints ask of the running daemon.

@@ -1,14 +1,17 @@
 package cache
 
 import (
-	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Cache types.
@@ -51,8 +54,12 @@ type RedisConfig struct {
 	MasterName string   `yaml:"master_name"`
 	Username   string   `yaml:"username"`
 	Password   string   `yaml:"password"`
-	DB         int      `yaml:"db"`
-	TLS        bool     `yaml:"tls"`
+	// PasswordFile holds the password instead, so that it need not stand
+	// in a world-readable config; see CredentialPath for where a
+	// relative name is looked for.
+	PasswordFile string `yaml:"password_file"`
+	DB           int    `yaml:"db"`
+	TLS          bool   `yaml:"tls"`
 	// CAFile is a PEM bundle that verifies the servers instead of the
 	// system roots; it needs tls.
 	CAFile    string   `yaml:"ca_file"`
@@ -105,23 +112,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// ConfigError is one bad setting. Key is relative to the section, e.g.
-// "redis.addrs[1]" in `cache:` or "delay" in `greylist:`.
-type ConfigError struct {
-	Key string
-	Msg string
-}
-
-func (e *ConfigError) Error() string { return e.Key + ": " + e.Msg }
-
-// Validate reports every bad setting, as ConfigErrors joined with
-// errors.Join. Zero fields are fine: they take their defaults.
+// Validate reports every bad setting as config.Problems, keys relative
+// to the section ("redis.addrs[1]"). Zero fields are fine: they take
+// their defaults.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
+	var ps config.Problems
+	bad := ps.Add
 	if c.Type != TypeMemory && c.Type != TypeRedis {
 		bad("type", "%q: want memory or redis", c.Type)
 	}
@@ -151,6 +148,13 @@ func (c Config) Validate() error {
 			bad(fmt.Sprintf("redis.addrs[%d]", i), "%q: bad port", a)
 		}
 	}
+	if r.PasswordFile != "" {
+		if r.Password != "" {
+			bad("redis.password_file", "password and password_file exclude each other")
+		} else if _, err := r.secret(); err != nil {
+			bad("redis.password_file", "%v", err)
+		}
+	}
 	if r.DB < 0 {
 		bad("redis.db", "must not be negative")
 	}
@@ -172,7 +176,42 @@ func (c Config) Validate() error {
 	if c.Breaker.Cooldown < 0 {
 		bad("breaker.cooldown", "must be a positive duration such as 10s")
 	}
-	return errors.Join(errs...)
+	return ps.Err()
+}
+
+// CredentialPath is where the config's password_file name is read from:
+// a relative name is a systemd credential (LoadCredential=) when
+// $CREDENTIALS_DIRECTORY holds a file of that name, and otherwise
+// relative to baseDir, the config file's directory.
+func CredentialPath(name, baseDir string) string {
+	if name == "" || filepath.IsAbs(name) {
+		return name
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join(baseDir, name)
+}
+
+// secret is the Redis password: Password, or the first line of
+// PasswordFile.
+func (r RedisConfig) secret() (string, error) {
+	if r.PasswordFile == "" {
+		return r.Password, nil
+	}
+	data, err := os.ReadFile(r.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the Redis password: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(data), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s: the first line, the password, is empty", r.PasswordFile)
+	}
+	return pw, nil
 }
 
 // Duration is a time.Duration in config files: Go's units (ms, s, m, h)

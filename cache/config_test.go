@@ -72,9 +72,9 @@ greylist:
 func TestConfigDecodeErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"cache:\n  redis:\n    timout: 1s\n", `mailward.yaml:3:5: unknown key "cache.redis.timout" (did you mean "timeout"?)`},
-		{"cache:\n  redis:\n    timeout: 100\n", `mailward.yaml: 3: "100": want a duration`},
+		{"cache:\n  redis:\n    timeout: 100\n", `mailward.yaml:3:14: cache.redis.timeout: "100": want a duration`},
 		{"greylist:\n  expiry: 36x\n", `"36x": want a duration`},
-		{"greylist:\n  delay: [1]\n", `mailward.yaml: 2: want a duration`},
+		{"greylist:\n  delay: [1]\n", `mailward.yaml:2:10: greylist.delay: want a duration`},
 	} {
 		_, err := decode(t, tc.text)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -101,12 +101,12 @@ func TestConfigValidate(t *testing.T) {
 	}
 	err := bad.Validate()
 	var keys []string
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		var ce *ConfigError
-		if !errors.As(e, &ce) {
-			t.Fatalf("%v is not a ConfigError", e)
-		}
-		keys = append(keys, ce.Key)
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("%v is not config.Problems", err)
+	}
+	for _, p := range ps {
+		keys = append(keys, p.Key)
 	}
 	want := "type max_entries redis.addrs[1] redis.addrs[2] redis.db redis.ca_file redis.key_prefix redis.timeout breaker.failures"
 	if strings.Join(keys, " ") != want {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // GreylistConfig is the `greylist:` section of the config file.
@@ -64,14 +66,12 @@ func (c GreylistConfig) withDefaults() GreylistConfig {
 	return c
 }
 
-// Validate reports every bad setting as ConfigErrors joined with
-// errors.Join; zero fields are fine (defaults).
+// Validate reports every bad setting as config.Problems, keys relative
+// to the section; zero fields are fine (defaults).
 func (c GreylistConfig) Validate() error {
 	c = c.withDefaults()
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
+	var ps config.Problems
+	bad := ps.Add
 	if c.Delay < 0 {
 		bad("delay", "must be a positive duration such as 5m")
 	}
@@ -90,7 +90,7 @@ func (c GreylistConfig) Validate() error {
 	if c.NetmaskV6 < 1 || c.NetmaskV6 > 128 {
 		bad("netmask_v6", "%d: want 1 to 128", c.NetmaskV6)
 	}
-	return errors.Join(errs...)
+	return ps.Err()
 }
 
 // checkTimes guards CheckTriplet against settings that would make the

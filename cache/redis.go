@@ -48,6 +48,10 @@ func NewRedis(cfg Config, opts Options) (*Redis, error) {
 	if len(rc.Addrs) == 0 {
 		return nil, errors.New("redis cache: no addresses")
 	}
+	password, err := rc.secret()
+	if err != nil {
+		return nil, err
+	}
 	timeout := time.Duration(rc.Timeout)
 	var tlsCfg *tls.Config
 	if rc.TLS {
@@ -77,10 +81,10 @@ func NewRedis(cfg Config, opts Options) (*Redis, error) {
 		Addrs:      rc.Addrs,
 		MasterName: rc.MasterName,
 		Username:   rc.Username,
-		Password:   rc.Password,
+		Password:   password,
 		// Sentinels usually share the servers' credentials.
 		SentinelUsername: rc.Username,
-		SentinelPassword: rc.Password,
+		SentinelPassword: password,
 		DB:               rc.DB,
 		Dialer:           dial,
 

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -401,6 +402,23 @@ func TestRedisTLSAndAuth(t *testing.T) {
 	if err := newRedis(t, cfg, Options{}).Set(ctx, "k", []byte("v"), time.Minute); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Set with a wrong password: %v", err)
 	}
+
+	// The password from a file, as a systemd credential.
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "redis-password"), []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	cfg.Redis.Password = ""
+	cfg.Redis.PasswordFile = CredentialPath("redis-password", "/nonexistent")
+	if err := newRedis(t, cfg, Options{}).Set(ctx, "k", []byte("v"), time.Minute); err != nil {
+		t.Fatalf("Set with password_file: %v", err)
+	}
+	cfg.Redis.PasswordFile = CredentialPath("other", creds+"/absent")
+	if _, err := NewRedis(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "password_file") {
+		t.Fatalf("missing password_file: %v", err)
+	}
+	cfg.Redis.PasswordFile = ""
 	cfg.Redis.CAFile = "/nonexistent/ca.pem"
 	if _, err := NewRedis(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "ca_file") {
 		t.Fatalf("missing ca_file: %v", err)

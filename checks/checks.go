@@ -8,7 +8,6 @@ package checks
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -74,11 +74,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every bad value, naming its key.
+// Validate reports every bad value as config.Problems keyed from the top
+// of the config file ("dns.timeout"), since these are several sections.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	var ps config.Problems
+	bad := ps.Add
+	section := func(name string, err error) {
+		var sub config.Problems
+		if errors.As(err, &sub) {
+			ps = append(ps, sub.Under(name)...)
+		}
 	}
 	if c.DNS.Timeout < 0 {
 		bad("dns.timeout", "must not be negative")
@@ -89,19 +94,13 @@ func (c Config) Validate() error {
 	if c.IPRev.MaxNames < 0 {
 		bad("iprev.max_names", "must not be negative")
 	}
-	if err := c.DKIM.Options.Validate(); err != nil {
-		bad("dkim", "%v", err)
-	}
-	if err := c.DMARC.Options.Validate(); err != nil {
-		bad("dmarc", "%v", err)
-	}
+	section("dkim", c.DKIM.Options.Validate())
+	section("dmarc", c.DMARC.Options.Validate())
 	if c.DMARC.Enable && !c.DKIM.Enable {
 		bad("dmarc.enable", "DMARC needs dkim.enable: true (it reads DKIM results and the From field)")
 	}
-	if _, err := dnsbl.New(nil, c.DNSBL); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	section("dnsbl", c.DNSBL.Validate())
+	return ps.Err()
 }
 
 // Suite runs the enabled checks. It implements policy.Checker and is safe

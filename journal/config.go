@@ -1,12 +1,11 @@
 package journal
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Config is the `journal:` section of the config file.
@@ -43,19 +42,11 @@ func DefaultConfig() Config {
 // Enabled reports whether a journal is to be written.
 func (c Config) Enabled() bool { return c.Path != "" }
 
-// ConfigError is one bad value, with the key (below journal.) it belongs to.
-type ConfigError struct {
-	Key, Msg string
-}
-
-func (e *ConfigError) Error() string { return e.Key + ": " + e.Msg }
-
-// Validate reports every bad value, each a *ConfigError.
+// Validate reports every bad value as config.Problems, keys relative to
+// the journal section.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
+	var ps config.Problems
+	bad := ps.Add
 	if c.MaxSize < 4096 {
 		bad("max_size", "%d: want at least 4096 bytes", c.MaxSize)
 	}
@@ -73,5 +64,5 @@ func (c Config) Validate() error {
 			bad("omit_headers", "%q is not a header field name", h)
 		}
 	}
-	return errors.Join(errs...)
+	return ps.Err()
 }

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Config is the signing section of the config file.
@@ -84,21 +86,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// Problem is one bad config value; Key is relative to the signing section.
-type Problem struct {
-	Key     string
-	Message string
-}
-
-func (p Problem) Error() string { return "signing." + p.Key + ": " + p.Message }
-
-// Problems lists every bad value, so the config loader can point at each.
+// Problems lists every bad value, keys relative to the signing section, so the config loader can point at each.
 // Key files are read by Load, not here.
-func (c Config) Problems() []Problem {
-	var out []Problem
-	bad := func(key, format string, args ...any) {
-		out = append(out, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
-	}
+func (c Config) Problems() config.Problems {
+	var out config.Problems
+	bad := out.Add
 	for _, n := range c.InternalNetworks {
 		if _, err := parseNetwork(n); err != nil {
 			bad("internal_networks", "%v", err)

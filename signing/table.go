@@ -129,12 +129,8 @@ type Table struct {
 // otherwise the entry stays without a key (mail for it is a missing key)
 // and the problem is logged. Only config problems are errors.
 func Load(cfg Config, baseDir string, prev *Table, log *slog.Logger) (*Table, error) {
-	if ps := cfg.Problems(); len(ps) > 0 {
-		errs := make([]error, len(ps))
-		for i, p := range ps {
-			errs[i] = p
-		}
-		return nil, errors.Join(errs...)
+	if err := cfg.Problems().Under("signing").Err(); err != nil {
+		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()

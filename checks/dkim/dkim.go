@@ -11,7 +11,8 @@ package dkim
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // TXTResolver looks up TXT records; *resolver.Resolver satisfies it.
@@ -42,21 +43,25 @@ type Options struct {
 	MinRSABits int `yaml:"min_rsa_bits"`
 }
 
-// Validate reports option values that make no sense.
+// Validate reports option values that make no sense, as config.Problems
+// keyed by option.
 func (o Options) Validate() error {
-	switch {
-	case o.MaxSignatures < 0:
-		return fmt.Errorf("max_signatures %d is negative", o.MaxSignatures)
-	case o.MaxSize < 0:
-		return fmt.Errorf("max_size %d is negative", o.MaxSize)
-	case o.MinRSABits < 0:
-		return fmt.Errorf("min_rsa_bits %d is negative", o.MinRSABits)
-	case o.MinRSABits > 0 && o.MinRSABits < 1024:
-		return fmt.Errorf("min_rsa_bits %d is under 1024, which RFC 8301 forbids", o.MinRSABits)
-	case o.MinRSABits > 16384:
-		return fmt.Errorf("min_rsa_bits %d is over 16384", o.MinRSABits)
+	var ps config.Problems
+	if o.MaxSignatures < 0 {
+		ps.Add("max_signatures", "%d: must not be negative", o.MaxSignatures)
 	}
-	return nil
+	if o.MaxSize < 0 {
+		ps.Add("max_size", "%d: must not be negative", o.MaxSize)
+	}
+	switch {
+	case o.MinRSABits < 0:
+		ps.Add("min_rsa_bits", "%d: must not be negative", o.MinRSABits)
+	case o.MinRSABits > 0 && o.MinRSABits < 1024:
+		ps.Add("min_rsa_bits", "%d is under 1024, which RFC 8301 forbids", o.MinRSABits)
+	case o.MinRSABits > 16384:
+		ps.Add("min_rsa_bits", "%d is over 16384", o.MinRSABits)
+	}
+	return ps.Err()
 }
 
 func (o Options) withDefaults() Options {

@@ -13,6 +13,8 @@ import (
 	"github.com/mailward/mailward/checks/dkim"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/spf"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // TXTResolver looks up TXT records; *resolver.Resolver satisfies it.
@@ -33,12 +35,14 @@ type Options struct {
 	MaxAuthorDomains int `yaml:"max_author_domains"`
 }
 
-// Validate reports option values that make no sense.
+// Validate reports option values that make no sense, as config.Problems
+// keyed by option.
 func (o Options) Validate() error {
+	var ps config.Problems
 	if o.MaxAuthorDomains < 0 {
-		return fmt.Errorf("max_author_domains %d is negative", o.MaxAuthorDomains)
+		ps.Add("max_author_domains", "%d: must not be negative", o.MaxAuthorDomains)
 	}
-	return nil
+	return ps.Err()
 }
 
 // Checker evaluates DMARC. It is safe for concurrent use; it keeps no

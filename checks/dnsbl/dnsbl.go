@@ -6,6 +6,7 @@ package dnsbl
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailward/mailward/checks/resolver"
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Zone is one list.
@@ -50,43 +52,55 @@ type list struct {
 
 // New checks cfg and returns a Checker that queries through r.
 func New(r *resolver.Resolver, cfg Config) (*Checker, error) {
-	c := &Checker{r: r}
-	var err error
-	if c.ips, err = compile(cfg.Zones, "zones"); err != nil {
-		return nil, err
-	}
-	if c.domains, err = compile(cfg.DomainZones, "domain_zones"); err != nil {
+	var ps config.Problems
+	c := &Checker{r: r, ips: compile(cfg.Zones, "zones", &ps), domains: compile(cfg.DomainZones, "domain_zones", &ps)}
+	if err := ps.Err(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func compile(zs []Zone, key string) ([]list, error) {
+// Validate reports every bad list as config.Problems keyed within the
+// dnsbl section ("zones[1].zone").
+func (cfg Config) Validate() error {
+	var ps config.Problems
+	compile(cfg.Zones, "zones", &ps)
+	compile(cfg.DomainZones, "domain_zones", &ps)
+	return ps.Err()
+}
+
+func compile(zs []Zone, key string, ps *config.Problems) []list {
 	seen := map[string]bool{}
 	out := make([]list, 0, len(zs))
 	for i, z := range zs {
+		at := fmt.Sprintf("%s[%d]", key, i)
 		name := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(z.Zone), "."))
 		if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.Contains(name, "..") || !strings.Contains(name, ".") {
-			return nil, fmt.Errorf("dnsbl %s[%d]: %q is not a domain name", key, i, z.Zone)
+			ps.Add(at+".zone", "%q is not a domain name", z.Zone)
+			continue
 		}
 		if seen[name] {
-			return nil, fmt.Errorf("dnsbl %s[%d]: zone %s is listed twice", key, i, name)
+			ps.Add(at+".zone", "zone %s is listed twice", name)
+			continue
 		}
 		seen[name] = true
 		cz := list{name: name, allow: z.Allow, codes: map[netip.Addr]string{}}
-		for code, label := range z.Codes {
+		for _, code := range slices.Sorted(maps.Keys(z.Codes)) {
+			label := z.Codes[code]
 			a, err := netip.ParseAddr(code)
 			if err != nil || !a.Is4() {
-				return nil, fmt.Errorf("dnsbl %s[%d] (%s): code %q is not an IPv4 address", key, i, name, code)
+				ps.Add(at+".codes."+code, "%q is not an IPv4 address", code)
+				continue
 			}
 			if strings.TrimSpace(label) == "" {
-				return nil, fmt.Errorf("dnsbl %s[%d] (%s): code %s has an empty name", key, i, name, code)
+				ps.Add(at+".codes."+code, "empty name")
+				continue
 			}
 			cz.codes[a] = label
 		}
 		out = append(out, cz)
 	}
-	return out, nil
+	return out
 }
 
 // CheckIP queries every IP list for ip, at once. It returns, in

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"errors"
+	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,12 +87,8 @@ type Timeouts struct {
 // system DNS, memory cache, no rules.
 func defaultConfig() *Config {
 	def := checks.DefaultConfig()
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
-	}
 	return &Config{
-		Hostname: host,
+		Hostname: defaultHostname("/etc/hosts"),
 		OnError:  "tempfail",
 		Log:      LogConfig{Format: "text", Level: "info"},
 		Milter:   milter.Config{Listen: "inet:127.0.0.1:8891", SocketMode: "0660"},
@@ -123,10 +120,39 @@ func loadConfig(file string) (*Config, error) {
 		return nil, err
 	}
 	cfg.file, cfg.doc = file, doc
+	cfg.resolve()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// resolve settles what depends on which keys the file sets and where it
+// stands.
+func (c *Config) resolve() {
+	// Addresses for Redis mean Redis: two instances "sharing" it must not
+	// each count rate limits alone in memory.
+	if c.doc.Has("cache.redis.addrs") && !c.doc.Has("cache.type") {
+		c.Cache.Type = cache.TypeRedis
+	}
+	c.Cache.Redis.PasswordFile = cache.CredentialPath(c.Cache.Redis.PasswordFile, c.baseDir())
+}
+
+// serving reports what only serve needs: something to serve.
+func (c *Config) serving() error {
+	if c.Milter.Listen == "" && c.Policy.Listen == "" && c.SMTP.Listen == "" && c.SMTP.ListenTLS == "" {
+		return fmt.Errorf("%s: nothing to serve: set milter.listen, smtp.listen or policy.listen", c.file)
+	}
+	return nil
+}
+
+// warnings are settings that work but are likely not what was meant.
+func (c *Config) warnings() []string {
+	var out []string
+	if !strings.Contains(c.Hostname, ".") {
+		out = append(out, fmt.Sprintf("%s: hostname %q has no dot: Authentication-Results name this host by it (authserv-id), so set it to the fully qualified name", c.doc.Pos("hostname"), c.Hostname))
+	}
+	return out
 }
 
 func (c *Config) validate() error {
@@ -151,65 +177,33 @@ func (c *Config) validate() error {
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
-	if c.Milter.Listen != "" && !strings.HasPrefix(c.Milter.Listen, "inet:") && !strings.HasPrefix(c.Milter.Listen, "inet6:") &&
-		!strings.HasPrefix(c.Milter.Listen, "unix:") && !strings.HasPrefix(c.Milter.Listen, "local:") {
-		bad("milter.listen", "%q: want inet:HOST:PORT or unix:/path", c.Milter.Listen)
-	}
-	if _, err := c.socketMode(); err != nil {
-		bad("milter.socket_mode", "%v", err)
-	}
-	for key, d := range map[string]time.Duration{"timeouts.checks": c.Timeouts.Checks, "timeouts.milter": c.Timeouts.Milter, "timeouts.shutdown": c.Timeouts.Shutdown} {
-		if d <= 0 {
-			bad(key, "must be a positive duration such as 30s")
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"timeouts.checks", c.Timeouts.Checks}, {"timeouts.milter", c.Timeouts.Milter}, {"timeouts.shutdown", c.Timeouts.Shutdown}} {
+		if d.v <= 0 {
+			bad(d.key, "must be a positive duration such as 30s")
 		}
 	}
 	t := c.Thresholds
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
 		bad("thresholds", "thresholds must not be negative (0 turns a level off)")
 	}
-	if err := c.checks().Validate(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			errs = append(errs, fmt.Errorf("%s: %s", c.doc.Pos(firstWord(line)), line))
-		}
+	if c.Cache.Type == cache.TypeMemory && len(c.Cache.Redis.Addrs) > 0 {
+		bad("cache.redis.addrs", "set, but cache.type is memory: remove the addresses or set type: redis")
 	}
-	sectionErrors := func(section string, err error) {
-		for _, e := range unjoin(err) {
-			var ce *cache.ConfigError
-			if errors.As(e, &ce) {
-				bad(section+"."+ce.Key, "%s", ce.Msg)
-			} else {
-				bad(section, "%v", e)
-			}
-		}
-	}
-	if err := c.Cache.Validate(); err != nil {
-		sectionErrors("cache", err)
-	}
-	if err := c.Greylist.Validate(); err != nil {
-		sectionErrors("greylist", err)
-	}
-	if err := c.Journal.Validate(); err != nil {
-		for _, e := range unjoin(err) {
-			var je *journal.ConfigError
-			if errors.As(e, &je) {
-				bad("journal."+je.Key, "%s", je.Msg)
-			} else {
-				bad("journal", "%v", e)
-			}
-		}
-	}
+	errs = append(errs, c.doc.Locate("milter", c.Milter.Validate())...)
+	errs = append(errs, c.doc.Locate("admin", c.Admin.Validate())...)
+	errs = append(errs, c.doc.Locate("", c.checks().Validate())...)
+	errs = append(errs, c.doc.Locate("cache", c.Cache.Validate())...)
+	errs = append(errs, c.doc.Locate("greylist", c.Greylist.Validate())...)
+	errs = append(errs, c.doc.Locate("journal", c.Journal.Validate())...)
 	if sc := c.smtp(); sc.Listen != "" || sc.ListenTLS != "" {
-		for _, p := range sc.Problems() {
-			bad("smtp."+p.Key, "%s", p.Message)
-		}
+		errs = append(errs, c.doc.Locate("smtp", sc.Validate())...)
 	}
-	for _, p := range c.Signing.Problems() {
-		bad("signing."+p.Key, "%s", p.Message)
-	}
-	if err := c.Policy.Validate(); err != nil {
-		errs = append(errs, c.doc.Errorf("policy", "%v", err))
-	}
-	for name := range c.Lists {
+	errs = append(errs, c.doc.Locate("signing", c.Signing.Problems().Err())...)
+	errs = append(errs, c.doc.Locate("policy", c.Policy.Validate())...)
+	for _, name := range slices.Sorted(maps.Keys(c.Lists)) {
 		if _, dup := c.Rules.Lists[name]; dup {
 			bad("lists."+name, "list %q is also declared under rules.lists", name)
 		}
@@ -237,25 +231,9 @@ func (c *Config) smtp() smtpproxy.Config {
 	return s
 }
 
-// unjoin lists the errors errors.Join put together.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
 // checks is the checks' part of the config.
 func (c *Config) checks() checks.Config {
 	return checks.Config{DNS: c.DNS, SPF: c.SPF, IPRev: c.IPRev, DNSBL: c.DNSBL, DKIM: c.DKIM, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
-}
-
-// firstWord picks the key an error message starts with, to find its line.
-func firstWord(s string) string {
-	if i := strings.IndexAny(s, " :"); i > 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // rulesConfig merges the top-level lists into the rules' config.
@@ -281,17 +259,6 @@ func (c *Config) baseDir() string {
 	return filepath.Dir(c.file)
 }
 
-func (c *Config) socketMode() (os.FileMode, error) {
-	if c.Milter.SocketMode == "" {
-		return 0, nil
-	}
-	m, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32)
-	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", c.Milter.SocketMode)
-	}
-	return os.FileMode(m), nil
-}
-
 // settings is the engine's part of the config.
 func (c *Config) settings() policy.Settings {
 	act := func(s string) policy.Action {
@@ -310,4 +277,34 @@ func (c *Config) settings() policy.Settings {
 		CheckTimeout:     c.Timeouts.Checks,
 		VerdictTTL:       time.Duration(c.Cache.VerdictTTL),
 	}
+}
+
+// defaultHostname is this host's fully qualified name: the kernel's host
+// name if it has a dot, else the name hosts gives for it, as hostname -f
+// finds it. No DNS: a default must not wait on the network.
+func defaultHostname(hosts string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "localhost"
+	}
+	if strings.Contains(host, ".") {
+		return host
+	}
+	if f, err := os.Open(hosts); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line, _, _ := strings.Cut(sc.Text(), "#")
+			names := strings.Fields(line)
+			if len(names) < 2 || !slices.ContainsFunc(names[1:], func(n string) bool { return strings.EqualFold(n, host) }) {
+				continue
+			}
+			for _, n := range names[1:] {
+				if strings.HasPrefix(strings.ToLower(n), strings.ToLower(host)+".") {
+					return n
+				}
+			}
+		}
+	}
+	return host
 }

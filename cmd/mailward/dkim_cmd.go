@@ -65,7 +65,7 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 	}
 	probe := signing.Config{Keys: []signing.KeyConfig{{Domain: *domain, Selector: *selector, KeyFile: "x"}}}
 	for _, p := range probe.Problems() {
-		fmt.Fprintf(stderr, "mailward dkim keygen: %s\n", p.Message)
+		fmt.Fprintf(stderr, "mailward dkim keygen: %s\n", p.Msg)
 		return 2
 	}
 	if *out == "" {

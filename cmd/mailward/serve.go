@@ -49,7 +49,22 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailward: %v\n", err)
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
+	if err := cfg.serving(); err != nil {
+		fmt.Fprintf(stderr, "mailward: %v\n", err)
+		return 1
+	}
+	log, logOut := newLogger(cfg.Log, stderr)
+	if *checkOnly {
+		// Warnings go to the terminal, not to the log's format.
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, w := range cfg.warnings() {
+		if *checkOnly {
+			fmt.Fprintf(stderr, "mailward: warning: %s\n", w)
+		} else {
+			log.Warn(w)
+		}
+	}
 	cache.RouteClientLogs(log)
 	c, err := cache.New(cfg.Cache, cache.Options{Logger: log})
 	if err != nil {
@@ -65,10 +80,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if *checkOnly {
 		c.Close()
 		parts.close()
+		for _, w := range parts.rules.Current().Warnings() {
+			fmt.Fprintf(stderr, "mailward: %s\n", w) // w says "warning"
+		}
 		fmt.Fprintf(stdout, "%s: OK (%s)\n", cfg.file, parts.summary())
 		return 0
 	}
-	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, cache: c, reloads: make(chan chan error), ruleChanges: make(chan ruleChange)}
+	d := &daemon{file: *file, cfg: cfg, parts: parts, log: log, logOut: logOut, cache: c, reloads: make(chan chan error), ruleChanges: make(chan ruleChange)}
 	if err := d.run(); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
@@ -82,6 +100,7 @@ type daemon struct {
 	cfg     *Config
 	parts   *parts
 	log     *slog.Logger
+	logOut  *logOutput
 	engine  *policy.Engine
 	metrics *admin.Metrics
 	// cache lives across reloads unless its section changes; the metrics
@@ -163,7 +182,7 @@ func (d *daemon) run() error {
 		return err
 	}
 	if d.cfg.Milter.Listen != "" {
-		mode, _ := d.cfg.socketMode()
+		mode, _ := d.cfg.Milter.Mode()
 		ln, err := milter.Listen(d.cfg.Milter.Listen, mode)
 		if err != nil {
 			return err
@@ -193,9 +212,6 @@ func (d *daemon) run() error {
 		stops = append(stops, sp.Shutdown)
 	}
 	d.smtp = sp
-	if len(stops) == 0 {
-		return errors.New("nothing to serve: set milter.listen, smtp.listen or policy.listen")
-	}
 	for _, front := range []string{"milter", "policy", "smtp"} {
 		d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": front},
 			func() float64 { return float64(d.engine.Open(front)) })
@@ -319,6 +335,13 @@ func (d *daemon) reload() error {
 			d.log.Error("reload failed; keeping the running config and rules", "err", err)
 			return err
 		}
+	}
+	if cfg.Log != d.cfg.Log {
+		d.logOut.set(cfg.Log)
+		d.log.Info("log settings changed", "format", cfg.Log.Format, "level", cfg.Log.Level)
+	}
+	for _, w := range cfg.warnings() {
+		d.log.Warn(w)
 	}
 	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
 	d.engine.SetCache(p.cache, p.grey)

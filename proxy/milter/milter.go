@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -21,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy"
 )
@@ -31,6 +33,33 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// SocketMode is the mode of a unix socket, e.g. "0660".
 	SocketMode string `yaml:"socket_mode"`
+}
+
+// Validate reports bad values as config.Problems keyed within the milter
+// section.
+func (c Config) Validate() error {
+	var ps config.Problems
+	if c.Listen != "" {
+		if err := config.CheckSocketAddr(c.Listen); err != nil {
+			ps.Add("listen", "%v", err)
+		}
+	}
+	if _, err := c.Mode(); err != nil {
+		ps.Add("socket_mode", "%v", err)
+	}
+	return ps.Err()
+}
+
+// Mode parses SocketMode; 0 means leave the mode alone.
+func (c Config) Mode() (fs.FileMode, error) {
+	if c.SocketMode == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", c.SocketMode)
+	}
+	return fs.FileMode(m), nil
 }
 
 // Server serves the milter protocol on behalf of an engine.

@@ -1,14 +1,13 @@
 package policyd
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/proxy/milter"
 )
 
@@ -85,30 +84,30 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks the values a config file may get wrong; each error
-// names its key under policy.
+// Validate checks the values a config file may get wrong, as
+// config.Problems keyed within the policy section.
 func (c Config) Validate() error {
-	var errs []error
+	var ps config.Problems
 	if c.Listen != "" {
-		if err := checkAddr(c.Listen); err != nil {
-			errs = append(errs, fmt.Errorf("policy.listen: %w", err))
+		if err := config.CheckSocketAddr(c.Listen); err != nil {
+			ps.Add("listen", "%v", err)
 		}
 	}
 	if _, err := c.Mode(); err != nil {
-		errs = append(errs, fmt.Errorf("policy.socket_mode: %w", err))
+		ps.Add("socket_mode", "%v", err)
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
 	}{{"idle_timeout", c.IdleTimeout}, {"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"instance_ttl", c.InstanceTTL}} {
 		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("policy.%s: must not be negative (0 takes the default)", d.key))
+			ps.Add(d.key, "must not be negative (0 takes the default)")
 		}
 	}
 	if c.MaxInstances < 0 {
-		errs = append(errs, errors.New("policy.max_instances: must not be negative (0 takes the default)"))
+		ps.Add("max_instances", "must not be negative (0 takes the default)")
 	}
-	return errors.Join(errs...)
+	return ps.Err()
 }
 
 // Mode parses SocketMode; 0 means leave the mode alone.
@@ -125,7 +124,7 @@ func (c Config) Mode() (fs.FileMode, error) {
 
 // Listen opens the listener cfg.Listen names.
 func Listen(cfg Config) (net.Listener, error) {
-	if err := checkAddr(cfg.Listen); err != nil {
+	if err := config.CheckSocketAddr(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("policy listen address: %w", err)
 	}
 	mode, err := cfg.Mode()
@@ -133,28 +132,4 @@ func Listen(cfg Config) (net.Listener, error) {
 		return nil, fmt.Errorf("policy socket mode: %w", err)
 	}
 	return milter.Listen(cfg.Listen, mode)
-}
-
-// checkAddr catches a malformed address before the milter package's
-// Listen, whose messages speak of milters.
-func checkAddr(addr string) error {
-	kind, rest, ok := strings.Cut(addr, ":")
-	if !ok {
-		return fmt.Errorf("%q: want inet:HOST:PORT or unix:/path", addr)
-	}
-	switch kind {
-	case "inet", "inet6", "tcp":
-		if _, _, err := net.SplitHostPort(rest); err != nil {
-			if _, _, ok := strings.Cut(rest, "@"); !ok {
-				return fmt.Errorf("%q: want inet:HOST:PORT: %w", addr, err)
-			}
-		}
-		return nil
-	case "unix", "local":
-		if rest == "" {
-			return fmt.Errorf("%q: empty socket path", addr)
-		}
-		return nil
-	}
-	return fmt.Errorf("%q: unknown kind %q (want inet or unix)", addr, kind)
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -541,11 +542,16 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	bad := Config{Listen: "tcp-ish", SocketMode: "999", IdleTimeout: -1, MaxInstances: -1}
-	err := bad.Validate()
-	for _, key := range []string{"policy.listen", "policy.socket_mode", "policy.idle_timeout", "policy.max_instances"} {
-		if err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("validate: %v; want an error naming %s", err, key)
-		}
+	var ps config.Problems
+	if !errors.As(bad.Validate(), &ps) {
+		t.Fatalf("validate: %v is not config.Problems", bad.Validate())
+	}
+	var keys []string
+	for _, p := range ps {
+		keys = append(keys, p.Key)
+	}
+	if got := strings.Join(keys, " "); got != "listen socket_mode idle_timeout max_instances" {
+		t.Errorf("problems at %s\n%v", got, ps)
 	}
 	for _, addr := range []string{"inet:127.0.0.1", "unix:", "udp:1.2.3.4:5"} {
 		if _, err := Listen(Config{Listen: addr}); err == nil || !strings.Contains(err.Error(), "policy") {

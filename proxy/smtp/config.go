@@ -3,13 +3,14 @@ package smtp
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // Config is the SMTP proxy's part of the config file (the smtp: section).
@@ -138,40 +139,42 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Problem is one bad config value; Key is relative to the smtp section.
-type Problem struct {
-	Key     string
-	Message string
-}
-
-func (p Problem) Error() string { return "smtp." + p.Key + ": " + p.Message }
-
-// Problems lists every bad value after defaults are applied, so the
-// config loader can point at each one.
-func (c Config) Problems() []Problem {
+// Problems lists every bad value after defaults are applied, keys
+// relative to the smtp section, so the config loader can point at each.
+func (c Config) Problems() config.Problems {
 	c = c.withDefaults()
-	var out []Problem
-	bad := func(key, format string, args ...any) {
-		out = append(out, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
-	}
+	var out config.Problems
+	bad := out.Add
 	for key, addr := range map[string]string{"listen": c.Listen, "listen_tls": c.ListenTLS} {
 		if addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			bad(key, "%q: want HOST:PORT", addr)
+		if err := config.CheckHostPort(addr, true); err != nil {
+			bad(key, "%v", err)
 		}
 	}
 	if c.Upstream == "" {
 		bad("upstream", "required: HOST:PORT of the MTA to relay to")
-	} else if _, _, err := net.SplitHostPort(c.Upstream); err != nil {
-		bad("upstream", "%q: want HOST:PORT", c.Upstream)
+	} else if err := config.CheckHostPort(c.Upstream, false); err != nil {
+		bad("upstream", "%v", err)
 	}
 	if strings.ContainsAny(c.Hostname, " \t\r\n") {
 		bad("hostname", "%q: must be one word", c.Hostname)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key go together")
+	}
+	if c.TLSCert != "" && c.TLSKey != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			bad("tls_cert", "loading %s and tls_key %s: %v", c.TLSCert, c.TLSKey, err)
+		}
+	}
+	if c.UpstreamTLSCA != "" {
+		if pem, err := os.ReadFile(c.UpstreamTLSCA); err != nil {
+			bad("upstream_tls_ca", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			bad("upstream_tls_ca", "%s: no PEM certificates in it", c.UpstreamTLSCA)
+		}
 	}
 	if c.ListenTLS != "" && c.TLSCert == "" {
 		bad("listen_tls", "needs tls_cert and tls_key")
@@ -214,14 +217,7 @@ func (c Config) Problems() []Problem {
 }
 
 // Validate reports every problem as one error.
-func (c Config) Validate() error {
-	ps := c.Problems()
-	errs := make([]error, len(ps))
-	for i, p := range ps {
-		errs[i] = p
-	}
-	return errors.Join(errs...)
-}
+func (c Config) Validate() error { return c.Problems().Err() }
 
 func parseNetworks(nets []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(nets))
