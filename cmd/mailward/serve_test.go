@@ -343,3 +343,31 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestReloadAppliesLogSettings: a reload switches log.format and
+// log.level, for loggers already handed out too.
+func TestReloadAppliesLogSettings(t *testing.T) {
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	good := baseConfig(t, addr) + "admin:\n  listen: " + adminAddr + "\n"
+	cfg := writeFile(t, dir, "mailward.yaml", good+"log:\n  format: text\n  level: warn\n")
+	p := startProc(t, cfg, addr)
+	waitHTTP(t, "http://"+adminAddr+"/healthz")
+	sendOne(t, addr)
+	if strings.Contains(p.out.String(), "verdict=accept") {
+		t.Fatalf("a transaction logged at level warn:\n%s", p.out.String())
+	}
+	writeFile(t, dir, "mailward.yaml", good+"log:\n  format: json\n  level: info\n")
+	if code, body := httpDo(t, "POST", "http://"+adminAddr+"/reload"); code != 200 {
+		t.Fatalf("reload = %d %s", code, body)
+	}
+	sendOne(t, addr)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.out.String(), `"verdict":"accept"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no JSON transaction line after the reload:\n%s", p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
