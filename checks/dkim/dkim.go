@@ -3,14 +3,15 @@
 // ed25519-sha256 are verified, rsa-sha1 is refused by policy, RSA keys
 // under the configured minimum (never less than 1024 bits) fail.
 //
-// Cryptography and canonicalization are github.com/emersion/go-msgauth/dkim;
-// this package feeds it through a pipe so the body is hashed while it
-// arrives, looks keys up through our resolver, and turns its errors into
-// RFC 8601 results.
+// Canonicalization, header selection and hashing are done here, in one
+// pass each over what the sender wrote (the body while it arrives);
+// cryptography is the standard library's; keys are looked up through our
+// resolver and read by one parser, ParseKey.
 package dkim
 
 import (
 	"context"
+	"time"
 
 	"github.com/mailward/mailward/internal/config"
 )
@@ -27,6 +28,8 @@ const (
 	DefaultMaxSignatures = 10
 	DefaultMaxSize       = 64 << 20
 	DefaultMinRSABits    = 1024
+	// DefaultClockSkew is how far in the future a signature's t= may be.
+	DefaultClockSkew = time.Hour
 	// maxHeader bounds the header block kept while it is parsed.
 	maxHeader = 1 << 20
 )
@@ -41,6 +44,10 @@ type Options struct {
 	MaxSize int64 `yaml:"max_size"`
 	// MinRSABits is the smallest RSA key accepted; RFC 8301 forbids less than 1024.
 	MinRSABits int `yaml:"min_rsa_bits"`
+	// ClockSkew is how far in the future a signature's time stamp (t=)
+	// may be, for the signer's clock being ahead of ours; beyond it the
+	// signature is permerror (RFC 6376 section 3.5).
+	ClockSkew time.Duration `yaml:"clock_skew"`
 }
 
 // Validate reports option values that make no sense, as config.Problems
@@ -61,6 +68,9 @@ func (o Options) Validate() error {
 	case o.MinRSABits > 16384:
 		ps.Add("min_rsa_bits", "%d is over 16384", o.MinRSABits)
 	}
+	if o.ClockSkew < 0 {
+		ps.Add("clock_skew", "%s: must not be negative", o.ClockSkew)
+	}
 	return ps.Err()
 }
 
@@ -73,6 +83,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MinRSABits < DefaultMinRSABits {
 		o.MinRSABits = DefaultMinRSABits
+	}
+	if o.ClockSkew <= 0 {
+		o.ClockSkew = DefaultClockSkew
 	}
 	return o
 }

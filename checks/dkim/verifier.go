@@ -3,31 +3,27 @@ package dkim
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
-
-	msgdkim "github.com/emersion/go-msgauth/dkim"
-
-	"github.com/mailward/mailward/checks/resolver"
+	"time"
 )
 
-var (
-	errVerified = errors.New("verification finished")
-	errTooBig   = errors.New("message over max_size")
-	errClosed   = errors.New("verifier closed")
-)
+var errTooBig = errors.New("message over max_size")
 
 // Verifier verifies the DKIM signatures of one message. Write the message
 // to it (header block, blank line, body; CRLF line ends), then call Finish
 // once. The body is hashed as it arrives and never kept. A Verifier is for
 // one goroutine.
 //
-// Key look-ups happen while the body streams in (the library needs the key
-// before it reads the body), bounded by the context given to NewVerifier
-// and, once Finish runs, by Finish's context too.
+// When the header block is complete its signed fields are hashed at once
+// and the keys looked up in the background, while the body streams in;
+// the look-ups are bounded by the context given to NewVerifier and, once
+// Finish runs, by Finish's context too. No goroutine hashes anything, so
+// a verification that is given up costs no more CPU.
 type Verifier struct {
 	c      *Checker
 	ctx    context.Context
@@ -39,33 +35,41 @@ type Verifier struct {
 	lineStart int    // start of the header line being scanned
 	scanned   int    // bytes of hdr scanned for line ends
 
-	sigs    []sigField
-	from    []string
-	over    bool // the message passed MaxSize
-	hdrOver bool // the header block passed maxHeader
+	sigs     []*sigState
+	from     []string
+	over     bool // the message passed MaxSize
+	hdrOver  bool // the header block passed maxHeader
+	manyHdrs int  // the number of header fields, when over MaxHeaderFields
 
-	pw   *io.PipeWriter
-	done chan struct{} // closed when the library has returned
-	// Set by the verifying goroutine before done is closed.
-	verifs []*msgdkim.Verification
-	verr   error
-
-	mu   sync.Mutex
-	keys map[string]int // key name → RSA bits, for keys refused as too small
+	bodies  map[string]*bodyHasher // by body canonicalization
+	stopped error                  // the context ended while the body was hashed
+	done    chan struct{}          // closed when every key look-up has returned
 
 	finished bool
 	closed   bool
 	results  []Result
 }
 
-type sigField struct {
-	sig *Signature
-	err error
+// sigState is one DKIM-Signature field on its way to a result.
+type sigState struct {
+	sig   *Signature
+	err   error // the field does not parse
+	field int   // index among the header fields
+
+	// Decided before any key is needed, or empty.
+	result, reason string
+
+	headerHash []byte
+	body       *bodyHasher
+	looked     bool // a key look-up was started
+	// Set by the look-up goroutine before done is closed.
+	txts   []string
+	keyErr error
 }
 
 // NewVerifier starts verifying one message. ctx bounds the key look-ups
 // made while the message streams in. Every Verifier must end with Finish
-// or Close, which release the goroutine verifying it.
+// or Close, which stop any look-up still running.
 func (c *Checker) NewVerifier(ctx context.Context) *Verifier {
 	ctx, cancel := context.WithCancel(ctx)
 	return &Verifier{c: c, ctx: ctx, cancel: cancel}
@@ -90,10 +94,7 @@ func (v *Verifier) Write(p []byte) (int, error) {
 			v.parseHeader(v.hdr)
 			v.hdr = nil
 		}
-		if v.pw != nil {
-			v.pw.CloseWithError(errTooBig)
-			v.pw = nil
-		}
+		v.bodies = nil
 		return n, nil
 	}
 	if v.inBody {
@@ -114,9 +115,8 @@ func (v *Verifier) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	v.inBody = true
-	v.parseHeader(v.hdr[:end])
-	v.start()
-	v.feed(v.hdr)
+	v.start(v.parseHeader(v.hdr[:end]))
+	v.feed(v.hdr[end:])
 	v.feed(p[take:])
 	v.hdr = nil
 	return n, nil
@@ -140,116 +140,130 @@ func (v *Verifier) headerEnd() int {
 	}
 }
 
-// parseHeader finds the DKIM-Signature and From fields, splitting fields
-// exactly as the verifying library does so that signatures line up.
-func (v *Verifier) parseHeader(block []byte) {
-	for _, f := range splitFields(block) {
-		name, value, _ := strings.Cut(f, ":")
-		name = strings.TrimSpace(name)
-		switch {
-		case strings.EqualFold(name, "DKIM-Signature"):
+// parseHeader splits the header block into fields and finds the
+// DKIM-Signature and From fields.
+func (v *Verifier) parseHeader(block []byte) []field {
+	fields := splitFields(block)
+	for i, f := range fields {
+		switch f.name {
+		case "dkim-signature":
+			_, value, _ := strings.Cut(f.text, ":")
 			sig, err := ParseSignature(value)
-			v.sigs = append(v.sigs, sigField{sig, err})
-		case strings.EqualFold(name, "From"):
+			v.sigs = append(v.sigs, &sigState{sig: sig, err: err, field: i})
+		case "from":
+			_, value, _ := strings.Cut(f.text, ":")
 			v.from = append(v.from, strings.TrimSpace(value))
 		}
-	}
-}
-
-// splitFields splits a header block into fields, continuation lines
-// joined with CRLF, up to the first empty line.
-func splitFields(block []byte) []string {
-	var fields []string
-	for len(block) > 0 {
-		line := block
-		if i := bytes.IndexByte(block, '\n'); i >= 0 {
-			line, block = block[:i], block[i+1:]
-		} else {
-			block = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break
-		}
-		if len(fields) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			fields[len(fields)-1] += "\r\n" + string(line)
-			continue
-		}
-		fields = append(fields, string(line))
 	}
 	return fields
 }
 
-// start runs the library over a pipe when there is something to verify.
-func (v *Verifier) start() {
+// start hashes the signed header fields of each signature that is to be
+// verified, sets up the body hashes and starts the key look-ups.
+func (v *Verifier) start(fields []field) {
 	if len(v.sigs) == 0 {
 		return
 	}
-	pr, pw := io.Pipe()
-	v.pw = pw
-	v.done = make(chan struct{})
-	opts := &msgdkim.VerifyOptions{LookupTXT: v.lookup, MaxVerifications: v.c.opts.MaxSignatures}
-	go func() {
-		defer close(v.done)
-		verifs, err := msgdkim.VerifyWithOptions(pr, opts)
-		// The library may stop reading early; release the writer.
-		pr.CloseWithError(errVerified)
-		if errors.Is(err, msgdkim.ErrTooManySignatures) {
-			err = nil
+	if len(fields) > MaxHeaderFields {
+		v.manyHdrs = len(fields)
+		return
+	}
+	idx := indexFields(fields)
+	now := time.Now()
+	var lookups sync.WaitGroup
+	for _, st := range v.sigs[:min(len(v.sigs), v.c.opts.MaxSignatures)] {
+		if v.ctx.Err() != nil {
+			break
 		}
-		v.verifs, v.verr = verifs, err
+		if st.err != nil || v.decide(st, now) {
+			continue
+		}
+		st.headerHash = headerHash(st.sig, fields, idx, st.field)
+		if v.bodies == nil {
+			v.bodies = map[string]*bodyHasher{}
+		}
+		st.body = v.bodies[st.sig.bodyCanon]
+		if st.body == nil {
+			st.body = &bodyHasher{relaxed: st.sig.bodyCanon == "relaxed", h: sha256.New()}
+			v.bodies[st.sig.bodyCanon] = st.body
+		}
+		st.looked = true
+		lookups.Add(1)
+		go func() {
+			defer lookups.Done()
+			st.txts, st.keyErr = v.c.r.LookupTXT(v.ctx, st.sig.Selector+"._domainkey."+st.sig.Domain)
+		}()
+	}
+	v.done = make(chan struct{})
+	go func() {
+		lookups.Wait()
+		close(v.done)
 	}()
 }
 
+// decide gives the result of a signature that local policy or its own
+// tags settle without a key; it reports whether it did.
+func (v *Verifier) decide(st *sigState, now time.Time) bool {
+	sig := st.sig
+	switch {
+	case sig.Algorithm == "rsa-sha1":
+		st.result, st.reason = "policy", "rsa-sha1 is not accepted (RFC 8301)"
+	case sig.HasLength:
+		st.result, st.reason = "policy", "l= (body length) is not accepted: part of the body may be unsigned"
+	case sig.Algorithm != "rsa-sha256" && sig.Algorithm != "ed25519-sha256":
+		st.result, st.reason = "permerror", fmt.Sprintf("algorithm a=%s is not supported", clip(sig.Algorithm))
+	case !sig.Expiration.IsZero() && now.After(sig.Expiration):
+		st.result, st.reason = "permerror", "signature has expired (x=)"
+	case !sig.Expiration.IsZero() && !sig.Timestamp.IsZero() && !sig.Expiration.After(sig.Timestamp):
+		st.result, st.reason = "permerror", "signature x= is not after t="
+	case sig.Timestamp.After(now.Add(v.c.opts.ClockSkew)):
+		st.result, st.reason = "permerror", fmt.Sprintf("signature time stamp t= is %s in the future, more than the clock skew allowed (%s)",
+			sig.Timestamp.Sub(now).Round(time.Second), v.c.opts.ClockSkew)
+	default:
+		return false
+	}
+	return true
+}
+
+// headerHash is the SHA-256 of the signed header fields and the signature
+// field itself (RFC 6376 section 3.7). h= has at most MaxSignedHeaders
+// names and each is found through the index, so this is linear in the
+// size of the fields hashed.
+func headerHash(sig *Signature, fields []field, idx headerIndex, self int) []byte {
+	var b strings.Builder
+	p := picker{idx: idx}
+	for _, name := range sig.Headers {
+		if i, ok := p.pick(trimFWS(name)); ok {
+			canonHeader(&b, sig.headerCanon, fields[i].text)
+		}
+	}
+	canonHeader(&b, sig.headerCanon, withoutB(fields[self].text))
+	h := sha256.New()
+	io.WriteString(h, strings.TrimSuffix(b.String(), "\r\n"))
+	return h.Sum(nil)
+}
+
+// feed hashes body bytes, unless the context has ended: then hashing
+// stops and the signatures come out temperror.
 func (v *Verifier) feed(p []byte) {
-	if v.pw == nil || len(p) == 0 { // an empty pipe write would wait for a reader
+	if len(v.bodies) == 0 || len(p) == 0 {
 		return
 	}
-	if _, err := v.pw.Write(p); err != nil {
-		// The library has finished or failed; the rest is not needed.
-		v.pw = nil
+	if err := v.ctx.Err(); err != nil {
+		v.stopped, v.bodies = err, nil
+		return
+	}
+	for _, b := range v.bodies {
+		b.Write(p)
 	}
 }
-
-// lookup fetches a key for the library. It refuses RSA keys under the
-// minimum here, so the library never accepts them.
-func (v *Verifier) lookup(name string) ([]string, error) {
-	txts, err := v.c.r.LookupTXT(v.ctx, name)
-	if err != nil {
-		if resolver.IsNotFound(err) {
-			return nil, err
-		}
-		return nil, tempError{err}
-	}
-	if len(txts) == 1 {
-		if k, err := ParseKey(txts[0]); err == nil && k.Type == "rsa" && !k.Revoked && k.Bits < v.c.opts.MinRSABits {
-			v.mu.Lock()
-			if v.keys == nil {
-				v.keys = map[string]int{}
-			}
-			v.keys[strings.ToLower(name)] = k.Bits
-			v.mu.Unlock()
-			return nil, fmt.Errorf("RSA key of %d bits is under the minimum of %d", k.Bits, v.c.opts.MinRSABits)
-		}
-	}
-	return txts, nil
-}
-
-// tempError marks a look-up failure as temporary in the way the library
-// tests for it (a net.Error whose Temporary is true).
-type tempError struct{ err error }
-
-func (e tempError) Error() string   { return e.err.Error() }
-func (e tempError) Unwrap() error   { return e.err }
-func (e tempError) Timeout() bool   { return errors.Is(e.err, resolver.ErrTimeout) }
-func (e tempError) Temporary() bool { return true }
 
 // From returns the raw values of the message's From fields, as found in
 // the header block (folding kept). It is complete once the header block
 // has been written.
 func (v *Verifier) From() []string { return v.from }
 
-// Finish waits for verification to end and returns one result per
+// Finish waits for the key look-ups to end and returns one result per
 // DKIM-Signature field, in header order; nil when there is none. ctx ends
 // the wait (unfinished signatures are then temperror). Later calls return
 // the same results.
@@ -262,30 +276,21 @@ func (v *Verifier) Finish(ctx context.Context) []Result {
 	if !v.inBody && !v.over {
 		// The message ended inside its header: it has no body.
 		v.inBody = true
-		v.parseHeader(v.hdr)
-		v.start()
-		v.feed(v.hdr)
-		if len(v.hdr) > 0 && v.hdr[len(v.hdr)-1] != '\n' {
-			v.feed([]byte("\r\n"))
-		}
-		v.feed([]byte("\r\n"))
+		v.start(v.parseHeader(v.hdr))
 		v.hdr = nil
 	}
-	if v.pw != nil {
-		v.pw.Close()
-		v.pw = nil
-	}
 	var waitErr error
-	if v.done != nil {
-		stop := context.AfterFunc(ctx, v.cancel)
+	if v.done != nil && !v.over {
 		select {
 		case <-v.done:
 		case <-ctx.Done():
 			waitErr = ctx.Err()
+		case <-v.ctx.Done():
+			waitErr = v.ctx.Err()
 		}
-		stop()
 	}
 	v.results = v.report(waitErr)
+	v.bodies = nil
 	return v.results
 }
 
@@ -297,91 +302,5 @@ func (v *Verifier) Close() {
 	}
 	v.closed = true
 	v.cancel()
-	if v.pw != nil {
-		v.pw.CloseWithError(errClosed)
-		v.pw = nil
-	}
-	v.hdr = nil
-}
-
-// report turns the library's verdicts into results.
-func (v *Verifier) report(waitErr error) []Result {
-	if len(v.sigs) == 0 {
-		return nil
-	}
-	out := make([]Result, len(v.sigs))
-	tags := shortSignatures(v.sigs)
-	for i, sf := range v.sigs {
-		r := &out[i]
-		r.Domain, r.Selector, r.Algorithm = sf.sig.Domain, sf.sig.Selector, sf.sig.Algorithm
-		r.Identifier, r.Signature = sf.sig.Identifier, tags[i]
-		r.Result, r.Reason = v.judge(i, sf, waitErr)
-	}
-	return out
-}
-
-func (v *Verifier) judge(i int, sf sigField, waitErr error) (result, reason string) {
-	limit := v.c.opts.MaxSignatures
-	switch {
-	case i >= limit:
-		return "none", fmt.Sprintf("not checked: over the limit of %d signatures", limit)
-	case v.hdrOver:
-		return "neutral", fmt.Sprintf("not verified: header block over %d bytes", maxHeader)
-	case v.over:
-		return "neutral", fmt.Sprintf("not verified: message over max_size (%d bytes)", v.c.opts.MaxSize)
-	case sf.err != nil:
-		return "permerror", sf.err.Error()
-	case sf.sig.Algorithm == "rsa-sha1":
-		return "policy", "rsa-sha1 is not accepted (RFC 8301)"
-	case sf.sig.HasLength:
-		return "policy", "l= (body length) is not accepted: part of the body may be unsigned"
-	case waitErr != nil:
-		return "temperror", "verification did not finish: " + waitErr.Error()
-	case v.verr != nil:
-		return "neutral", "not verified: " + trimPrefix(v.verr)
-	case i >= len(v.verifs):
-		return "neutral", "not verified"
-	}
-	err := v.verifs[i].Err
-	if err == nil {
-		return "pass", ""
-	}
-	v.mu.Lock()
-	bits, small := v.keys[strings.ToLower(sf.sig.Selector+"._domainkey."+sf.sig.Domain)]
-	v.mu.Unlock()
-	switch {
-	case small:
-		return "fail", fmt.Sprintf("RSA key of %d bits is under the minimum of %d (RFC 8301)", bits, v.c.opts.MinRSABits)
-	case msgdkim.IsTempFail(err):
-		return "temperror", trimPrefix(err)
-	case msgdkim.IsPermFail(err):
-		return "permerror", trimPrefix(err)
-	}
-	return "fail", trimPrefix(err)
-}
-
-func trimPrefix(err error) string { return strings.TrimPrefix(err.Error(), "dkim: ") }
-
-// shortSignatures returns, for header.b (RFC 6008), the shortest prefix of
-// each b= value, at least 8 characters, that tells it from the others.
-func shortSignatures(sigs []sigField) []string {
-	out := make([]string, len(sigs))
-	for i, sf := range sigs {
-		b := sf.sig.B
-		n := min(8, len(b))
-		for ; n < len(b); n++ {
-			unique := true
-			for j, other := range sigs {
-				if j != i && strings.HasPrefix(other.sig.B, b[:n]) {
-					unique = false
-					break
-				}
-			}
-			if unique {
-				break
-			}
-		}
-		out[i] = b[:n]
-	}
-	return out
+	v.hdr, v.bodies = nil, nil
 }
