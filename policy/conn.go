@@ -41,6 +41,9 @@ type Conn struct {
 	// quarantine decided earlier.
 	pendingHeaders []HeaderEdit
 	pendingQuar    *Verdict
+	// connHeaders are the header edits decided at connect and HELO: every
+	// message of the connection gets them.
+	connHeaders []HeaderEdit
 
 	inMessage bool
 	// reached is the last stage run, for the journal.
@@ -82,6 +85,7 @@ func (e *Engine) Connect(ctx context.Context, info ConnInfo) (*Conn, Verdict) {
 			c.facts.IPRev, c.facts.DNSBL = c.snap.checker.Client(ctx, info.IP)
 		}
 	})
+	v = c.keepConnHeaders(v)
 	if v.Action.Final() {
 		c.connFinal = &v
 		c.logTransaction(v)
@@ -103,6 +107,7 @@ func (c *Conn) Helo(ctx context.Context, name string) Verdict {
 		c.facts.SPFHelo = ch.SPFHelo(ctx, c.facts.IP, name)
 		c.facts.DNSBL = append(c.facts.DNSBL, ch.Domains(ctx, name)...)
 	})
+	v = c.keepConnHeaders(v)
 	if v.Action.Final() {
 		c.connFinal = &v
 		c.logTransaction(v)
@@ -444,7 +449,7 @@ func (c *Conn) resetMessage() {
 	c.outcome = nil
 	c.msgFinal = nil
 	c.headerBlock = c.headerBlock[:0]
-	c.pendingHeaders = nil
+	c.pendingHeaders = append([]HeaderEdit(nil), c.connHeaders...)
 	c.pendingQuar = nil
 	c.inMessage = false
 	c.reached = min(c.reached, StageHelo)
@@ -462,6 +467,17 @@ func (c *Conn) connMatches() []Match {
 		}
 	}
 	return out
+}
+
+// keepConnHeaders sets aside the header edits of a connect or HELO
+// verdict for every message of the connection.
+func (c *Conn) keepConnHeaders(v Verdict) Verdict {
+	if len(v.Headers) > 0 {
+		c.connHeaders = append(c.connHeaders, v.Headers...)
+		c.pendingHeaders = append(c.pendingHeaders, v.Headers...)
+		v.Headers = nil
+	}
+	return v
 }
 
 // decided returns the verdict already final for this message or connection.
