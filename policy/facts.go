@@ -52,6 +52,9 @@ type Facts struct {
 	Score       float64        `json:"score"`
 	// Macros are the MTA's macros, merged over all stages so far.
 	Macros map[string]string `json:"-"`
+	// NoContent says the front never sees the message (a policy
+	// service): rules that read its header or content do not run.
+	NoContent bool `json:"-"`
 }
 
 // Header returns the first header with the name, case-insensitively.

@@ -11,8 +11,12 @@ import (
 
 // SkipContent tells the engine the front will never pass the message
 // content: DKIM, DMARC and the attachment scan are not run for the
-// current message, rather than run on an empty one. Call it after Mail.
-func (c *Conn) SkipContent() { c.stopContentWork() }
+// current message, rather than run on an empty one, and rules that read
+// the header or content are skipped (Facts.NoContent). Call it after Mail.
+func (c *Conn) SkipContent() {
+	c.facts.NoContent = true
+	c.stopContentWork()
+}
 
 // stopContentWork ends the DKIM verification and the attachment scan of
 // the current message.

@@ -117,6 +117,11 @@ const (
 
 const allVars = uint64(1)<<numVars - 1
 
+// contentVars are read from the message itself: a front that never sees
+// it (policy.Facts.NoContent) skips the rules that read them.
+const contentVars = 1<<vHeaders | 1<<vHeader | 1<<vSubject | 1<<vHeaderFrom | 1<<vHeaderFromDomain |
+	1<<vMessageID | 1<<vAttachments | 1<<vDKIM | 1<<vDMARC
+
 // variable describes one name rules can read and the stage it becomes known.
 type variable struct {
 	name  string

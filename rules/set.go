@@ -251,6 +251,21 @@ func (s *Set) Eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 	return s.eval(ctx, stage, f, matches, nil)
 }
 
+// ContentRules names the rules that read the message's header or
+// content, which a front that never sees the message skips.
+func (s *Set) ContentRules() []string {
+	if s == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range s.rules {
+		if r.reads&contentVars != 0 {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
 // Explanation is what one rule did at one evaluation.
 type Explanation struct {
 	Rule    string       `json:"rule"`
@@ -262,6 +277,8 @@ type Explanation struct {
 	// Decided is true for the match that gave the stage's verdict.
 	Decided bool   `json:"decided,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Skipped says why the rule did not run, when it did not.
+	Skipped string `json:"skipped,omitempty"`
 	// Vars are the variables the rule read, with their values.
 	Vars []Var `json:"vars,omitempty"`
 }
@@ -323,6 +340,13 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 	st.fill(ctx, f, s.need[stage], s.box[stage])
 	decided := false
 	for _, r := range rs {
+		if f.NoContent && r.reads&contentVars != 0 {
+			if h != nil && h.trace != nil {
+				h.trace(Explanation{Rule: r.name, Pos: r.pos, Stage: stage, Action: r.kind.String(), Monitor: r.monitor,
+					Skipped: "reads the message, which this front does not see"})
+			}
+			continue
+		}
 		var matched bool
 		var err error
 		if tr != nil {

@@ -260,13 +260,14 @@ func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
 	}
 	fmt.Fprintf(w, "\nverdict: %s\n", verdict)
 	if explain && set != nil {
-		printExplain(w, r.Explain, set)
+		printExplain(w, r.Explain, set, r.Stage)
 	}
 }
 
-func printExplain(w io.Writer, ex []rules.Explanation, set *rules.Set) {
+func printExplain(w io.Writer, ex []rules.Explanation, set *rules.Set, final string) {
 	fmt.Fprintln(w, "\nrules:")
 	seen := map[string]bool{}
+	decider := map[policy.Stage]string{}
 	for _, e := range ex {
 		seen[e.Rule] = true
 		state := "no match"
@@ -275,9 +276,15 @@ func printExplain(w io.Writer, ex []rules.Explanation, set *rules.Set) {
 		}
 		if e.Decided {
 			state += ", decided"
+			if _, ok := decider[e.Stage]; !ok {
+				decider[e.Stage] = e.Rule
+			}
 		}
 		if e.Error != "" {
 			state = "error: " + e.Error
+		}
+		if e.Skipped != "" {
+			state = "skipped: " + e.Skipped
 		}
 		var vars []string
 		for _, v := range e.Vars {
@@ -286,9 +293,20 @@ func printExplain(w io.Writer, ex []rules.Explanation, set *rules.Set) {
 		}
 		fmt.Fprintf(w, "  %-24s %-5s %-10s %s  %s\n", e.Rule, e.Stage, e.Action, state, strings.Join(vars, " "))
 	}
+	end, err := policy.ParseStage(final)
+	if err != nil {
+		end = policy.StageEOM
+	}
 	for _, ri := range set.Rules() {
-		if !seen[ri.Name] {
-			fmt.Fprintf(w, "  %-24s %-5s %-10s not reached: filtering ended before its stage\n", ri.Name, ri.Stage, ri.Action)
+		if seen[ri.Name] {
+			continue
 		}
+		why := "not reached: filtering ended before its stage"
+		if d, ok := decider[ri.Stage]; ok && ri.Stage <= end {
+			why = "not run: rule " + d + " decided the stage first"
+		} else if ri.Stage <= end {
+			why = "not run: an earlier rule of its stage decided"
+		}
+		fmt.Fprintf(w, "  %-24s %-5s %-10s %s\n", ri.Name, ri.Stage, ri.Action, why)
 	}
 }

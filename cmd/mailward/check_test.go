@@ -221,3 +221,34 @@ func TestCheckDNSDownNeverBounces(t *testing.T) {
 		}
 	}
 }
+
+// --explain tells a rule cut off by an earlier one of its stage from a
+// rule whose stage filtering never reached.
+func TestCheckExplainCutOff(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", `rules:
+  - name: first
+    when: helo == "x.example"
+    action: reject
+  - name: second
+    when: helo != ""
+    action: reject
+  - name: later
+    when: mail_from == "a@b.example"
+    action: reject
+`)
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\nrules:\n  files: [r.yaml]\n")
+	eml := writeFile(t, dir, "m.eml", "Subject: hi\n\nbody\n")
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--config", cfg, "--dns", "127.0.0.1:1", "--ip", "192.0.2.1", "--helo", "x.example", "--explain", eml}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"not run: rule first decided the stage first", "later                    mail  reject     not reached"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explanation lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "second                   helo  reject     not reached") {
+		t.Errorf("second called not reached:\n%s", out.String())
+	}
+}

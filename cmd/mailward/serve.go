@@ -198,6 +198,7 @@ func (d *daemon) run() error {
 			return err
 		}
 		ps := policyd.New(d.engine, d.cfg.Policy, d.log)
+		d.noteContentRules()
 		go func() { errc <- ps.Serve(pln) }()
 		stops = append(stops, ps.Shutdown)
 	}
@@ -352,6 +353,9 @@ func (d *daemon) reload() error {
 		old.Close()
 	}
 	d.cfg, d.parts = cfg, p
+	if d.cfg.Policy.Listen != "" {
+		d.noteContentRules()
+	}
 	d.watchRules()
 	d.log.Info("reloaded", "config", cfg.file, "loaded", p.summary())
 	return nil
@@ -361,4 +365,13 @@ func (d *daemon) reload() error {
 // only once they are), rules are loaded, and the shared cache answers.
 func (d *daemon) ready(ctx context.Context) error {
 	return d.parts.ready(ctx)
+}
+
+// noteContentRules says which rules the policy front skips: it never
+// sees the message, so rules reading its header or content cannot run.
+func (d *daemon) noteContentRules() {
+	if names := d.parts.rules.Current().ContentRules(); len(names) > 0 {
+		d.log.Warn("the policy front never sees the message: rules that read its header or content are skipped for its transactions",
+			"rules", fmt.Sprint(names))
+	}
 }
