@@ -147,6 +147,7 @@ type eval struct {
 	ptrDone  bool
 	ptrNames []string // validated names of ip (section 5.5)
 	ptrErr   error
+	ptrVoids int // forward look-ups of PTR names that found nothing
 }
 
 func newEval(c *Checker, ip netip.Addr, helo, local, domain string) *eval {
@@ -261,6 +262,11 @@ func (e *eval) void(err error) *outcome {
 	if !resolver.IsNotFound(err) {
 		return nil
 	}
+	return e.addVoid()
+}
+
+// addVoid counts one void look-up against the limit.
+func (e *eval) addVoid() *outcome {
 	e.voids++
 	if l := e.c.opts.VoidLookupLimit; l > 0 && e.voids > l {
 		return &outcome{result: "permerror", reason: fmt.Sprintf("more than %d void DNS look-ups", l)}
@@ -333,10 +339,12 @@ func (e *eval) match(ctx context.Context, d directive, domain string, depth int)
 			}
 			addrs, err := e.addrs(ctx, mx.Host, e.family())
 			if err != nil {
-				if resolver.IsNotFound(err) {
-					continue
+				// Section 4.6.4: every query that finds nothing is void,
+				// the MX hosts' included; their names are the sender's.
+				if bad := e.dnsTrouble(err, d); bad != nil {
+					return false, bad
 				}
-				return false, &outcome{result: "temperror", reason: fmt.Sprintf("%s: %v", d.term, err)}
+				continue
 			}
 			if e.anyInPrefix(addrs, d) {
 				return true, nil
@@ -344,7 +352,17 @@ func (e *eval) match(ctx context.Context, d directive, domain string, depth int)
 		}
 		return false, nil
 	case mechPTR:
+		first := !e.ptrDone
 		names, err := e.validatedNames(ctx)
+		if first {
+			// The forward look-ups of the PTR names that found nothing
+			// are void too; they are made (and counted) once.
+			for range e.ptrVoids {
+				if bad := e.addVoid(); bad != nil {
+					return false, bad
+				}
+			}
+		}
 		if err != nil {
 			// Section 5.5: DNS errors make ptr not match; void ones still count.
 			if bad := e.void(err); bad != nil {
@@ -427,6 +445,9 @@ func (e *eval) validatedNames(ctx context.Context) ([]string, error) {
 	for _, n := range names {
 		addrs, err := e.addrs(ctx, n, e.family())
 		if err != nil {
+			if resolver.IsNotFound(err) {
+				e.ptrVoids++
+			}
 			continue
 		}
 		for _, a := range addrs {

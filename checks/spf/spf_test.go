@@ -397,3 +397,54 @@ func BenchmarkParseRecord(b *testing.B) {
 		}
 	}
 }
+
+// The MX hosts of mx mechanisms are the sender's names: each look-up of
+// one that finds nothing is void (section 4.6.4). Ten mx terms of ten
+// NXDOMAIN hosts each once made 111 queries and ended in fail.
+func TestMXHostVoids(t *testing.T) {
+	var z strings.Builder
+	z.WriteString("$ORIGIN example.test.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n")
+	var terms []string
+	for i := 1; i <= 10; i++ {
+		terms = append(terms, fmt.Sprintf("mx:m%d.example.test", i))
+		for j := 0; j < 10; j++ {
+			fmt.Fprintf(&z, "m%d IN MX %d h%d.m%d.example.test.\n", i, j, j, i)
+		}
+	}
+	fmt.Fprintf(&z, "mxvoids IN TXT %q\n", "v=spf1 "+strings.Join(terms, " ")+" -all")
+	z.WriteString("twovoids IN TXT \"v=spf1 mx:m0.example.test +all\"\n")
+	z.WriteString("m0 IN MX 10 gone1.example.test.\nm0 IN MX 20 gone2.example.test.\n")
+	z.WriteString("threevoids IN TXT \"v=spf1 mx:m0.example.test a:gone3.example.test +all\"\n")
+	z.WriteString("ptrvoids IN TXT \"v=spf1 ptr a:gone4.example.test +all\"\n")
+	z.WriteString("$ORIGIN 2.0.192.in-addr.arpa.\n@ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n")
+	z.WriteString("9 IN PTR p1.example.test.\n9 IN PTR p2.example.test.\n")
+	srv := testenv.StartDNS(t, z.String())
+	r, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, Retries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(r, Options{})
+	ip := netip.MustParseAddr("192.0.2.9")
+	res := c.CheckMailFrom(context.Background(), ip, "x", "a@mxvoids.example.test")
+	if res.Result != "permerror" || !strings.Contains(res.Reason, "void") {
+		t.Errorf("ten mx terms of NXDOMAIN hosts: %+v; want permerror for void look-ups", res)
+	}
+	hosts := 0
+	for i := 1; i <= 10; i++ {
+		for j := 0; j < 10; j++ {
+			hosts += srv.Queries(fmt.Sprintf("h%d.m%d.example.test", j, i), dns.TypeA)
+		}
+	}
+	if hosts > 3 {
+		t.Errorf("%d MX host look-ups; the third void one should end the evaluation", hosts)
+	}
+	for sender, want := range map[string]string{
+		"a@twovoids.example.test":   "pass",      // two void MX hosts: within the limit
+		"a@threevoids.example.test": "permerror", // and one more
+		"a@ptrvoids.example.test":   "permerror", // two PTR names that do not exist, and one more
+	} {
+		if res := c.CheckMailFrom(context.Background(), ip, "x", sender); res.Result != want {
+			t.Errorf("%s: %+v; want %s", sender, res, want)
+		}
+	}
+}
