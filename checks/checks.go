@@ -64,13 +64,18 @@ type DMARCConfig struct {
 	dmarc.Options `yaml:",inline"`
 }
 
-// DefaultConfig turns every check on, with the system's resolvers and no lists.
+// DefaultConfig turns every check on, with the system's resolvers and no
+// lists. Every limit is spelled out, though zero takes the same, so that
+// the example config can be held to the true defaults.
 func DefaultConfig() Config {
 	return Config{
-		SPF:   SPFConfig{Enable: true},
-		IPRev: IPRevConfig{Enable: true},
-		DKIM:  DKIMConfig{Enable: true},
-		DMARC: DMARCConfig{Enable: true},
+		DNS:   resolver.Config{Timeout: resolver.DefaultTimeout, Retries: resolver.DefaultRetries, CacheSize: resolver.DefaultCacheSize},
+		SPF:   SPFConfig{Enable: true, Timeout: spf.DefaultTimeout, VoidLookupLimit: spf.DefaultVoidLookupLimit},
+		IPRev: IPRevConfig{Enable: true, MaxNames: iprev.DefaultMaxNames},
+		DKIM: DKIMConfig{Enable: true, Options: dkim.Options{
+			MaxSignatures: dkim.DefaultMaxSignatures, MaxSize: dkim.DefaultMaxSize, MinRSABits: dkim.DefaultMinRSABits,
+		}},
+		DMARC: DMARCConfig{Enable: true, Options: dmarc.Options{MaxAuthorDomains: dmarc.DefaultMaxAuthorDomains}},
 	}
 }
 

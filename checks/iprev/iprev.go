@@ -26,10 +26,13 @@ type Checker struct {
 	max int
 }
 
+// DefaultMaxNames is what a zero Options.MaxNames takes.
+const DefaultMaxNames = 10
+
 // New returns a Checker that looks things up through r.
 func New(r *resolver.Resolver, opts Options) *Checker {
 	if opts.MaxNames <= 0 {
-		opts.MaxNames = 10
+		opts.MaxNames = DefaultMaxNames
 	}
 	return &Checker{r: r, max: opts.MaxNames}
 }

@@ -27,6 +27,13 @@ type Config struct {
 	CacheSize int           `yaml:"cache_size"` // max cached answers; 0 means 10000, negative disables the cache
 }
 
+// The defaults zero fields of Config take.
+const (
+	DefaultTimeout   = defaultTimeout
+	DefaultRetries   = defaultRetries
+	DefaultCacheSize = defaultCacheSize
+)
+
 const (
 	defaultTimeout   = 2 * time.Second
 	defaultRetries   = 2

@@ -44,13 +44,19 @@ type Checker struct {
 	opts Options
 }
 
+// The defaults zero Options fields take.
+const (
+	DefaultTimeout         = defaultLimit
+	DefaultVoidLookupLimit = 2 // RFC 7208 section 4.6.4
+)
+
 // New returns a Checker that looks things up through r.
 func New(r *resolver.Resolver, opts Options) *Checker {
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultLimit
 	}
 	if opts.VoidLookupLimit == 0 {
-		opts.VoidLookupLimit = 2
+		opts.VoidLookupLimit = DefaultVoidLookupLimit
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -99,6 +99,7 @@ func defaultConfig() *Config {
 		Signing:  signing.DefaultConfig(),
 		Journal:  journal.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
+		DNS:      def.DNS,
 		SPF:      def.SPF,
 		IPRev:    def.IPRev,
 		DKIM:     def.DKIM,

@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/internal/config"
 )
 
 // TestExampleConfig loads examples/mailward.yaml as a user would, with its
@@ -82,4 +86,87 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+}
+
+// TestExampleConfigListsEveryKeyWithItsDefault: examples/mailward.yaml
+// says it lists every key with its default; hold it to that. hostname
+// depends on the machine and is left commented out; rules.files loads the
+// starter rules beside the file, and says so.
+func TestExampleConfigListsEveryKeyWithItsDefault(t *testing.T) {
+	const file = "../../examples/mailward.yaml"
+	text, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	doc, err := config.Decode(file, text, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(text), "\n")
+	notDefault := map[string]bool{"rules.files": true}
+	for key := range notDefault {
+		if p := doc.Pos(key); p.Line == 0 || !strings.Contains(lines[p.Line-1], "default:") {
+			t.Errorf("%s is not at its default in the example; its line must say what the default is", key)
+		}
+	}
+	if doc.Has("hostname") || !strings.Contains(string(text), "# hostname:") {
+		t.Error("hostname must stand commented out: its default is the machine's")
+	}
+	var missing []string
+	for _, key := range configKeys(reflect.TypeOf(Config{}), "") {
+		if key != "hostname" && !doc.Has(key) {
+			missing = append(missing, key)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("examples/mailward.yaml lacks %s", strings.Join(missing, ", "))
+	}
+	// Every value the file sets is the default, but for the exceptions.
+	want := defaultConfig()
+	got := *cfg
+	got.Rules.Files, got.Hostname = want.Rules.Files, want.Hostname
+	got.file, got.doc = want.file, want.doc
+	a, _ := yaml.Marshal(&got)
+	b, _ := yaml.Marshal(want)
+	if !bytes.Equal(a, b) {
+		al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+		for i := range min(len(al), len(bl)) {
+			if al[i] != bl[i] {
+				t.Errorf("example differs from the defaults near: %q (default %q)", al[i], bl[i])
+			}
+		}
+	}
+}
+
+// configKeys lists the dotted keys of a config struct; maps, lists and
+// values are leaves.
+func configKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if strings.Contains(opts, "inline") {
+			out = append(out, configKeys(ft, prefix)...)
+			continue
+		}
+		key := prefix + name
+		_, custom := reflect.New(ft).Interface().(yaml.Unmarshaler)
+		if ft.Kind() == reflect.Struct && !custom {
+			out = append(out, configKeys(ft, key+".")...)
+			continue
+		}
+		out = append(out, key)
+	}
+	return out
 }
