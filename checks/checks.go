@@ -73,7 +73,7 @@ func DefaultConfig() Config {
 		SPF:   SPFConfig{Enable: true, Timeout: spf.DefaultTimeout, VoidLookupLimit: spf.DefaultVoidLookupLimit},
 		IPRev: IPRevConfig{Enable: true, MaxNames: iprev.DefaultMaxNames},
 		DKIM: DKIMConfig{Enable: true, Options: dkim.Options{
-			MaxSignatures: dkim.DefaultMaxSignatures, MaxSize: dkim.DefaultMaxSize, MinRSABits: dkim.DefaultMinRSABits,
+			MaxSignatures: dkim.DefaultMaxSignatures, MaxSize: dkim.DefaultMaxSize, MinRSABits: dkim.DefaultMinRSABits, ClockSkew: dkim.DefaultClockSkew,
 		}},
 		DMARC: DMARCConfig{Enable: true, Options: dmarc.Options{MaxAuthorDomains: dmarc.DefaultMaxAuthorDomains}},
 	}
