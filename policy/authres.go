@@ -78,33 +78,50 @@ func ForgedAuthResults(headers []Header, authservID string) []HeaderRef {
 	var out []HeaderRef
 	idx := 0
 	for _, h := range headers {
-		if !strings.EqualFold(h.Name, "Authentication-Results") {
+		// "Authentication-Results :" is the same field (RFC 5322 obsolete
+		// syntax), and the MTA counts it as one of that name.
+		if !strings.EqualFold(strings.TrimRight(h.Name, " \t"), "Authentication-Results") {
 			continue
 		}
 		idx++
 		if strings.EqualFold(AuthServID(h.Value), authservID) {
-			out = append(out, HeaderRef{Name: h.Name, Index: idx})
+			out = append(out, HeaderRef{Name: "Authentication-Results", Index: idx})
 		}
 	}
 	return out
 }
 
 // AuthServID returns the authserv-id of an Authentication-Results value:
-// the first token, after comments and folding white space.
+// the first token or quoted-string (RFC 8601 section 2.2 takes RFC 2045's
+// value), after comments and folding white space. A quoted-string is
+// unescaped, so that "mx.example\.org" is read as the mx.example.org a
+// mail reader shows.
 func AuthServID(v string) string {
 	v = skipCFWS(v)
+	if strings.HasPrefix(v, `"`) {
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			switch c := v[i]; c {
+			case '"':
+				return b.String()
+			case '\\':
+				if i+1 < len(v) {
+					i++
+					b.WriteByte(v[i])
+				}
+			case '\r', '\n':
+				// Folding inside the quotes: the CRLF goes, the white space stays.
+			default:
+				b.WriteByte(c)
+			}
+		}
+		return b.String() // unterminated: what there is
+	}
 	end := strings.IndexAny(v, " \t\r\n;(")
 	if end < 0 {
 		end = len(v)
 	}
-	id := v[:end]
-	if len(id) >= 2 && id[0] == '"' {
-		// A quoted authserv-id (a value form RFC 8601 allows).
-		if j := strings.IndexByte(v[1:], '"'); j >= 0 {
-			id = v[1 : j+1]
-		}
-	}
-	return id
+	return v[:end]
 }
 
 // skipCFWS drops leading white space and (nested) comments.

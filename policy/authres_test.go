@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bufio"
 	"context"
 	"net/netip"
 	"strings"
@@ -67,5 +68,78 @@ func TestEarlyRejectHasNoEdits(t *testing.T) {
 	c.HeaderField("Authentication-Results", " mx.test; dkim=pass")
 	if v := c.EndOfMessage(ctx); v.Action != Reject || len(v.Headers)+len(v.Remove) != 0 {
 		t.Fatalf("eom = %+v", v)
+	}
+}
+
+// The authserv-id as a mail reader reads it: a quoted-string unescaped,
+// comments and folding skipped.
+func TestAuthServIDQuoted(t *testing.T) {
+	for in, want := range map[string]string{
+		`"mx.example\.org"; dkim=pass`:      "mx.example.org",
+		`"mx.example.org"; dkim=pass`:       "mx.example.org",
+		` (c) "mx.\e\x\a\m\p\l\e.org" 1; x`: "mx.example.org",
+		`"mx.ex\"ample.org"; x`:             `mx.ex"ample.org`,
+		`"quoted id"; none`:                 "quoted id",
+		`"mx.example.org`:                   "mx.example.org",
+		`"mx.example` + "\r\n" + ` .org"`:   "mx.example .org",
+	} {
+		if got := AuthServID(in); got != want {
+			t.Errorf("AuthServID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Forged results are found whatever the spelling: a quoted authserv-id
+// with quoted-pairs, a field name with white space before the colon. The
+// index counts every field of the name as the MTA does.
+func TestForgedAuthResultsSpellings(t *testing.T) {
+	e := NewEngine(Settings{Hostname: "mx.test"}, nil, nil, quiet())
+	c, _ := e.Connect(ctx, ConnInfo{})
+	defer c.Close()
+	c.Mail(ctx, "a@x.example", MailInfo{})
+	c.Rcpt(ctx, "b@y.example")
+	for _, h := range [][2]string{
+		{"Authentication-Results", " other.test; spf=pass"},
+		{"Authentication-Results ", ` "mx.tes\t"; dkim=pass`},
+		{"Authentication-Results\t", " mx.test; dmarc=pass"},
+		{"authentication-results", ` "mx.test"; dkim=pass`},
+		{"Authentication-Results", ` "mx.test.evil"; dkim=pass`},
+	} {
+		c.HeaderField(h[0], h[1])
+	}
+	c.EndOfHeaders(ctx)
+	v := c.EndOfMessage(ctx)
+	var idx []int
+	for _, r := range v.Remove {
+		if r.Name != "Authentication-Results" {
+			t.Errorf("removal names %q", r.Name)
+		}
+		idx = append(idx, r.Index)
+	}
+	if len(idx) != 3 || idx[0] != 2 || idx[1] != 3 || idx[2] != 4 {
+		t.Fatalf("removed %v; want fields 2, 3 and 4", idx)
+	}
+	if got := c.Facts().Header("Authentication-Results"); got != "other.test; spf=pass" {
+		t.Errorf("first Authentication-Results %q", got)
+	}
+}
+
+// A message file with white space before a colon (obsolete syntax, still
+// read by mail readers) is read, not refused, and its forged result found.
+func TestReadHeaderObsoleteNameDrive(t *testing.T) {
+	hs, err := ReadHeader(bufio.NewReader(strings.NewReader("Authentication-Results : mx.test; dkim=pass\r\nSubject: x\r\n\r\nbody\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 2 || hs[0].Name != "Authentication-Results " {
+		t.Fatalf("headers %+v", hs)
+	}
+	e := NewEngine(Settings{Hostname: "mx.test"}, nil, nil, quiet())
+	out, err := e.Drive(ctx, Transaction{Helo: "h.example", From: "a@x.example", Rcpts: []string{"b@y.example"}, Header: hs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := out.Verdict.Remove; len(r) != 1 || r[0].Index != 1 {
+		t.Fatalf("removed %+v; want the forged result", r)
 	}
 }

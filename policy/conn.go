@@ -183,7 +183,10 @@ func (c *Conn) Header(name, value string) { c.HeaderField(name, " "+value) }
 // DKIM verifier then sees the field byte for byte, as "simple" header
 // canonicalization needs; rules see it unfolded (RFC 5322 section 2.2.3).
 func (c *Conn) HeaderField(name, raw string) {
-	c.facts.Headers = append(c.facts.Headers, Header{Name: name, Value: Unfold(strings.TrimPrefix(raw, " "))})
+	// The name without the white space obsolete syntax allows before the
+	// colon: "Subject :" is a Subject field to rules, header edits and
+	// the MTA's own count of fields by name.
+	c.facts.Headers = append(c.facts.Headers, Header{Name: strings.TrimRight(name, " \t"), Value: Unfold(strings.TrimPrefix(raw, " "))})
 	// Collected and handed over once at end of headers: a write per field
 	// would wake the verifiers' goroutines once per field.
 	c.headerBlock = append(c.headerBlock, name...)

@@ -34,8 +34,10 @@ func ReadHeader(r *bufio.Reader) ([]Header, error) {
 			out[len(out)-1].Value += "\r\n" + line
 			continue
 		}
+		// The name as written: obsolete syntax allows white space before
+		// the colon, and HeaderField keeps it for the DKIM verifier.
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		if !ok || name == "" || strings.ContainsAny(strings.TrimRight(name, " \t"), " \t") {
 			return nil, fmt.Errorf("header line %d: not a header field: %q", n, truncate(line, 60))
 		}
 		out = append(out, Header{Name: name, Value: value})

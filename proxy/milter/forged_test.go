@@ -3,8 +3,11 @@ package milter
 import (
 	"context"
 	"encoding/binary"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -72,5 +75,35 @@ func TestEarlyAcceptRemovesForgedResults(t *testing.T) {
 			}
 			m.send('Q', "")
 		})
+	}
+}
+
+// forgedSpellings claim our authserv-id in ways a naive match misses.
+var forgedSpellings = []string{
+	`Authentication-Results: "mw.test.example"; dkim=pass header.d=bank1.test`,
+	`Authentication-Results: "mw.test\.ex\ample"; dkim=pass header.d=bank2.test`,
+	`Authentication-Results : mw.test.example; dkim=pass header.d=bank3.test`,
+	`Authentication-Results:(comment)MW.TEST.EXAMPLE; dkim=pass header.d=bank4.test`,
+}
+
+// Through Postfix: every spelling of a forged result is deleted, and
+// only those (the MTA counts fields by name as the engine does).
+func TestPostfixRemovesForgedSpellings(t *testing.T) {
+	r := startRig(t)
+	body := message("forged spellings", append([]string{"Authentication-Results: other.example; spf=pass"}, forgedSpellings...)...)
+	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", body)
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	msgs, err := r.sink.Wait(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msgs[0].Header()
+	if strings.Contains(h, "header.d=bank") {
+		t.Errorf("a forged Authentication-Results is still there:\n%s", h)
+	}
+	if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
+		t.Errorf("another server's Authentication-Results was removed:\n%s", h)
 	}
 }

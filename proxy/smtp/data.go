@@ -118,13 +118,12 @@ type rawHeader struct {
 	raw  []byte // "Name: value\r\n" with continuation lines
 }
 
-// afterColon is all of the field after the colon, without the final
-// CRLF, folding kept: what the engine needs to see the field byte for byte.
-func (h rawHeader) afterColon() string {
-	v := string(h.raw[len(h.name):])
-	v = strings.TrimLeft(v, " \t")
-	v = strings.TrimPrefix(v, ":")
-	return strings.TrimSuffix(v, "\r\n")
+// split returns the field as written: the name with any white space
+// before the colon, and all after the colon without the final CRLF,
+// folding kept. The engine needs both to see the field byte for byte.
+func (h rawHeader) split() (name, afterColon string) {
+	i := bytes.IndexByte(h.raw, ':')
+	return string(h.raw[:i]), strings.TrimSuffix(string(h.raw[i+1:]), "\r\n")
 }
 
 // headerParser splits the start of the content into header fields.

@@ -45,3 +45,33 @@ func TestEarlyAcceptDropsForgedResults(t *testing.T) {
 		})
 	}
 }
+
+// Every spelling of a forged result is dropped on the way upstream: a
+// quoted authserv-id with quoted-pairs, white space before the colon, a
+// comment before the id.
+func TestForgedSpellingsDropped(t *testing.T) {
+	sink := testenv.StartSink(t)
+	_, addr := startProxy(t, Config{Upstream: sink.Addr()})
+	c := dialClient(t, "127.0.0.9", addr)
+	body := message("forged spellings",
+		"Authentication-Results: other.example; spf=pass",
+		`Authentication-Results: "`+authservID+`"; dkim=pass header.d=bank1.test`,
+		`Authentication-Results: "mw.test\.ex\ample"; dkim=pass header.d=bank2.test`,
+		"Authentication-Results : "+authservID+"; dkim=pass header.d=bank3.test",
+		"Authentication-Results\t:(c)"+strings.ToUpper(authservID)+"; dkim=pass header.d=bank4.test")
+	if err := send(t, c, "alice@sender.example", []string{"bob@rcpt.example"}, body); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	msgs, err := sink.Wait(1, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msgs[0].Header()
+	if strings.Contains(h, "header.d=bank") {
+		t.Errorf("a forged Authentication-Results reached upstream:\n%s", h)
+	}
+	if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
+		t.Errorf("another server's Authentication-Results was dropped:\n%s", h)
+	}
+}

@@ -151,7 +151,7 @@ func (r *receiver) refuse(rep reply) {
 func (r *receiver) endHeaders() {
 	s := r.s
 	for _, h := range r.headers.headers {
-		s.conn.HeaderField(h.name, h.afterColon())
+		s.conn.HeaderField(h.split())
 	}
 	v := s.conn.EndOfHeaders(s.ctx)
 	switch v.Action {
