@@ -86,6 +86,7 @@ type rule struct {
 	score    float64
 	stage    policy.Stage
 	explicit bool // stage written in the file rather than inferred
+	stageWhy string // what sets stage when no variable's stage does
 	monitor  bool
 	tags     []string
 	when     string
@@ -191,10 +192,13 @@ type compiler struct {
 	extra     map[string]Func
 	base      []expr.Option
 	p         *problems
+	// domainZones are the DNS lists queried with domain names.
+	domainZones map[string]bool
 }
 
 func newCompiler(opts Options, lists map[string]*list, listsOpen bool, p *problems) *compiler {
-	c := &compiler{lists: lists, listsOpen: listsOpen, used: map[string]bool{}, extra: map[string]Func{}, p: p}
+	c := &compiler{lists: lists, listsOpen: listsOpen, used: map[string]bool{}, extra: map[string]Func{}, p: p,
+		domainZones: zoneSet(opts.DomainZones)}
 	fs := &funcs{lists: lists, org: opts.OrgDomain}
 	c.funcs = fs
 	c.base = []expr.Option{
@@ -262,9 +266,11 @@ func (c *compiler) extraFunc(f Func) (expr.Option, error) {
 type analyzer struct {
 	c     *compiler
 	reads uint64
-	stage policy.Stage // the latest stage an extra function needs
+	stage policy.Stage // the latest stage an extra function or a DNS list needs
+	why   string       // what needs that stage
 	rate  bool         // calls ratelimit
 	errs  []exprProblem
+	lists dnsListReads
 }
 
 type exprProblem struct {
@@ -286,11 +292,16 @@ func (a *analyzer) Visit(node *ast.Node) {
 	case *ast.IdentifierNode:
 		if id, ok := variableID(n.Value); ok {
 			a.reads |= 1 << id
+			a.lists.ident(n)
 		} else if n.Value == "$env" {
 			a.reads = allVars
 		} else if f, ok := a.c.extra[n.Value]; ok && f.Stage > a.stage {
-			a.stage = f.Stage
+			a.stage, a.why = f.Stage, "a function it calls"
 		}
+	case *ast.BinaryNode:
+		a.lists.binary(n)
+	case *ast.MemberNode:
+		a.lists.member(n)
 	case *ast.CallNode:
 		id, ok := n.Callee.(*ast.IdentifierNode)
 		if !ok {
@@ -460,6 +471,9 @@ func (c *compiler) compileExpr(src string, m scalarMap, off int, asBool bool) (*
 	if failed {
 		return nil, a
 	}
+	if st, why := a.lists.stage(c.domainZones); st > a.stage {
+		a.stage, a.why = st, why
+	}
 	return prog, a
 }
 
@@ -518,7 +532,9 @@ func (c *compiler) compileTemplate(src *source, n *yaml.Node, r *rule) *template
 			prog, a := c.compileExpr(inner, m, innerOff, false)
 			r.reads |= a.reads
 			r.vmReads |= a.reads
-			r.stage = max(r.stage, a.stage)
+			if a.stage > r.stage {
+				r.stage, r.stageWhy = a.stage, a.why
+			}
 			if prog == nil {
 				ok = false
 			}
@@ -701,7 +717,9 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		r.prog = prog
 		r.reads |= a.reads
 		r.rate = a.rate
-		r.stage = max(r.stage, a.stage)
+		if a.stage > r.stage {
+			r.stage, r.stageWhy = a.stage, a.why
+		}
 		if prog != nil {
 			r.native = c.native(prog.Node())
 		}
@@ -711,7 +729,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 	}
 
 	// The rule runs at the first stage where all it reads is known.
-	need, why := r.stage, "a function it calls"
+	need, why := r.stage, r.stageWhy
 	for id := 0; id < numVars; id++ {
 		if r.reads&(1<<id) != 0 && variables[id].stage >= need {
 			need, why = variables[id].stage, variables[id].name

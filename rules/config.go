@@ -40,6 +40,10 @@ type Options struct {
 	Functions []Func
 	// Logger receives monitor-mode matches and evaluation errors.
 	Logger *slog.Logger
+	// DomainZones are the DNS lists queried with domain names (the
+	// config's dnsbl.domain_zones). Their answers join dnsbl at helo and
+	// mail, so a rule reading them runs at mail.
+	DomainZones []string
 }
 
 // Func is a function rules may call besides the built-in ones: the place

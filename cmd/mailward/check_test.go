@@ -252,3 +252,52 @@ func TestCheckExplainCutOff(t *testing.T) {
 		t.Errorf("second called not reached:\n%s", out.String())
 	}
 }
+
+// A rule on a domain list sees the sender's domain listed (it runs at
+// mail, when that answer is in), and rules read the names the config
+// gives a list's codes.
+func TestCheckDNSLists(t *testing.T) {
+	dns := testenv.StartDNS(t, `
+. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300
+spam.example.dbl.test. IN A 127.0.1.2
+99.2.0.192.zen.test. IN A 127.0.0.2
+`)
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", `rules:
+  - name: sbl
+    when: '"sbl" in dnsbl_names["zen.test"]'
+    action: reject
+    code: "554 5.7.1"
+  - name: domain-listed
+    when: '"dbl.test" in dnsbl'
+    action: reject
+`)
+	cfg := writeFile(t, dir, "mailward.yaml", `hostname: mw.test
+rules:
+  files: [r.yaml]
+dnsbl:
+  zones: [{zone: zen.test, codes: {127.0.0.2: sbl}}]
+  domain_zones: [{zone: dbl.test}]
+`)
+	eml := writeFile(t, dir, "m.eml", "Subject: hi\n\nbody\n")
+	for _, c := range []struct{ ip, from, want string }{
+		{"192.0.2.10", "x@spam.example", "reject mail domain-listed"},
+		{"192.0.2.99", "x@ok.example", "reject connect sbl"},
+		{"192.0.2.10", "x@ok.example", "accept eom "},
+	} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", c.ip, "--helo", "mail.example", "--from", c.from, "--json", eml}, &out, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		var rep struct {
+			Action, Stage string
+			Rules         []string
+		}
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.Action + " " + rep.Stage + " " + strings.Join(rep.Rules, ","); got != c.want {
+			t.Errorf("%s from %s: %s, want %s", c.ip, c.from, got, c.want)
+		}
+	}
+}

@@ -95,7 +95,7 @@ func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logge
 	}
 	dm := dmarc.New(res, cfg.DMARC.Options)
 	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{
-		BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm),
+		BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm), DomainZones: cfg.domainZones(),
 		Functions: []rules.Func{rules.RateLimitFunc(c, log)},
 	})
 	if err := p.rules.Load(cfg.rulesConfig()); err != nil {
@@ -114,4 +114,14 @@ func orgDomain(dm *dmarc.Checker) func(context.Context, string) string {
 		org, _ := dm.OrgDomain(ctx, domain)
 		return org
 	}
+}
+
+// domainZones are the DNS lists queried with domain names, whose answers
+// rules can only see from mail on.
+func (c *Config) domainZones() []string {
+	var out []string
+	for _, z := range c.DNSBL.DomainZones {
+		out = append(out, z.Zone)
+	}
+	return out
 }

@@ -102,6 +102,7 @@ func (rf rulesFlags) options() (rules.Options, func()) {
 	opts := rules.Options{BaseDir: ".", Functions: []rules.Func{rules.RateLimitFunc(mem, nil)}}
 	if rf.cfg != nil {
 		opts.BaseDir = rf.cfg.baseDir()
+		opts.DomainZones = rf.cfg.domainZones()
 	}
 	return opts, func() { mem.Close() }
 }
