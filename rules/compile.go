@@ -85,7 +85,7 @@ type rule struct {
 	hdrValue *template
 	score    float64
 	stage    policy.Stage
-	explicit bool // stage written in the file rather than inferred
+	explicit bool   // stage written in the file rather than inferred
 	stageWhy string // what sets stage when no variable's stage does
 	monitor  bool
 	tags     []string
