@@ -4,7 +4,9 @@
 //
 // With protocol 6 it asks the MTA not to wait for a reply to each header
 // field and body chunk, and to keep the space after each header's colon,
-// so that DKIM's "simple" canonicalization sees the header as sent. All
+// so that DKIM's "simple" canonicalization sees the header as sent. The
+// no-reply options are only safe when what the MTA sends is acknowledged
+// at once (see quickAcker): on TCP outside Linux they are not asked for. All
 // the MTA says on one connection (client address, HELO, the macros of
 // every stage) is kept for as long as that connection, across messages.
 package milter
@@ -67,6 +69,10 @@ type Server struct {
 	engine      *policy.Engine
 	log         *slog.Logger
 	readTimeout time.Duration
+	// unanswered, in tests, sees each packet that ends what the MTA sent
+	// and gets no reply: the MTA may then send more without waiting, and
+	// nothing but an ACK of ours lets Nagle's algorithm on its side go on.
+	unanswered func(c net.Conn, cmd byte, proto uint32)
 
 	mu       sync.Mutex
 	ln       net.Listener

@@ -61,6 +61,12 @@ func startRig(t *testing.T) *rig { return startRigChecks(t, nil) }
 // startRigChecks is startRig with checks run by the engine.
 func startRigChecks(t *testing.T, checker policy.Checker) *rig {
 	t.Helper()
+	return startRigWith(t, checker, nil)
+}
+
+// startRigWith is startRigChecks with the server adjusted before it serves.
+func startRigWith(t *testing.T, checker policy.Checker, adjust func(*Server)) *rig {
+	t.Helper()
 	testenv.Require(t, "postfix")
 	ln, err := Listen("inet:127.0.0.1:0", 0)
 	if err != nil {
@@ -70,6 +76,9 @@ func startRigChecks(t *testing.T, checker policy.Checker) *rig {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	eng := policy.NewEngine(policy.Settings{Hostname: "mw.test.example"}, checker, frontRules(seen), log)
 	srv := New(eng, 30*time.Second, log)
+	if adjust != nil {
+		adjust(srv)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -34,6 +34,12 @@ const (
 	// anything but continue, so the MTA need not wait for those replies:
 	// that saves one round trip per header field.
 	wantProtocol = optNoReplyHeader | optNoUnknown | optNoData | optNoReplyBody | optLeadingSpace
+	// noReply are the options under which the MTA sends a packet and
+	// does not wait for an answer (Postfix still sends the macros of a
+	// stage it skips). Where such a packet cannot be acknowledged at once
+	// (TCP outside Linux), they are not asked for: with Nagle on the
+	// MTA's side, its next write would wait on our delayed ACK.
+	noReply = optNoReplyHeader | optNoUnknown | optNoData | optNoReplyBody
 )
 
 // nul ends each string in a milter packet.
@@ -67,6 +73,9 @@ func (s *session) run() error {
 			return fmt.Errorf("reading milter command: %w", err)
 		}
 		err = s.handle(cmd, data)
+		if s.srv.unanswered != nil && s.w.w.Buffered() == 0 && s.w.r.Buffered() == 0 {
+			s.srv.unanswered(s.w.conn, cmd, s.proto)
+		}
 		if ferr := s.w.flush(); ferr != nil {
 			return fmt.Errorf("writing milter reply: %w", ferr)
 		}
@@ -181,6 +190,9 @@ func (s *session) negotiate(data []byte) error {
 	version = min(version, protocolVersion)
 	s.actions = binary.BigEndian.Uint32(data[4:]) & wantActions
 	s.proto = binary.BigEndian.Uint32(data[8:]) & wantProtocol
+	if !s.w.noReplySafe {
+		s.proto &^= noReply
+	}
 	if s.actions != wantActions {
 		s.srv.log.Warn("the MTA does not allow all header changes mailward makes",
 			"offered", fmt.Sprintf("%#x", binary.BigEndian.Uint32(data[4:])), "wanted", fmt.Sprintf("%#x", wantActions))

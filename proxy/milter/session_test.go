@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +229,48 @@ func TestPacketTooLarge(t *testing.T) {
 	_, err := m.conn.Read(make([]byte, 1))
 	if ne, ok := err.(net.Error); ok && ne.Timeout() || err == nil {
 		t.Fatalf("after a 2^31-byte packet length: %v; want the connection closed", err)
+	}
+}
+
+// Where an unanswered packet cannot be acknowledged at once (TCP outside
+// Linux), the MTA is asked to wait for a reply to every packet, so that
+// each reply carries the ACK its Nagle's algorithm waits for.
+func TestNegotiationWithoutQuickAck(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	w := newWire(b, time.Second)
+	if !w.noReplySafe || w.ack != nil {
+		t.Fatalf("a pipe has no Nagle or delayed ACK: noReplySafe %v, ack set %v", w.noReplySafe, w.ack != nil)
+	}
+	w.noReplySafe = false
+	s := &session{srv: New(policy.NewEngine(policy.Settings{}, nil, nil, nil), time.Second, nil), w: w}
+	if err := s.negotiate([]byte(optneg(6, 0x1ff, 0x1fffff))); err != nil {
+		t.Fatal(err)
+	}
+	if s.proto != optLeadingSpace {
+		t.Fatalf("options %#x; want only SMFIP_HDR_LEADSPC (%#x)", s.proto, optLeadingSpace)
+	}
+}
+
+// Over loopback TCP on Linux, TCP_QUICKACK can be set, so the no-reply
+// options are asked for.
+func TestQuickAckerTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ack, ok := quickAcker(c)
+	if runtime.GOOS == "linux" && (ack == nil || !ok) {
+		t.Fatalf("on Linux TCP: ack set %v, safe %v; want both", ack != nil, ok)
+	}
+	if runtime.GOOS != "linux" && (ack != nil || ok) {
+		t.Fatalf("outside Linux TCP: ack set %v, safe %v; want neither", ack != nil, ok)
 	}
 }

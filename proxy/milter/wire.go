@@ -27,10 +27,16 @@ type wire struct {
 	w       *bufio.Writer
 	buf     []byte
 	hdr     [5]byte
+	// ack, where set, acknowledges at once what was just read.
+	ack func()
+	// noReplySafe says whether the MTA may send packets that get no
+	// reply on this connection without waiting on a delayed ACK.
+	noReplySafe bool
 }
 
 func newWire(c net.Conn, timeout time.Duration) *wire {
 	w := &wire{conn: c, timeout: timeout}
+	w.ack, w.noReplySafe = quickAcker(c)
 	// Small on purpose: a thousand idle MTA connections must stay cheap,
 	// and body chunks larger than the buffer bypass it.
 	w.r = bufio.NewReaderSize(deadlineReader{w}, 4096)
@@ -105,7 +111,16 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	if err := d.w.conn.SetReadDeadline(time.Now().Add(d.w.timeout)); err != nil {
 		return 0, err
 	}
-	return d.w.conn.Read(p)
+	n, err := d.w.conn.Read(p)
+	if n > 0 && d.w.ack != nil {
+		// A packet that gets no reply (the DATA macros with
+		// SMFIP_NODATA, header fields and body chunks with SMFIP_NR_*)
+		// carries no ACK back; Postfix, with Nagle on, holds its next
+		// write until one comes. Acknowledge now rather than on the
+		// delayed-ACK timer.
+		d.w.ack()
+	}
+	return n, err
 }
 
 // cstrings splits NUL-terminated strings; a last one without its NUL
