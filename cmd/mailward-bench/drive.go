@@ -28,6 +28,7 @@ type sender func(ctx context.Context, m *Message) outcome
 type runOpts struct {
 	Concurrency int
 	Messages    int
+	Offset      int // index of the first message sent
 	Duration    time.Duration
 	Progress    io.Writer
 	Check       bool // compare each outcome with the corpus's expectation
@@ -49,6 +50,11 @@ type result struct {
 	Total     map[string]int     `json:"total"`
 	Wrong     []string           `json:"wrong,omitempty"`
 	Ratio     float64            `json:"ratio_to_baseline,omitempty"`
+	// Offset is the corpus index of the first message; Repeats says
+	// whether the run sent some message more than once (so the server's
+	// verdict cache may have answered it).
+	Offset  int  `json:"offset"`
+	Repeats bool `json:"messages_repeat"`
 	// Note says what the correctness counts leave out.
 	Note string `json:"note,omitempty"`
 	// Account is the fault-drill bookkeeping of --account.
@@ -98,7 +104,7 @@ func drive(ctx context.Context, name string, msgs []Message, send sender, o runO
 				if deadline.IsZero() && n >= o.Messages || !deadline.IsZero() && time.Now().After(deadline) {
 					return
 				}
-				m := &msgs[n%len(msgs)]
+				m := &msgs[(o.Offset+n)%len(msgs)]
 				out := send(ctx, m)
 				mu.Lock()
 				r.record(m, out, o)

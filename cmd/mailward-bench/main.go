@@ -24,9 +24,9 @@ Usage:
   mailward-bench gen --out DIR [--domains N] [--messages N] [--size BYTES] [--dns ADDR]
   mailward-bench dns --corpus DIR --listen ADDR
   mailward-bench noop-milter [--listen ADDR]
-  mailward-bench milter --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
-  mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--xclient] [--sink ADDR [--account [--authserv-id ID]]] [--baseline] [--json]
-  mailward-bench policy --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--baseline] [--json]
+  mailward-bench milter --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--offset N] [--baseline] [--json]
+  mailward-bench smtp   --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--offset N] [--xclient] [--sink ADDR [--account [--authserv-id ID]]] [--baseline] [--json]
+  mailward-bench policy --addr ADDR --corpus DIR [--concurrency N] [--messages N | --duration D] [--offset N] [--baseline] [--json]
 
 gen writes messages, DKIM keys, SPF and DMARC records (zone.txt), and a
 mailward.yaml and rules.yaml under which each message's verdict is known.
@@ -57,6 +57,11 @@ connection per worker, an RCPT request per recipient, then
 END-OF-MESSAGE. A policy service never sees the message, so verdicts are
 counted only for the classes that need no content (pass, spf_only,
 multi_rcpt). --baseline runs a policy service that answers DUNNO.
+
+Each message is sent once per run while --messages is at most the corpus
+size; beyond it messages repeat and the server's verdict cache may answer
+them (the summary says so). --offset N starts at the Nth message, so that
+runs against the same server send messages it has not seen.
 `
 
 func main() {
@@ -97,6 +102,7 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	corpus := fs.String("corpus", "", "corpus `DIR` made by gen")
 	conc := fs.Int("concurrency", 8, "parallel sessions")
 	messages := fs.Int("messages", 0, "messages to send (default: the corpus size)")
+	offset := fs.Int("offset", 0, "start at the corpus's `N`th message, so that consecutive runs send different messages")
 	duration := fs.Duration("duration", 0, "run for this long instead of a message count")
 	baseline := fs.Bool("baseline", false, "also run a no-op server on the same driver and report the ratio")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
@@ -131,7 +137,10 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	opts := runOpts{Concurrency: *conc, Messages: *messages, Duration: *duration, Progress: stderr, Check: true}
+	if *offset < 0 {
+		return errors.New("--offset must not be negative")
+	}
+	opts := runOpts{Concurrency: *conc, Messages: *messages, Offset: *offset, Duration: *duration, Progress: stderr, Check: true}
 	// Each kind gives the sender for an address, its baseline server and
 	// what its correctness counts leave out.
 	var (
@@ -187,6 +196,10 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 		opts.Judge = envelopeVerdict(func(m *Message) bool { return envelopeClasses[m.Class] })
 		note = "a policy service sees no content: verdicts counted for pass, spf_only and multi_rcpt only"
 	}
+	repeats := *duration > 0 || *messages > len(msgs)
+	if repeats {
+		fmt.Fprintf(stderr, "note: more messages than the corpus's %d may be sent: repeated messages may be verdict-cache hits\n", len(msgs))
+	}
 	var results []*result
 	if *baseline {
 		baddr, stopNoop, err := startNoop()
@@ -205,6 +218,8 @@ func runDriver(kind string, args []string, stdout, stderr io.Writer) error {
 	closeSend()
 	finish(r)
 	r.Note = note
+	r.Repeats = repeats
+	r.Offset = *offset
 	if *baseline && results[0].PerSecond > 0 {
 		r.Ratio = r.PerSecond / results[0].PerSecond
 	}
