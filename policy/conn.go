@@ -3,15 +3,11 @@ package policy
 import (
 	"context"
 	"fmt"
-	"hash"
-	"log/slog"
 	"maps"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/mailward/mailward/checks/spf"
 )
 
 // RcptOutcome is what happened to one recipient, for the log line.
@@ -47,17 +43,13 @@ type Conn struct {
 
 	inMessage bool
 	// reached is the last stage run, for the journal.
-	reached  Stage
-	started  time.Time
-	verifier MessageVerifier
-	mime     *mimeScanner
+	reached Stage
+	started time.Time
+	scan    messageScan
 	// headerBlock is the message's header as received, until end of headers.
 	headerBlock []byte
 	closed      bool
 
-	// digest hashes the message as it streams, for the verdict cache;
-	// nil when that is off.
-	digest hash.Hash
 	// sizeGiven: the front told the whole message's size (SetSize).
 	sizeGiven bool
 	// degraded is set when a fallback answered for missing information.
@@ -135,11 +127,7 @@ func (c *Conn) Mail(ctx context.Context, from string, info MailInfo) Verdict {
 	c.facts.TLSVersion = info.TLSVersion
 	c.SetQueueID(info.QueueID)
 	c.mergeMacros(info.Macros)
-	if c.snap.checker != nil {
-		c.verifier = c.snap.checker.Message()
-	}
-	c.mime = newMIMEScanner()
-	c.digest = c.newDigest()
+	c.scan = c.newScan()
 	return c.runMessage(ctx, StageMail, func(ctx context.Context) {
 		ch := c.snap.checker
 		if ch == nil {
@@ -205,7 +193,9 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		return v
 	}
 	c.facts.Rcpt = ""
-	c.write(append(c.headerBlock, "\r\n"...))
+	if err := c.scan.write(append(c.headerBlock, "\r\n"...)); err != nil {
+		c.e.log.Warn("message verifier refused data", "err", err)
+	}
 	c.headerBlock = c.headerBlock[:0]
 	return c.runMessage(ctx, StageData, nil)
 }
@@ -213,16 +203,7 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 // Body takes the next chunk of the body, CRLF line ends.
 func (c *Conn) Body(chunk []byte) error {
 	c.facts.Size += int64(len(chunk))
-	if c.digest != nil {
-		c.digest.Write(chunk)
-	}
-	if c.mime != nil {
-		c.mime.Write(chunk)
-	}
-	if c.verifier == nil {
-		return nil
-	}
-	if _, err := c.verifier.Write(chunk); err != nil {
+	if err := c.scan.write(chunk); err != nil {
 		return fmt.Errorf("verifying message body: %w", err)
 	}
 	return nil
@@ -247,29 +228,20 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 		}
 	}
 	var verdictKey string
-	if c.digest != nil {
+	if c.scan.digest != nil {
 		verdictKey = c.verdictKey()
 		if v, ok := c.cachedVerdict(ctx, verdictKey); ok {
 			// Seen before: the stored verdict stands, the checks are not run again.
-			if c.verifier != nil {
-				c.verifier.Close()
-				c.verifier = nil
-			}
-			if c.mime != nil {
-				c.facts.Attachments = c.mime.Finish()
-				c.mime = nil
-			}
+			c.scan.closeVerifier()
+			c.scan.attachments(&c.facts)
 			c.finishMessage(v)
 			return v
 		}
 	}
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
-		if c.mime != nil {
-			c.facts.Attachments = c.mime.Finish()
-			c.mime = nil
-		}
-		if c.verifier != nil {
-			c.facts.DKIM, c.facts.DMARC = c.verifier.Finish(ctx, c.facts.SPF)
+		c.scan.attachments(&c.facts)
+		if c.scan.verifier != nil {
+			c.facts.DKIM, c.facts.DMARC = c.scan.verifier.Finish(ctx, c.facts.SPF)
 		}
 	})
 	c.recordDMARCPass(ctx)
@@ -430,7 +402,7 @@ func (c *Conn) mergeMacros(m map[string]string) {
 }
 
 func (c *Conn) resetMessage() {
-	c.stopContentWork()
+	c.scan.close()
 	keep := c.facts
 	c.facts = Facts{
 		IP: keep.IP, ClientName: keep.ClientName, IPRev: keep.IPRev, Time: keep.Time,
@@ -456,7 +428,6 @@ func (c *Conn) resetMessage() {
 	c.pendingQuar = nil
 	c.inMessage = false
 	c.reached = min(c.reached, StageHelo)
-	c.digest = nil
 	c.sizeGiven = false
 	c.degraded = false
 }
@@ -582,127 +553,7 @@ func (c *Conn) fallback(a Action, st Stage, why string) Verdict {
 
 func (c *Conn) finishMessage(v Verdict) {
 	// Decided: what still streams in needs no verifying or scanning.
-	c.stopContentWork()
-	c.digest = nil
+	c.scan.close()
 	c.msgFinal = &v
 	c.logTransaction(v)
-}
-
-// write feeds header bytes to what reads the message as it streams.
-func (c *Conn) write(b []byte) {
-	if c.mime != nil {
-		c.mime.Write(b)
-	}
-	if c.digest != nil {
-		c.digest.Write(b)
-	}
-	if c.verifier == nil {
-		return
-	}
-	if _, err := c.verifier.Write(b); err != nil {
-		c.e.log.Warn("message verifier refused data", "err", err)
-	}
-}
-
-func (c *Conn) logTransaction(v Verdict) {
-	f := &c.facts
-	attrs := []slog.Attr{
-		slog.String("queue_id", f.QueueID),
-		slog.String("front", c.info.Front),
-		slog.String("client_ip", ipString(f)),
-		slog.String("client_name", f.ClientName),
-		slog.String("helo", f.Helo),
-		slog.String("from", f.MailFrom),
-		slog.String("rcpts", outcomeString(c.outcome)),
-		slog.String("verdict", v.Action.String()),
-		slog.String("stage", v.Stage.String()),
-		slog.Duration("duration", time.Since(c.started)),
-	}
-	if v.Code != 0 {
-		attrs = append(attrs, slog.Int("code", v.Code))
-	}
-	if v.Reason != "" || v.Rule != "" {
-		attrs = append(attrs, slog.String("why", why(v)))
-	}
-	if len(c.matches) > 0 {
-		attrs = append(attrs, slog.String("rules", matchString(c.matches)))
-	}
-	attrs = append(attrs, slog.Float64("score", f.Score), slog.String("checks", checkSummary(f)))
-	if o := c.e.obs; o != nil {
-		o.Transaction(c.info.Front, v, f, c.matches, time.Since(c.started))
-	}
-	c.record(v)
-	c.e.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
-}
-
-func why(v Verdict) string {
-	switch {
-	case v.Rule != "" && v.Reason != "":
-		return "rule " + v.Rule + ": " + v.Reason
-	case v.Rule != "":
-		return "rule " + v.Rule
-	}
-	return v.Reason
-}
-
-func ipString(f *Facts) string {
-	if !f.IP.IsValid() {
-		return ""
-	}
-	return f.IP.String()
-}
-
-// checkSummary is the compact form of the check results for the log line.
-func checkSummary(f *Facts) string {
-	var parts []string
-	if f.IPRev != nil {
-		parts = append(parts, "iprev="+f.IPRev.Result)
-	}
-	for _, r := range f.DNSBL {
-		if len(r.Codes) > 0 {
-			parts = append(parts, "dnsbl="+r.Zone)
-		}
-	}
-	addSPF := func(name string, r *spf.Result) {
-		if r != nil {
-			parts = append(parts, name+"="+r.Result)
-		}
-	}
-	addSPF("spf_helo", f.SPFHelo)
-	addSPF("spf", f.SPF)
-	for _, d := range f.DKIM {
-		parts = append(parts, "dkim="+d.Result+"("+d.Domain+")")
-	}
-	if f.DMARC != nil {
-		parts = append(parts, "dmarc="+f.DMARC.Result)
-	}
-	return strings.Join(parts, " ")
-}
-
-// outcomeString renders recipients as "a@x=accept b@y=550".
-func outcomeString(out []RcptOutcome) string {
-	parts := make([]string, len(out))
-	for i, o := range out {
-		r := o.Action.String()
-		if o.Action == Continue {
-			r = "ok"
-		}
-		if o.Code != 0 {
-			r = fmt.Sprint(o.Code)
-		}
-		parts[i] = o.Rcpt + "=" + r
-	}
-	return strings.Join(parts, " ")
-}
-
-// matchString renders matches as "name:action", monitored ones marked.
-func matchString(ms []Match) string {
-	parts := make([]string, len(ms))
-	for i, m := range ms {
-		parts[i] = m.Rule + ":" + m.Action
-		if m.Monitor {
-			parts[i] += "(monitor)"
-		}
-	}
-	return strings.Join(parts, " ")
 }

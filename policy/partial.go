@@ -15,20 +15,7 @@ import (
 // the header or content are skipped (Facts.NoContent). Call it after Mail.
 func (c *Conn) SkipContent() {
 	c.facts.NoContent = true
-	c.stopContentWork()
-}
-
-// stopContentWork ends the DKIM verification and the attachment scan of
-// the current message.
-func (c *Conn) stopContentWork() {
-	if c.verifier != nil {
-		c.verifier.Close()
-		c.verifier = nil
-	}
-	if c.mime != nil {
-		c.mime.Close()
-		c.mime = nil
-	}
+	c.scan.closeContent()
 }
 
 // TakeHeaders returns the header edits decided so far for the current
@@ -70,9 +57,6 @@ func (c *Conn) SetSize(n int64) {
 // whose body is not at hand (one replayed from the journal): the
 // attachment scan does not run, rules see these.
 func (c *Conn) SetAttachments(a []Attachment) {
-	if c.mime != nil {
-		c.mime.Close()
-		c.mime = nil
-	}
+	c.scan.closeMIME()
 	c.facts.Attachments = a
 }

@@ -79,7 +79,7 @@ func (c *Conn) verdictKey() string {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
-	h.Write(c.digest.Sum(nil))
+	h.Write(c.scan.digest.Sum(nil))
 	return "verdict:v1:" + hex.EncodeToString(h.Sum(nil))
 }
 
