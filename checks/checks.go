@@ -93,6 +93,9 @@ func (c Config) Validate() error {
 	if c.DNS.Timeout < 0 {
 		bad("dns.timeout", "must not be negative")
 	}
+	if c.DNS.CacheBytes < 0 {
+		bad("dns.cache_bytes", "must not be negative")
+	}
 	if c.SPF.Timeout < 0 {
 		bad("spf.timeout", "must not be negative")
 	}

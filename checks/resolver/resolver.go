@@ -25,6 +25,9 @@ type Config struct {
 	Timeout   time.Duration `yaml:"timeout"`    // per attempt; 0 means 2s
 	Retries   int           `yaml:"retries"`    // extra attempts after a timeout; 0 means 2 (negative: none)
 	CacheSize int           `yaml:"cache_size"` // max cached answers; 0 means 10000, negative disables the cache
+	// CacheBytes is the cache's memory budget (estimated); 0 means 64 MiB.
+	// Answers over 16 KiB (or a sixteenth of the budget) are not cached.
+	CacheBytes int64 `yaml:"cache_bytes"`
 }
 
 // The defaults zero fields of Config take.
@@ -38,6 +41,7 @@ const (
 	defaultTimeout   = 2 * time.Second
 	defaultRetries   = 2
 	defaultCacheSize = 10000
+	defaultCacheBytes = 64 << 20
 	ednsSize         = 1232 // the DNS flag day 2020 size: avoids IP fragmentation
 	maxCNAMEs        = 8
 	// maxTTL caps how long anything stays cached, whatever the zone says.
@@ -84,11 +88,18 @@ func New(cfg Config) (*Resolver, error) {
 	case r.retries < 0:
 		r.retries = 0
 	}
+	if cfg.CacheBytes < 0 {
+		return nil, fmt.Errorf("dns cache_bytes %d is negative", cfg.CacheBytes)
+	}
+	budget := cfg.CacheBytes
+	if budget == 0 {
+		budget = defaultCacheBytes
+	}
 	switch {
 	case cfg.CacheSize == 0:
-		r.cache = newCache(defaultCacheSize)
+		r.cache = newCache(defaultCacheSize, budget)
 	case cfg.CacheSize > 0:
-		r.cache = newCache(cfg.CacheSize)
+		r.cache = newCache(cfg.CacheSize, budget)
 	}
 	servers := cfg.Servers
 	if len(servers) == 0 {
@@ -111,6 +122,15 @@ func New(cfg Config) (*Resolver, error) {
 		r.servers = append(r.servers, addr)
 	}
 	return r, nil
+}
+
+// CacheStats reports the cache's size and its evictions; zero when the
+// cache is disabled.
+func (r *Resolver) CacheStats() CacheStats {
+	if r.cache == nil {
+		return CacheStats{}
+	}
+	return r.cache.stats()
 }
 
 // serverAddr turns "host", "host:port", "v6addr" or "[v6addr]:port" into "host:port".

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -629,5 +630,78 @@ func TestTTLs(t *testing.T) {
 	}
 	if d, _ := ttls.Min(); d >= 5*time.Second || d < 3*time.Second {
 		t.Fatalf("a cached A of TTL 5 a second later: %s", d)
+	}
+}
+
+// txtZone publishes names name0..name{n-1}, each with records TXT records
+// of strings 255-byte strings.
+func txtZone(prefix string, n, records, strs int) string {
+	var z strings.Builder
+	z.WriteString("$ORIGIN example.test.\n$TTL 86400\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n")
+	for i := 0; i < n; i++ {
+		for j := 0; j < records; j++ {
+			fmt.Fprintf(&z, "%s%d IN TXT", prefix, i)
+			for k := 0; k < strs; k++ {
+				fmt.Fprintf(&z, " \"%02d%s\"", j, strings.Repeat("x", 253))
+			}
+			z.WriteString("\n")
+		}
+	}
+	return z.String()
+}
+
+// The cache has a byte budget: answers the senders choose (DKIM keys of
+// 14 TXT records of 4 KB, a day's TTL) once grew it past a gigabyte
+// within its entry limit.
+func TestCacheByteBudget(t *testing.T) {
+	srv := testenv.StartDNS(t, txtZone("big", 20, 14, 16)+strings.Join(strings.SplitN(txtZone("mid", 200, 1, 8), "\n", 4)[3:], ""))
+	r, err := New(Config{Servers: []string{srv.Addr()}, CacheBytes: 128 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		txts, err := r.LookupTXT(ctx, fmt.Sprintf("big%d.example.test", i))
+		if err != nil || len(txts) != 14 {
+			t.Fatalf("big%d: %d records, %v", i, len(txts), err)
+		}
+	}
+	st := r.CacheStats()
+	if st.Oversized != 20 || st.Entries != 0 || st.Bytes != 0 {
+		t.Errorf("oversized answers: %+v; want all 20 refused and nothing held", st)
+	}
+	before := srv.Queries("big0.example.test", dns.TypeTXT)
+	r.LookupTXT(ctx, "big0.example.test")
+	if n := srv.Queries("big0.example.test", dns.TypeTXT) - before; n == 0 {
+		t.Errorf("an oversized answer was served from the cache (%d queries)", n)
+	}
+
+	// 200 answers of about 2 KB each: the budget holds, the oldest go.
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	for i := 0; i < 200; i++ {
+		if _, err := r.LookupTXT(ctx, fmt.Sprintf("mid%d.example.test", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	st = r.CacheStats()
+	if st.Bytes > 128<<10 || st.Bytes < 64<<10 || st.Evictions == 0 || st.Entries >= 200 {
+		t.Errorf("after 200 answers of 2 KB under a 128 KiB budget: %+v", st)
+	}
+	// The estimate is close to what the heap holds.
+	if grown := int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc); grown > 2*st.Bytes+64<<10 {
+		t.Errorf("the heap grew %d bytes for an estimated %d", grown, st.Bytes)
+	}
+	// (Each look-up of these is two queries: UDP, truncated, then TCP.)
+	before = srv.Queries("mid199.example.test", dns.TypeTXT)
+	r.LookupTXT(ctx, "mid199.example.test")
+	if n := srv.Queries("mid199.example.test", dns.TypeTXT) - before; n != 0 {
+		t.Errorf("the newest answer was not kept (%d queries): %+v", n, r.CacheStats())
+	}
+	if _, err := New(Config{Servers: []string{srv.Addr()}, CacheBytes: -1}); err == nil {
+		t.Error("a negative cache_bytes was accepted")
 	}
 }

@@ -21,6 +21,8 @@ type parts struct {
 	cache   cache.Cache
 	grey    *cache.Greylist
 	closers []func()
+	// dnsStats reads the resolver's cache, for metrics.
+	dnsStats func() resolver.CacheStats
 	// readiness checks shared dependencies, for /readyz.
 	readiness []func(context.Context) error
 }
@@ -81,6 +83,7 @@ func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("setting up DNS: %w", err)
 	}
+	p.dnsStats = res.CacheStats
 	if cfg.Cache.Type == cache.TypeRedis {
 		// A fleet looks each SPF and DMARC record and DKIM key up once per TTL.
 		res.SetShared(c)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
@@ -107,7 +108,9 @@ type daemon struct {
 	// read it from other goroutines.
 	cache     cache.Cache
 	cacheStat atomic.Pointer[func() cache.Stats]
-	reloads   chan chan error
+	// dnsStat reads the running resolver's cache; a reload replaces it.
+	dnsStat atomic.Pointer[func() resolver.CacheStats]
+	reloads chan chan error
 	// ruleChanges carries the results of reloads made because a rule or
 	// list file changed on disk.
 	ruleChanges chan ruleChange
@@ -163,6 +166,7 @@ func (d *daemon) run() error {
 	d.engine.Observe(d.metrics)
 	d.setCache(d.cache)
 	d.cacheMetrics()
+	d.dnsMetrics()
 	defer func() { d.cache.Close() }()
 	if err := d.journal.apply(d.cfg.journal(), d.engine, d.log); err != nil {
 		return err
@@ -287,6 +291,23 @@ func (d *daemon) cacheMetrics() {
 		func() float64 { return float64(stat().Breaker) })
 }
 
+// dnsMetrics exposes the DNS cache: its size against its byte budget,
+// evictions, and answers too large to cache.
+func (d *daemon) dnsMetrics() {
+	d.dnsStat.Store(&d.parts.dnsStats)
+	stat := func() resolver.CacheStats { return (*d.dnsStat.Load())() }
+	d.metrics.GaugeFunc("mailward_dns_cache_bytes", "Estimated memory held by the DNS cache.", nil,
+		func() float64 { return float64(stat().Bytes) })
+	d.metrics.GaugeFunc("mailward_dns_cache_budget_bytes", "The DNS cache's byte budget (dns.cache_bytes).", nil,
+		func() float64 { return float64(stat().MaxBytes) })
+	d.metrics.GaugeFunc("mailward_dns_cache_entries", "Answers in the DNS cache.", nil,
+		func() float64 { return float64(stat().Entries) })
+	d.metrics.CounterFunc("mailward_dns_cache_evictions_total", "DNS answers dropped from the cache to stay within its budget.", nil,
+		func() float64 { return float64(stat().Evictions) })
+	d.metrics.CounterFunc("mailward_dns_cache_oversized_total", "DNS answers not cached because they were too large.", nil,
+		func() float64 { return float64(stat().Oversized) })
+}
+
 // requestReload runs a reload on the daemon's own goroutine, so that HTTP
 // and SIGHUP reloads never race.
 func (d *daemon) requestReload() error {
@@ -353,6 +374,7 @@ func (d *daemon) reload() error {
 		old.Close()
 	}
 	d.cfg, d.parts = cfg, p
+	d.dnsStat.Store(&p.dnsStats)
 	if d.cfg.Policy.Listen != "" {
 		d.noteContentRules()
 	}
