@@ -73,6 +73,9 @@ func (r *Resolver) toShared(ctx context.Context, k cacheKey, out outcome) {
 	if r.shared == nil || k.qtype != dns.TypeTXT || out.ttl == 0 {
 		return
 	}
+	if entrySize(k, out) > maxCachedAnswer {
+		return // as in the local cache: the sender's, and too big to keep
+	}
 	ttl := min(time.Duration(out.ttl)*time.Second, maxTTL)
 	sa := sharedAnswer{Expires: r.now().Add(ttl).Unix(), AD: out.ad, Chase: out.chase}
 	switch {

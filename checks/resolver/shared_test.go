@@ -75,3 +75,24 @@ flaky.example.test. 300 IN TXT "v=spf1 -all"
 		t.Fatalf("after recovery: %q %v", txt, err)
 	}
 }
+
+// An answer too big for the local cache is not shared either: the fleet's
+// Redis would hold it for its TTL.
+func TestSharedRefusesOversized(t *testing.T) {
+	srv := testenv.StartDNS(t, txtZone("big", 1, 14, 16))
+	c, err := mwcache.New(mwcache.Config{}, mwcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Servers: []string{srv.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetShared(c)
+	if txts, err := r.LookupTXT(context.Background(), "big0.example.test"); err != nil || len(txts) != 14 {
+		t.Fatalf("%d records, %v", len(txts), err)
+	}
+	if _, ok, _ := c.Get(context.Background(), sharedKey(cacheKey{"big0.example.test.", dns.TypeTXT})); ok {
+		t.Error("a 56 KB answer was stored in the shared cache")
+	}
+}
