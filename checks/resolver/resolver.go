@@ -38,12 +38,12 @@ const (
 )
 
 const (
-	defaultTimeout   = 2 * time.Second
-	defaultRetries   = 2
-	defaultCacheSize = 10000
+	defaultTimeout    = 2 * time.Second
+	defaultRetries    = 2
+	defaultCacheSize  = 10000
 	defaultCacheBytes = 64 << 20
-	ednsSize         = 1232 // the DNS flag day 2020 size: avoids IP fragmentation
-	maxCNAMEs        = 8
+	ednsSize          = 1232 // the DNS flag day 2020 size: avoids IP fragmentation
+	maxCNAMEs         = 8
 	// maxTTL caps how long anything stays cached, whatever the zone says.
 	maxTTL = 24 * time.Hour
 	// resolvConf is where the system's servers are read from.
