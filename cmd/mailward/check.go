@@ -14,46 +14,9 @@ import (
 	"strings"
 
 	"github.com/mailward/mailward/cache"
-	"github.com/mailward/mailward/checks/dkim"
-	"github.com/mailward/mailward/checks/dmarc"
-	"github.com/mailward/mailward/checks/dnsbl"
-	"github.com/mailward/mailward/checks/iprev"
-	"github.com/mailward/mailward/checks/spf"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
 )
-
-// checkReport is what `mailward check --json` prints. Field names are a
-// contract with scripts: add, never rename.
-type checkReport struct {
-	Action         string               `json:"action"`
-	SMTPCode       int                  `json:"smtp_code,omitempty"`
-	EnhancedCode   string               `json:"enhanced_code,omitempty"`
-	Message        string               `json:"message,omitempty"`
-	Reason         string               `json:"reason,omitempty"`
-	Stage          string               `json:"stage"`
-	Rcpts          []policy.RcptOutcome `json:"rcpts"`
-	SPF            *spf.Result          `json:"spf"`
-	SPFHelo        *spf.Result          `json:"spf_helo"`
-	DKIM           []dkim.Result        `json:"dkim"`
-	DMARC          *dmarc.Result        `json:"dmarc"`
-	IPRev          *iprev.Result        `json:"iprev"`
-	DNSBL          []dnsbl.Result       `json:"dnsbl"`
-	Rules          []string             `json:"rules"`
-	Matches        []policy.Match       `json:"matches"`
-	Score          float64              `json:"score"`
-	HeadersAdded   []policy.HeaderEdit  `json:"headers_added"`
-	HeadersRemoved []policy.HeaderRef   `json:"headers_removed,omitempty"`
-	Stages         []stageReport        `json:"stages"`
-	Explain        []rules.Explanation  `json:"explain,omitempty"`
-}
-
-type stageReport struct {
-	Stage   string `json:"stage"`
-	Subject string `json:"subject,omitempty"` // the recipient, at rcpt
-	Action  string `json:"action"`
-	Reply   string `json:"reply,omitempty"`
-}
 
 type rcptFlags []string
 
@@ -173,37 +136,7 @@ func runStages(ctx context.Context, e *policy.Engine, t policy.Transaction) (*ch
 	if err != nil {
 		return nil, err
 	}
-	rep := &checkReport{}
-	for _, s := range out.Steps {
-		sr := stageReport{Stage: s.Stage.String(), Subject: s.Subject, Action: s.Verdict.Action.String()}
-		if s.Verdict.Action == policy.Reject || s.Verdict.Action == policy.Tempfail {
-			sr.Reply = s.Verdict.Reply()
-		}
-		rep.Stages = append(rep.Stages, sr)
-	}
-	v, f := out.Verdict, &out.Facts
-	rep.Action, rep.Stage, rep.Reason = v.Action.String(), v.Stage.String(), v.Reason
-	if v.Action == policy.Reject || v.Action == policy.Tempfail {
-		rep.SMTPCode, rep.EnhancedCode, rep.Message = v.Code, v.Enhanced, v.Text
-	}
-	rep.Rcpts = out.Rcpts
-	rep.SPF, rep.SPFHelo, rep.DKIM, rep.DMARC, rep.IPRev, rep.DNSBL = f.SPF, f.SPFHelo, f.DKIM, f.DMARC, f.IPRev, f.DNSBL
-	rep.Matches = out.Matches
-	rep.Rules = []string{}
-	for _, m := range rep.Matches {
-		rep.Rules = append(rep.Rules, m.Rule)
-	}
-	rep.Score = f.Score
-	rep.HeadersAdded = orEmpty(v.Headers)
-	rep.HeadersRemoved = v.Remove
-	return rep, nil
-}
-
-func orEmpty(h []policy.HeaderEdit) []policy.HeaderEdit {
-	if h == nil {
-		return []policy.HeaderEdit{}
-	}
-	return h
+	return newCheckReport(out), nil
 }
 
 func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
