@@ -9,9 +9,10 @@ import (
 // that whatever the MTA sent and mailward has read is acknowledged at
 // once instead of after Linux's delayed-ACK timer (40 ms or more). An MTA
 // that leaves Nagle's algorithm on (Postfix does) holds its next small
-// write until that ACK arrives; see wire.read. The flag is not sticky:
-// the kernel drops it again once mailward replies, so it is set after
-// every read.
+// write until that ACK arrives; see deadlineReader. The flag is not
+// sticky: the kernel drops it again once mailward replies, so it is set
+// again each time mailward waits for more after a read it did not
+// answer. Setting it sends an ACK that is due at once.
 //
 // ok says whether the connection is safe for the no-reply options: a
 // unix socket has no Nagle and no delayed ACK, and a TCP socket is safe

@@ -69,8 +69,9 @@ type Server struct {
 	engine      *policy.Engine
 	log         *slog.Logger
 	readTimeout time.Duration
-	// unanswered, in tests, sees each packet that ends what the MTA sent
-	// and gets no reply: the MTA may then send more without waiting, and
+	// unanswered, in tests, is called each time the session waits for
+	// the MTA again without having replied to what it read (cmd is the
+	// last packet read): the MTA may send more without waiting, and
 	// nothing but an ACK of ours lets Nagle's algorithm on its side go on.
 	unanswered func(c net.Conn, cmd byte, proto uint32)
 

@@ -64,6 +64,9 @@ var errQuit = errors.New("quit")
 // run reads commands until the MTA quits or the connection fails.
 func (s *session) run() error {
 	defer s.endConn()
+	if s.srv.unanswered != nil {
+		s.w.unanswered = func(cmd byte) { s.srv.unanswered(s.w.conn, cmd, s.proto) }
+	}
 	for {
 		cmd, data, err := s.w.read()
 		if err != nil {
@@ -73,9 +76,6 @@ func (s *session) run() error {
 			return fmt.Errorf("reading milter command: %w", err)
 		}
 		err = s.handle(cmd, data)
-		if s.srv.unanswered != nil && s.w.w.Buffered() == 0 && s.w.r.Buffered() == 0 {
-			s.srv.unanswered(s.w.conn, cmd, s.proto)
-		}
 		if ferr := s.w.flush(); ferr != nil {
 			return fmt.Errorf("writing milter reply: %w", ferr)
 		}

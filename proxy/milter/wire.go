@@ -27,11 +27,18 @@ type wire struct {
 	w       *bufio.Writer
 	buf     []byte
 	hdr     [5]byte
-	// ack, where set, acknowledges at once what was just read.
+	// ack, where set, acknowledges at once what has been read.
 	ack func()
 	// noReplySafe says whether the MTA may send packets that get no
 	// reply on this connection without waiting on a delayed ACK.
 	noReplySafe bool
+	// read and wrote say whether anything was read from the connection,
+	// and whether a reply went out since the last read.
+	readAny, wrote bool
+	// last is the command of the last packet read.
+	last byte
+	// unanswered, in tests, is called where ack is: see Server.unanswered.
+	unanswered func(cmd byte)
 }
 
 func newWire(c net.Conn, timeout time.Duration) *wire {
@@ -67,6 +74,7 @@ func (w *wire) read() (byte, []byte, error) {
 		}
 		return 0, nil, err
 	}
+	w.last = p[0]
 	return p[0], p[1:], nil
 }
 
@@ -100,6 +108,7 @@ func (w *wire) flush() error {
 	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return err
 	}
+	w.wrote = true
 	return w.w.Flush()
 }
 
@@ -108,19 +117,27 @@ func (w *wire) flush() error {
 type deadlineReader struct{ w *wire }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
-	if err := d.w.conn.SetReadDeadline(time.Now().Add(d.w.timeout)); err != nil {
+	w := d.w
+	if w.readAny && !w.wrote {
+		// What was read since the last wait got no reply (the DATA
+		// macros under SMFIP_NODATA, header fields and body chunks under
+		// SMFIP_NR_*, an abort, or part of a packet), so no reply carries
+		// its ACK back, and Postfix, with Nagle on, holds its next write
+		// until one comes. Acknowledge now rather than on the
+		// delayed-ACK timer. After a reply there is nothing to do: the
+		// reply carried the ACK.
+		if w.ack != nil {
+			w.ack()
+		}
+		if w.unanswered != nil {
+			w.unanswered(w.last)
+		}
+	}
+	w.readAny, w.wrote = true, false
+	if err := w.conn.SetReadDeadline(time.Now().Add(w.timeout)); err != nil {
 		return 0, err
 	}
-	n, err := d.w.conn.Read(p)
-	if n > 0 && d.w.ack != nil {
-		// A packet that gets no reply (the DATA macros with
-		// SMFIP_NODATA, header fields and body chunks with SMFIP_NR_*)
-		// carries no ACK back; Postfix, with Nagle on, holds its next
-		// write until one comes. Acknowledge now rather than on the
-		// delayed-ACK timer.
-		d.w.ack()
-	}
-	return n, err
+	return w.conn.Read(p)
 }
 
 // cstrings splits NUL-terminated strings; a last one without its NUL
