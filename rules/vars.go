@@ -1,0 +1,288 @@
+package rules
+
+import (
+	"strings"
+
+	"github.com/mailward/mailward/policy"
+)
+
+// variable declares one name rules can read, in one place: the stage
+// from which it is known, how it is filled from the facts, its value (for
+// the VM and explanations) and, for a check's result, when a temporary
+// error leaves it unknown. A new variable is a field of env, an id and an
+// entry here (and a line in README.md).
+type variable struct {
+	name  string
+	stage policy.Stage
+	// fill sets the variable's env field from f; nil for those the
+	// evaluation keeps up itself (header, score).
+	fill  func(st *state, f *policy.Facts)
+	value func(e *env) any
+	// unknown names the check whose temporary error left the value
+	// unknown in f, or ""; nil for values no check provides.
+	unknown func(f *policy.Facts) string
+}
+
+var variables = [numVars]variable{
+	// The connection.
+	vIP: {name: "ip", stage: policy.StageConnect,
+		fill: func(st *state, f *policy.Facts) {
+			if f.IP.IsValid() {
+				st.env.IP = f.IP.Unmap().WithZone("").String()
+			}
+		},
+		value: func(e *env) any { return e.IP }},
+	vIPVersion: {name: "ip_version", stage: policy.StageConnect,
+		fill: func(st *state, f *policy.Facts) {
+			switch {
+			case !f.IP.IsValid():
+			case f.IP.Unmap().Is4():
+				st.env.IPVersion = 4
+			default:
+				st.env.IPVersion = 6
+			}
+		},
+		value: func(e *env) any { return e.IPVersion }},
+
+	// The iprev check (checks/iprev): its result and what it found.
+	vIPRev: {name: "iprev", stage: policy.StageConnect, unknown: iprevUnknown,
+		fill: func(st *state, f *policy.Facts) {
+			if f.IPRev != nil {
+				st.env.IPRev = f.IPRev.Result
+			}
+		},
+		value: func(e *env) any { return e.IPRev }},
+	vPTR: {name: "ptr", stage: policy.StageConnect, unknown: iprevUnknown,
+		fill: func(st *state, f *policy.Facts) {
+			if f.IPRev != nil {
+				st.env.PTR = f.IPRev.PTR
+			}
+		},
+		value: func(e *env) any { return e.PTR }},
+	vFCrDNS: {name: "fcrdns", stage: policy.StageConnect, unknown: iprevUnknown,
+		fill:  func(st *state, f *policy.Facts) { st.env.FCrDNS = f.IPRev != nil && f.IPRev.FCrDNS },
+		value: func(e *env) any { return e.FCrDNS }},
+
+	// The DNS lists (checks/dnsbl): IP lists at connect, domain lists as
+	// names arrive (see dnslists.go for the stage of a rule naming one).
+	vDNSBL: {name: "dnsbl", stage: policy.StageConnect, unknown: listsUnknown,
+		fill: func(st *state, f *policy.Facts) {
+			for _, r := range f.DNSBL {
+				if len(r.Codes) > 0 {
+					st.dnsbl[r.Zone] = appendCopy(st.dnsbl[r.Zone], r.Codes)
+				}
+			}
+			st.env.DNSBL = st.dnsbl
+		},
+		value: func(e *env) any { return e.DNSBL }},
+	vDNSBLNames: {name: "dnsbl_names", stage: policy.StageConnect, unknown: listsUnknown,
+		fill: func(st *state, f *policy.Facts) {
+			for _, r := range f.DNSBL {
+				if len(r.Names) > 0 {
+					st.names[r.Zone] = appendCopy(st.names[r.Zone], r.Names)
+				}
+			}
+			st.env.DNSBLNames = st.names
+		},
+		value: func(e *env) any { return e.DNSBLNames }},
+	vDNSBLErrors: {name: "dnsbl_errors", stage: policy.StageConnect, unknown: listsUnknown,
+		fill: func(st *state, f *policy.Facts) {
+			for _, r := range f.DNSBL {
+				if r.Error != "" && st.errs[r.Zone] == "" {
+					st.errs[r.Zone] = r.Error
+				}
+			}
+			st.env.DNSBLErrors = st.errs
+		},
+		value: func(e *env) any { return e.DNSBLErrors }},
+
+	vNow: {name: "now", stage: policy.StageConnect,
+		fill:  func(st *state, f *policy.Facts) { st.env.Now = f.Time },
+		value: func(e *env) any { return e.Now }},
+	vQueueID: {name: "queue_id", stage: policy.StageConnect,
+		fill:  func(st *state, f *policy.Facts) { st.env.QueueID = f.QueueID },
+		value: func(e *env) any { return e.QueueID }},
+
+	// HELO and the envelope.
+	vHelo: {name: "helo", stage: policy.StageHelo,
+		fill:  func(st *state, f *policy.Facts) { st.env.Helo = f.Helo },
+		value: func(e *env) any { return e.Helo }},
+	vSPFHelo: {name: "spf_helo", stage: policy.StageHelo,
+		unknown: func(f *policy.Facts) string {
+			return resultUnknown("spf_helo", f.SPFHelo != nil && f.SPFHelo.Result == "temperror")
+		},
+		fill: func(st *state, f *policy.Facts) {
+			if f.SPFHelo != nil {
+				st.env.SPFHelo = f.SPFHelo.Result
+			}
+		},
+		value: func(e *env) any { return e.SPFHelo }},
+	vMailFrom: {name: "mail_from", stage: policy.StageMail,
+		fill:  func(st *state, f *policy.Facts) { st.env.MailFrom = f.MailFrom },
+		value: func(e *env) any { return e.MailFrom }},
+	vMailFromDomain: {name: "mail_from_domain", stage: policy.StageMail,
+		fill:  func(st *state, f *policy.Facts) { st.env.MailFromDomain = policy.DomainOf(f.MailFrom) },
+		value: func(e *env) any { return e.MailFromDomain }},
+	vAuthUser: {name: "auth_user", stage: policy.StageMail,
+		fill:  func(st *state, f *policy.Facts) { st.env.AuthUser = f.AuthUser },
+		value: func(e *env) any { return e.AuthUser }},
+	vTLS: {name: "tls", stage: policy.StageMail,
+		fill:  func(st *state, f *policy.Facts) { st.env.TLS = f.TLS },
+		value: func(e *env) any { return e.TLS }},
+	vSPF: {name: "spf", stage: policy.StageMail,
+		unknown: func(f *policy.Facts) string { return resultUnknown("spf", f.SPF != nil && f.SPF.Result == "temperror") },
+		fill: func(st *state, f *policy.Facts) {
+			if f.SPF != nil {
+				st.env.SPF = f.SPF.Result
+			}
+		},
+		value: func(e *env) any { return e.SPF }},
+	vRcpt: {name: "rcpt", stage: policy.StageRcpt,
+		fill:  func(st *state, f *policy.Facts) { st.env.Rcpt = f.Rcpt },
+		value: func(e *env) any { return e.Rcpt }},
+	vRcpts: {name: "rcpts", stage: policy.StageRcpt,
+		fill:  func(st *state, f *policy.Facts) { st.env.Rcpts = f.Rcpts },
+		value: func(e *env) any { return e.Rcpts }},
+	vRcptCount: {name: "rcpt_count", stage: policy.StageRcpt,
+		fill: func(st *state, f *policy.Facts) {
+			st.env.RcptCount = len(f.Rcpts)
+			if f.Rcpt != "" {
+				st.env.RcptCount++
+			}
+		},
+		value: func(e *env) any { return e.RcptCount }},
+
+	// The header.
+	vHeaders: {name: "headers", stage: policy.StageData,
+		fill: func(st *state, f *policy.Facts) {
+			for _, h := range f.Headers {
+				k := strings.ToLower(h.Name)
+				st.headers[k] = append(st.headers[k], h.Value)
+			}
+			st.env.Headers = st.headers
+		},
+		value: func(e *env) any { return e.Headers }},
+	vHeader: {name: "header", stage: policy.StageData,
+		value: func(e *env) any { return e.Header }},
+	vSubject: {name: "subject", stage: policy.StageData,
+		fill:  func(st *state, f *policy.Facts) { st.env.Subject = decodeHeader(f.Header("Subject")) },
+		value: func(e *env) any { return e.Subject }},
+	vHeaderFrom: {name: "header_from", stage: policy.StageData,
+		fill:  func(st *state, f *policy.Facts) { st.env.HeaderFrom = headerAddress(f.Header("From")) },
+		value: func(e *env) any { return e.HeaderFrom }},
+	vHeaderFromDomain: {name: "header_from_domain", stage: policy.StageData,
+		fill: func(st *state, f *policy.Facts) {
+			st.env.HeaderFromDomain = policy.DomainOf(headerAddress(f.Header("From")))
+		},
+		value: func(e *env) any { return e.HeaderFromDomain }},
+	vMessageID: {name: "message_id", stage: policy.StageData,
+		fill:  func(st *state, f *policy.Facts) { st.env.MessageID = strings.TrimSpace(f.Header("Message-ID")) },
+		value: func(e *env) any { return e.MessageID }},
+
+	// End of message.
+	vSize: {name: "size", stage: policy.StageEOM,
+		fill:  func(st *state, f *policy.Facts) { st.env.Size = int(f.Size) },
+		value: func(e *env) any { return e.Size }},
+	vAttachments: {name: "attachments", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			if len(f.Attachments) == 0 {
+				return
+			}
+			st.env.Attachments = make([]Attachment, len(f.Attachments))
+			for i, a := range f.Attachments {
+				st.env.Attachments[i] = Attachment{Name: a.Name, ContentType: strings.ToLower(a.ContentType), Size: int(a.Size)}
+			}
+		},
+		value: func(e *env) any { return e.Attachments }},
+	vDKIM: {name: "dkim", stage: policy.StageEOM,
+		unknown: func(f *policy.Facts) string {
+			for _, d := range f.DKIM {
+				if d.Result == "temperror" {
+					return "dkim temperror"
+				}
+			}
+			return ""
+		},
+		fill: func(st *state, f *policy.Facts) {
+			if len(f.DKIM) == 0 {
+				return
+			}
+			st.env.DKIM = make([]DKIMResult, len(f.DKIM))
+			for i, d := range f.DKIM {
+				st.env.DKIM[i] = DKIMResult{Domain: strings.ToLower(d.Domain), Selector: d.Selector, Algorithm: d.Algorithm, Result: d.Result, Reason: d.Reason}
+			}
+		},
+		value: func(e *env) any { return e.DKIM }},
+	vDMARC: {name: "dmarc", stage: policy.StageEOM,
+		unknown: func(f *policy.Facts) string {
+			return resultUnknown("dmarc", f.DMARC != nil && f.DMARC.Result == "temperror")
+		},
+		fill: func(st *state, f *policy.Facts) {
+			if d := f.DMARC; d != nil {
+				st.env.DMARC = DMARCResult{Result: d.Result, Policy: d.Policy, Domain: strings.ToLower(d.Domain),
+					PolicyDomain: d.PolicyDomain, OrgDomain: d.OrgDomain, Testing: d.Testing, Reason: d.Reason}
+			}
+		},
+		value: func(e *env) any { return e.DMARC }},
+	vScore: {name: "score", stage: policy.StageEOM,
+		value: func(e *env) any { return e.Score }},
+}
+
+func iprevUnknown(f *policy.Facts) string {
+	return resultUnknown("iprev", f.IPRev != nil && f.IPRev.Result == "temperror")
+}
+
+func listsUnknown(f *policy.Facts) string {
+	var zones []string
+	for _, r := range f.DNSBL {
+		if r.Error != "" {
+			zones = append(zones, r.Zone)
+		}
+	}
+	if len(zones) == 0 {
+		return ""
+	}
+	return "DNS list " + strings.Join(zones, ", ") + " failed"
+}
+
+func resultUnknown(check string, temperror bool) string {
+	if temperror {
+		return check + " temperror"
+	}
+	return ""
+}
+
+// appendCopy appends to a slice of the state's maps without ever writing
+// into the facts' own arrays.
+func appendCopy(old, more []string) []string {
+	return append(old[:len(old):len(old)], more...)
+}
+
+// unknownText says which of the variables in read f leaves unknown
+// because a check had a temporary error, and why: "fcrdns, ptr (iprev
+// temperror)"; "" when it knows them all.
+func unknownText(read uint64, f *policy.Facts) string {
+	var parts, names []string
+	last := ""
+	for id := 0; id < numVars; id++ {
+		v := &variables[id]
+		if read&(1<<id) == 0 || v.unknown == nil {
+			continue
+		}
+		c := v.unknown(f)
+		if c == "" {
+			continue
+		}
+		if c != last && len(names) > 0 {
+			parts = append(parts, strings.Join(names, ", ")+" ("+last+")")
+			names = nil
+		}
+		last = c
+		names = append(names, v.name)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	parts = append(parts, strings.Join(names, ", ")+" ("+last+")")
+	return strings.Join(parts, "; ")
+}
