@@ -223,6 +223,10 @@ func (m *message) Finish(ctx context.Context, spfResult *spf.Result) ([]dkim.Res
 	if m.s.dmarc == nil {
 		return sigs, nil
 	}
+	if !m.v.FromComplete() {
+		// A From past what was read could be the one readers show.
+		return sigs, &dmarc.Result{Result: "permerror", Reason: "header block too large to read to its end: not every From field was seen"}
+	}
 	return sigs, m.s.dmarc.Check(ctx, m.v.From(), spfResult, sigs)
 }
 

@@ -128,6 +128,21 @@ func TestSuite(t *testing.T) {
 	}
 }
 
+// A header block too big to read to its end may hide the From readers
+// show: DMARC cannot pass on the first one alone.
+func TestFromBeyondHeaderLimit(t *testing.T) {
+	f := newFixture(t, listsConfig())
+	ctx := context.Background()
+	spfRes := f.suite.SPF(ctx, netip.MustParseAddr("192.0.2.1"), "mx.example.test", "alice@example.test")
+	junk := strings.Repeat("X-Junk: "+strings.Repeat("x", 990)+"\r\n", 1100)
+	m := f.suite.Message()
+	defer m.Close()
+	m.Write([]byte("From: alice@example.test\r\n" + junk + "From: ceo@bank.test\r\n\r\nbody\r\n"))
+	if _, dm := m.Finish(ctx, spfRes); dm == nil || dm.Result != "permerror" || !strings.Contains(dm.Reason, "not every From") {
+		t.Errorf("dmarc: %+v; want permerror", dm)
+	}
+}
+
 func TestDNSTroubleBecomesTemperror(t *testing.T) {
 	f := newFixture(t, listsConfig())
 	ctx := context.Background()

@@ -37,6 +37,7 @@ type Verifier struct {
 
 	sigs     []*sigState
 	from     []string
+	partial  bool // the header block was parsed before its end was seen
 	over     bool // the message passed MaxSize
 	hdrOver  bool // the header block passed maxHeader
 	manyHdrs int  // the number of header fields, when over MaxHeaderFields
@@ -91,6 +92,7 @@ func (v *Verifier) Write(p []byte) (int, error) {
 		if !v.inBody {
 			// Still report the signatures the header block shows.
 			v.hdr = append(v.hdr, p[:min(len(p), max(0, maxHeader-len(v.hdr)))]...)
+			v.partial = v.headerEnd() < 0
 			v.parseHeader(v.hdr)
 			v.hdr = nil
 		}
@@ -108,7 +110,7 @@ func (v *Verifier) Write(p []byte) (int, error) {
 	end := v.headerEnd()
 	if end < 0 {
 		if take < len(p) || len(v.hdr) >= maxHeader {
-			v.over, v.hdrOver = true, true
+			v.over, v.hdrOver, v.partial = true, true, true
 			v.parseHeader(v.hdr)
 			v.hdr = nil
 		}
@@ -260,8 +262,13 @@ func (v *Verifier) feed(p []byte) {
 
 // From returns the raw values of the message's From fields, as found in
 // the header block (folding kept). It is complete once the header block
-// has been written.
+// has been written, unless FromComplete says otherwise.
 func (v *Verifier) From() []string { return v.from }
+
+// FromComplete is false when the header block was too big to read to its
+// end (over 1 MiB, or over max_size): a From field may lie beyond what
+// From returns, so no DMARC verdict can rest on it.
+func (v *Verifier) FromComplete() bool { return !v.partial }
 
 // Finish waits for the key look-ups to end and returns one result per
 // DKIM-Signature field, in header order; nil when there is none. ctx ends
