@@ -38,9 +38,13 @@ const (
 	// kindGreylist asks the engine to greylist: it does not decide the
 	// stage, a later terminal match still does.
 	kindGreylist
+	// kindSign and kindNoSign override whether the message is DKIM
+	// signed; like greylist they do not decide the stage.
+	kindSign
+	kindNoSign
 )
 
-var kindNames = [...]string{"accept", "reject", "tempfail", "discard", "quarantine", "add_header", "score", "greylist"}
+var kindNames = [...]string{"accept", "reject", "tempfail", "discard", "quarantine", "add_header", "score", "greylist", "sign", "no_sign"}
 
 func (k kind) String() string { return kindNames[k] }
 
@@ -596,7 +600,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 	} else if actNode != nil {
 		k, known := parseKind(actName)
 		if !known {
-			c.p.errorf(src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header, score or greylist)", actName)
+			c.p.errorf(src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header, score, greylist, sign or no_sign)", actName)
 			ok = false
 		}
 		r.kind = k
@@ -679,7 +683,7 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		c.p.errorf(src.pos(msgNode), "message must be a single value")
 		ok, msgNode = false, nil
 	}
-	if msgNode != nil && (r.kind == kindAddHeader || r.kind == kindScore || r.kind == kindGreylist) {
+	if msgNode != nil && (r.kind == kindAddHeader || r.kind == kindScore || r.kind == kindGreylist || r.kind == kindSign || r.kind == kindNoSign) {
 		c.p.warnf(src.pos(msgNode), "message has no effect on action %s", r.kind)
 		msgNode = nil
 	}

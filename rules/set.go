@@ -388,6 +388,13 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 			m.Score = r.score
 		case kindAddHeader:
 			v.Headers = append(v.Headers, policy.HeaderEdit{Name: r.hdrName, Value: headerText(r.hdrValue.render(st, s, r, stage, h))})
+		case kindSign, kindNoSign:
+			if v.Sign == policy.SignDefault {
+				v.Sign = policy.SignYes
+				if r.kind == kindNoSign {
+					v.Sign = policy.SignNo
+				}
+			}
 		case kindGreylist:
 			if !v.Greylist {
 				v.Greylist = true
