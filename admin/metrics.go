@@ -20,6 +20,7 @@ type Metrics struct {
 	verdicts     *prometheus.CounterVec
 	ruleMatches  *prometheus.CounterVec
 	checkResults *prometheus.CounterVec
+	signing      *prometheus.CounterVec
 	stageLatency *prometheus.HistogramVec
 	txLatency    *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
@@ -43,6 +44,9 @@ func NewMetrics() *Metrics {
 		checkResults: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailward_check_results_total", Help: "Check results, by check and result.",
 		}, []string{"check", "result"}),
+		signing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_dkim_sign_total", Help: "Messages to DKIM sign, by outcome: signed, missing_key, not_in_table, no_from, error.",
+		}, []string{"outcome"}),
 		stageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mailward_stage_duration_seconds", Help: "Time spent on the checks and rules of one stage.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
@@ -58,7 +62,7 @@ func NewMetrics() *Metrics {
 			Name: "mailward_last_good_reload_timestamp_seconds", Help: "When the running config and rules were loaded.",
 		}),
 	}
-	r.MustRegister(m.transactions, m.verdicts, m.ruleMatches, m.checkResults, m.stageLatency, m.txLatency,
+	r.MustRegister(m.transactions, m.verdicts, m.ruleMatches, m.checkResults, m.signing, m.stageLatency, m.txLatency,
 		m.reloads, m.lastReload, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.lastReload.SetToCurrentTime()
 	return m
@@ -80,6 +84,9 @@ func (m *Metrics) Transaction(front string, v policy.Verdict, f *policy.Facts, m
 			mode = "monitor"
 		}
 		m.ruleMatches.WithLabelValues(x.Rule, mode).Inc()
+	}
+	if f.Signing != "" {
+		m.signing.WithLabelValues(f.Signing).Inc()
 	}
 	if f.IPRev != nil {
 		m.checkResults.WithLabelValues("iprev", f.IPRev.Result).Inc()

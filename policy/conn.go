@@ -57,6 +57,11 @@ type Conn struct {
 	// greyAllowKnown and greyAllowed remember whether the client's network
 	// skips greylisting after a DMARC pass.
 	greyAllowKnown, greyAllowed bool
+
+	// connSign is a sign or no_sign given at connect or HELO; sign is
+	// the current message's signing.
+	connSign SignChoice
+	sign     signState
 }
 
 // Connect opens a connection and gives the connect-stage verdict.
@@ -175,6 +180,7 @@ func (c *Conn) HeaderField(name, raw string) {
 	// colon: "Subject :" is a Subject field to rules, header edits and
 	// the MTA's own count of fields by name.
 	c.facts.Headers = append(c.facts.Headers, Header{Name: strings.TrimRight(name, " \t"), Value: Unfold(strings.TrimPrefix(raw, " "))})
+	c.sign.raw = append(c.sign.raw, raw)
 	// Collected and handed over once at end of headers: a write per field
 	// would wake the verifiers' goroutines once per field.
 	c.headerBlock = append(c.headerBlock, name...)
@@ -197,12 +203,16 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		c.e.log.Warn("message verifier refused data", "err", err)
 	}
 	c.headerBlock = c.headerBlock[:0]
+	c.startSigning()
 	return c.runMessage(ctx, StageData, nil)
 }
 
 // Body takes the next chunk of the body, CRLF line ends.
 func (c *Conn) Body(chunk []byte) error {
 	c.facts.Size += int64(len(chunk))
+	if c.sign.msg != nil {
+		c.sign.msg.Write(chunk)
+	}
 	if err := c.scan.write(chunk); err != nil {
 		return fmt.Errorf("verifying message body: %w", err)
 	}
@@ -258,7 +268,10 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 		v.Headers = append(c.pendingHeaders, v.Headers...)
 		v.Headers = append(v.Headers, c.finalHeaders()...)
 		v.Remove = ForgedAuthResults(c.facts.Headers, c.snap.settings.Hostname)
-	} else {
+		// Last: the signature covers every other edit.
+		v = c.signMessage(v)
+	}
+	if v.Action != Accept && v.Action != Quarantine {
 		v.Headers = nil
 	}
 	if verdictKey != "" {
@@ -430,6 +443,7 @@ func (c *Conn) resetMessage() {
 	c.reached = min(c.reached, StageHelo)
 	c.sizeGiven = false
 	c.degraded = false
+	c.sign = signState{raw: c.sign.raw[:0]}
 }
 
 // connMatches keeps the matches of connection stages for the next message.
@@ -531,6 +545,7 @@ func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {
 	}
 	v := c.snap.rules.Eval(ctx, st, &c.facts, &c.matches)
 	v.Stage = st
+	c.noteSign(st, v)
 	if v.Action == Reject && v.Unknown != "" {
 		// A temporary fault must not bounce mail: the rule could not be sure.
 		fb := c.fallback(c.snap.settings.OnError, st, "rule "+v.Rule+" read what a temporary error left unknown: "+v.Unknown)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/signing"
 )
 
 // Settings are the engine's own knobs, taken from the config file.
@@ -33,6 +34,8 @@ type Settings struct {
 	// retry of the same message (see verdictcache.go); 0 disables it.
 	// DefaultVerdictTTL is the usual value.
 	VerdictTTL time.Duration
+	// Signing is the DKIM key table; nil or empty: no signing.
+	Signing *signing.Table
 }
 
 // Thresholds are score levels; zero disables a level.
@@ -51,6 +54,10 @@ type ConnInfo struct {
 	// Time is when the client connected; zero means now. A replayed
 	// transaction gives the time it was recorded, which rules read as now.
 	Time time.Time
+	// Local says the mail was submitted on the MTA's host without SMTP
+	// (Postfix's non_smtpd_milters path: sendmail, pickup): it is signed
+	// as an internal client's.
+	Local bool
 }
 
 // MailInfo is what the front knows at MAIL FROM besides the address.

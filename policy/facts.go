@@ -50,6 +50,10 @@ type Facts struct {
 	DMARC       *dmarc.Result  `json:"dmarc,omitempty"`
 	QueueID     string         `json:"queue_id,omitempty"` // whenever the MTA tells it
 	Score       float64        `json:"score"`
+	// Signing is how DKIM signing ended (eom): signed, missing_key,
+	// not_in_table, no_from or error; empty when the message was not
+	// one to sign.
+	Signing string `json:"signing,omitempty"`
 	// Macros are the MTA's macros, merged over all stages so far.
 	Macros map[string]string `json:"-"`
 	// NoContent says the front never sees the message (a policy

@@ -36,6 +36,9 @@ func (c *Conn) logTransaction(v Verdict) {
 		attrs = append(attrs, slog.String("rules", matchString(c.matches)))
 	}
 	attrs = append(attrs, slog.Float64("score", f.Score), slog.String("checks", checkSummary(f)))
+	if f.Signing != "" {
+		attrs = append(attrs, slog.String("dkim_sign", f.Signing))
+	}
 	if o := c.e.obs; o != nil {
 		o.Transaction(c.info.Front, v, f, c.matches, time.Since(c.started))
 	}

@@ -83,6 +83,8 @@ type Verdict struct {
 	// because a check had a temporary error ("fcrdns (iprev temperror)").
 	// The engine never answers such a reject with a 5xx.
 	Unknown string `json:"unknown,omitempty"`
+	// Sign is what a sign or no_sign rule asked for.
+	Sign SignChoice `json:"sign,omitempty"`
 }
 
 // Default SMTP replies, as most MTAs and filters use them.

@@ -105,3 +105,12 @@ func New(r TXTResolver, opts Options) *Checker {
 
 // Options returns the options in force, defaults filled in.
 func (c *Checker) Options() Options { return c.opts }
+
+// Verify verifies a whole message held in memory (header and body, CRLF
+// line ends), as a Verifier fed in one write would.
+func (c *Checker) Verify(ctx context.Context, msg []byte) []Result {
+	v := c.NewVerifier(ctx)
+	defer v.Close()
+	v.Write(msg)
+	return v.Finish(ctx)
+}
