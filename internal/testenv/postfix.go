@@ -297,3 +297,17 @@ func portOf(hostport string) string {
 	}
 	return p
 }
+
+// Sendmail submits msg through the instance's sendmail command, as a
+// local program would: Postfix's pickup and non_smtpd_milters path.
+func (p *Postfix) Sendmail(t testing.TB, from string, to []string, msg string) {
+	t.Helper()
+	bin := Require(t, "sendmail")
+	args := append([]string{"-C", filepath.Join(p.dir, "etc"), "-f", from, "--"}, to...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+filepath.Join(p.dir, "etc"))
+	cmd.Stdin = strings.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sendmail: %v\n%s", err, out)
+	}
+}

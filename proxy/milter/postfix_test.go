@@ -50,6 +50,7 @@ func frontRules(seen *sync.Map) policy.Rules {
 }
 
 type rig struct {
+	engine  *policy.Engine
 	postfix *testenv.Postfix
 	sink    *testenv.Sink
 	server  *Server
@@ -67,6 +68,12 @@ func startRigChecks(t *testing.T, checker policy.Checker) *rig {
 // startRigWith is startRigChecks with the server adjusted before it serves.
 func startRigWith(t *testing.T, checker policy.Checker, adjust func(*Server)) *rig {
 	t.Helper()
+	return startRigSettings(t, policy.Settings{Hostname: "mw.test.example"}, checker, adjust)
+}
+
+// startRigSettings is startRigWith with the engine's settings given.
+func startRigSettings(t *testing.T, settings policy.Settings, checker policy.Checker, adjust func(*Server)) *rig {
+	t.Helper()
 	testenv.Require(t, "postfix")
 	ln, err := Listen("inet:127.0.0.1:0", 0)
 	if err != nil {
@@ -74,7 +81,7 @@ func startRigWith(t *testing.T, checker policy.Checker, adjust func(*Server)) *r
 	}
 	seen := &sync.Map{}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	eng := policy.NewEngine(policy.Settings{Hostname: "mw.test.example"}, checker, frontRules(seen), log)
+	eng := policy.NewEngine(settings, checker, frontRules(seen), log)
 	srv := New(eng, 30*time.Second, log)
 	if adjust != nil {
 		adjust(srv)
@@ -93,7 +100,7 @@ func startRigWith(t *testing.T, checker policy.Checker, adjust func(*Server)) *r
 	}
 	main["smtpd_milters"] = "inet:" + ln.Addr().String()
 	pf := testenv.StartPostfix(t, testenv.PostfixConfig{RelayTo: sink.Addr(), Main: main})
-	return &rig{postfix: pf, sink: sink, server: srv, seen: seen}
+	return &rig{engine: eng, postfix: pf, sink: sink, server: srv, seen: seen}
 }
 
 type testWriter struct{ t *testing.T }

@@ -245,6 +245,7 @@ func (s *session) connect(data []byte) error {
 		if len(rest) < 2 {
 			return errors.New("malformed connect command: no port")
 		}
+		port := binary.BigEndian.Uint16(rest)
 		addr, _ := cstring(rest[2:])
 		// Sendmail writes IPv6 addresses as IPv6:ADDR.
 		if len(addr) > 5 && strings.EqualFold(addr[:5], "ipv6:") {
@@ -253,6 +254,9 @@ func (s *session) connect(data []byte) error {
 		if ip, err := netip.ParseAddr(addr); err == nil {
 			info.IP = ip.Unmap()
 		}
+		// Postfix's non_smtpd_milters (sendmail, pickup) connect as
+		// localhost, 127.0.0.1, port 0: no TCP client has port 0.
+		info.Local = port == 0 && host == "localhost" && info.IP.IsLoopback()
 	}
 	if host == "unknown" || strings.HasPrefix(host, "[") {
 		// Postfix names a client without a verified name by its address.
@@ -312,7 +316,8 @@ func (s *session) edits(v policy.Verdict, have []policy.Header) {
 		if s.actions&actAddHeader == 0 {
 			continue
 		}
-		value := h.Value
+		// The MTA folds on LF, as libmilter's smfi_addheader takes it.
+		value := strings.ReplaceAll(h.Value, "\r\n", "\n")
 		if s.proto&optLeadingSpace != 0 {
 			value = " " + value
 		}
