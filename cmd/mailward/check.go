@@ -103,7 +103,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			rs = set.Traced(func(e rules.Explanation) { explained = append(explained, e) })
 		}
 	}
-	engine := policy.NewEngine(cfg.settings(), p.checker, rs, log)
+	engine := policy.NewEngine(p.settings(cfg), p.checker, rs, log)
 	engine.SetCache(p.cache, p.grey)
 	rep, err := runStages(context.Background(), engine, policy.Transaction{
 		Conn: policy.ConnInfo{IP: ip, Front: "check"}, Helo: *helo, From: *from, Rcpts: rcpts, Header: headers, Body: br,

@@ -12,6 +12,7 @@ import (
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
+	"github.com/mailward/mailward/signing"
 )
 
 // parts are what a config builds for the engine; a reload builds new ones.
@@ -20,6 +21,7 @@ type parts struct {
 	rules   *rules.Holder
 	cache   cache.Cache
 	grey    *cache.Greylist
+	signing *signing.Table
 	closers []func()
 	// dnsStats reads the resolver's cache, for metrics.
 	dnsStats func() resolver.CacheStats
@@ -62,10 +64,32 @@ func (p *parts) ready(ctx context.Context) error {
 	return nil
 }
 
+// settings are the engine's settings for cfg with these parts.
+func (p *parts) settings(cfg *Config) policy.Settings {
+	s := cfg.settings()
+	s.Signing = p.signing
+	return s
+}
+
 // buildParts compiles rules and sets up the checks for cfg. Nothing is
 // kept if any part fails.
 func buildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logger) (*parts, error) {
+	return rebuildParts(ctx, cfg, c, log, nil)
+}
+
+// rebuildParts is buildParts for a reload: a signing key file that
+// cannot be read keeps prev's key.
+func rebuildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Logger, prev *parts) (*parts, error) {
 	p := &parts{}
+	var prevKeys *signing.Table
+	if prev != nil {
+		prevKeys = prev.signing
+	}
+	keys, err := signing.Load(cfg.Signing, cfg.baseDir(), prevKeys, log)
+	if err != nil {
+		return nil, fmt.Errorf("loading signing keys: %w", err)
+	}
+	p.signing = keys
 	grey, err := cache.NewGreylist(c, cfg.Greylist)
 	if err != nil {
 		return nil, fmt.Errorf("setting up greylisting: %w", err)

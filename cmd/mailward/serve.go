@@ -155,12 +155,12 @@ func (d *daemon) rulesChanged(c ruleChange) {
 		d.log.Error("rule files changed but do not compile; keeping the running rules", "err", c.err)
 		return
 	}
-	d.engine.Update(d.cfg.settings(), d.parts.checker, d.parts.ruleSet())
+	d.engine.Update(d.parts.settings(d.cfg), d.parts.checker, d.parts.ruleSet())
 	d.log.Info("rules reloaded after a file change", "loaded", d.parts.summary())
 }
 
 func (d *daemon) run() error {
-	d.engine = policy.NewEngine(d.cfg.settings(), d.parts.checker, d.parts.ruleSet(), d.log)
+	d.engine = policy.NewEngine(d.parts.settings(d.cfg), d.parts.checker, d.parts.ruleSet(), d.log)
 	d.engine.SetCache(d.parts.cache, d.parts.grey)
 	d.metrics = admin.NewMetrics()
 	d.engine.Observe(d.metrics)
@@ -326,7 +326,7 @@ func (d *daemon) reload() error {
 		c, err = cache.New(cfg.Cache, cache.Options{Logger: d.log})
 	}
 	if err == nil {
-		p, err = buildParts(context.Background(), cfg, c, d.log)
+		p, err = rebuildParts(context.Background(), cfg, c, d.log, d.parts)
 		if err != nil && c != d.cache {
 			c.Close()
 		}
@@ -365,7 +365,7 @@ func (d *daemon) reload() error {
 	for _, w := range cfg.warnings() {
 		d.log.Warn(w)
 	}
-	d.engine.Update(cfg.settings(), p.checker, p.ruleSet())
+	d.engine.Update(p.settings(cfg), p.checker, p.ruleSet())
 	d.engine.SetCache(p.cache, p.grey)
 	d.parts.close()
 	if c != d.cache {
