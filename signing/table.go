@@ -207,7 +207,7 @@ func (t *Table) Internal(ip netip.Addr) bool {
 }
 
 // TempfailOnMissing reports whether a missing key defers the message.
-func (t *Table) TempfailOnMissing() bool { return t != nil && t.tempfail }
+func (t *Table) TempfailOnMissingKey() bool { return t != nil && t.tempfail }
 
 // Lookup returns the entries that serve a From address: every entry of
 // the most specific pattern that matches, so one domain can have an RSA
