@@ -206,7 +206,7 @@ func (t *Table) Internal(ip netip.Addr) bool {
 	return false
 }
 
-// TempfailOnMissing reports whether a missing key defers the message.
+// TempfailOnMissingKey reports whether a missing key defers the message.
 func (t *Table) TempfailOnMissingKey() bool { return t != nil && t.tempfail }
 
 // Lookup returns the entries that serve a From address: every entry of
