@@ -23,6 +23,12 @@ type Transaction struct {
 	Header []Header
 	// Body is the message body, LF or CRLF line ends; nil: an empty body.
 	Body io.Reader
+	// Size, when not 0, is the message's whole size as told rather than
+	// measured (a replay whose body was not kept).
+	Size int64
+	// Attachments, when not nil, stand in for the attachment scan (a
+	// replay whose body was not kept).
+	Attachments []Attachment
 }
 
 // Step is the answer of one stage, for recipients one per recipient.
@@ -99,6 +105,9 @@ func drive(ctx context.Context, c *Conn, v Verdict, t Transaction, step func(Sta
 	if v.Action.Final() {
 		return v, nil
 	}
+	if t.Attachments != nil {
+		c.SetAttachments(t.Attachments)
+	}
 	accepted := 0
 	for _, r := range t.Rcpts {
 		rv := c.Rcpt(ctx, r)
@@ -127,6 +136,9 @@ func drive(ctx context.Context, c *Conn, v Verdict, t Transaction, step func(Sta
 		if _, err := io.Copy(&CRLFWriter{W: bodyWriter{c}}, t.Body); err != nil {
 			return v, fmt.Errorf("reading body: %w", err)
 		}
+	}
+	if t.Size > 0 {
+		c.SetSize(t.Size)
 	}
 	v = c.EndOfMessage(ctx)
 	step(StageEOM, "", v)

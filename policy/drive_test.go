@@ -78,3 +78,22 @@ func TestDrive(t *testing.T) {
 		t.Errorf("every recipient refused: %+v, rcpts %+v", v, out.Rcpts)
 	}
 }
+
+// A replay whose body was not kept gives the size and attachments.
+func TestDriveGivenSizeAndAttachments(t *testing.T) {
+	var got Facts
+	e := newTestEngine(func(_ context.Context, st Stage, f *Facts, _ *[]Match) Verdict {
+		if st == StageEOM {
+			got = *f
+		}
+		return Verdict{}
+	})
+	out, err := e.Drive(ctx, Transaction{Conn: ConnInfo{IP: netip.MustParseAddr("192.0.2.1")}, Helo: "h.example",
+		Rcpts: []string{"r@x.example"}, Size: 12345, Attachments: []Attachment{{Name: "a.pdf", ContentType: "application/pdf", Size: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Verdict.Action != Accept || got.Size != 12345 || len(got.Attachments) != 1 || got.Attachments[0].Name != "a.pdf" {
+		t.Errorf("verdict %s, size %d, attachments %+v", out.Verdict.Action, got.Size, got.Attachments)
+	}
+}

@@ -177,6 +177,9 @@ func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
 			if m.Monitor {
 				mode = " (monitor)"
 			}
+			if m.Unknown != "" {
+				mode += "; read what a temporary error left unknown: " + m.Unknown
+			}
 			fmt.Fprintf(w, "rule      %s at %s: %s%s\n", m.Rule, m.Stage, m.Action, mode)
 		}
 	}
