@@ -12,7 +12,8 @@ import (
 // field, its Value all that follows the colon (leading space and folding
 // kept, folds as CRLF + white space), ready for Conn.HeaderField. It
 // accepts LF or CRLF line ends and stops after the empty line that ends
-// the header.
+// the header. A first line "From sender date", the envelope line of an
+// mbox file, is skipped, as mail tools do.
 func ReadHeader(r *bufio.Reader) ([]Header, error) {
 	var out []Header
 	for n := 1; ; n++ {
@@ -26,6 +27,9 @@ func ReadHeader(r *bufio.Reader) ([]Header, error) {
 		line = strings.TrimRight(line, "\r\n")
 		if line == "" {
 			return out, nil
+		}
+		if n == 1 && strings.HasPrefix(line, "From ") {
+			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(out) == 0 {

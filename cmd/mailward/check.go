@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/mailward/mailward/cache"
@@ -29,17 +30,22 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("config", "", "config `FILE` (default: built-in defaults)")
 	dnsServers := fs.String("dns", "", "DNS servers to ask instead of the config's, `ADDR[,ADDR]`")
 	ipFlag := fs.String("ip", "", "the client's `IP` address (required)")
+	clientName := fs.String("client-name", "", "the client's host `NAME` as the MTA resolved it (default: none, as for a client without reverse DNS)")
 	helo := fs.String("helo", "", "the HELO/EHLO `NAME` (default: the client's address literal)")
+	authUser := fs.String("auth-user", "", "the SMTP AUTH `USER` the client logged in as (default: none)")
+	useTLS := fs.Bool("tls", false, "the client spoke TLS")
 	from := fs.String("from", "", "the envelope sender `ADDR` (default: the null sender)")
 	var rcpts rcptFlags
 	fs.Var(&rcpts, "rcpt", "an envelope recipient `ADDR`; repeat for more (default: postmaster@hostname)")
-	asJSON := fs.Bool("json", false, "print one JSON object")
+	asJSON := fs.Bool("json", false, "print one JSON object per message")
 	explain := fs.Bool("explain", false, "show every rule with its stage, whether it matched, and the values it read")
+	exitCode := fs.Bool("exit-code", false, "exit with the verdict: 0 accept, 4 tempfail, 5 reject, 6 discard, 7 quarantine; with several messages the highest")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: mailward check [flags] [MESSAGE.eml | -]\n\nRuns one message through every stage exactly as serve would, and prints what happened.\nWithout a message (or with -) it reads standard input.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: mailward check [flags] [MESSAGE.eml ... | -]\n\nRuns each message through every stage exactly as serve would, and prints what happened.\nWithout a message (or with -) it reads standard input. Flags may follow the messages.\nExit status: 0, or the verdict with --exit-code; 2 for bad input.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	names, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -54,22 +60,18 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return fail("--ip: want an IP address, got %q", *ipFlag)
 	}
 	ip = ip.Unmap()
-	if fs.NArg() > 1 {
-		return fail("one message at a time (got %d)", fs.NArg())
+	if len(names) == 0 {
+		names = []string{"-"}
 	}
-	var in io.Reader = os.Stdin
-	if name := fs.Arg(0); name != "" && name != "-" {
-		f, err := os.Open(name)
-		if err != nil {
-			return fail("%v", err)
+	if slices.Contains(names, "-") && len(names) > 1 {
+		return fail("standard input (-) is a message of its own: give it alone")
+	}
+	for _, name := range names {
+		if name != "-" {
+			if _, err := os.Stat(name); err != nil {
+				return fail("%v", err)
+			}
 		}
-		defer f.Close()
-		in = f
-	}
-	br := bufio.NewReader(in)
-	headers, err := policy.ReadHeader(br)
-	if err != nil {
-		return fail("%s: %v", msgName(fs.Arg(0)), err)
 	}
 
 	cfg, err := loadConfig(*file)
@@ -105,21 +107,96 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	engine := policy.NewEngine(p.settings(cfg), p.checker, rs, log)
 	engine.SetCache(p.cache, p.grey)
-	rep, err := runStages(context.Background(), engine, policy.Transaction{
-		Conn: policy.ConnInfo{IP: ip, Front: "check"}, Helo: *helo, From: *from, Rcpts: rcpts, Header: headers, Body: br,
-	})
-	if err != nil {
-		return fail("%s: %v", msgName(fs.Arg(0)), err)
+	status := 0
+	for i, name := range names {
+		explained = explained[:0]
+		rep, err := checkOne(engine, name, policy.Transaction{
+			Conn: policy.ConnInfo{IP: ip, Name: *clientName, Front: "check"}, Helo: *helo, From: *from,
+			Mail: policy.MailInfo{AuthUser: *authUser, TLS: *useTLS}, Rcpts: rcpts,
+		})
+		if err != nil {
+			return fail("%s: %v", msgName(name), err)
+		}
+		rep.Explain = slices.Clone(explained)
+		rep.File = name
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(rep)
+		} else {
+			if len(names) > 1 {
+				if i > 0 {
+					fmt.Fprintln(stdout)
+				}
+				fmt.Fprintf(stdout, "==> %s <==\n", name)
+			}
+			printReport(stdout, rep, *explain, p.rules.Current())
+		}
+		status = max(status, verdictStatus(rep.Action))
 	}
-	rep.Explain = explained
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(rep)
-		return 0
+	if *exitCode {
+		return status
 	}
-	printReport(stdout, rep, *explain, p.rules.Current())
 	return 0
+}
+
+// verdictStatus is the exit status --exit-code gives an action: the
+// SMTP reply class for tempfail and reject.
+func verdictStatus(action string) int {
+	switch action {
+	case "tempfail":
+		return 4
+	case "reject":
+		return 5
+	case "discard":
+		return 6
+	case "quarantine":
+		return 7
+	}
+	return 0
+}
+
+// parseInterspersed parses flags wherever they stand among the message
+// names, so that `check m.eml --json` means what it says.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var names []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(names, rest...), nil // after --, all are names
+		}
+		for len(rest) > 0 && (rest[0] == "-" || !strings.HasPrefix(rest[0], "-")) {
+			names = append(names, rest[0])
+			rest = rest[1:]
+		}
+		if len(rest) == 0 {
+			return names, nil
+		}
+		args = rest
+	}
+}
+
+// checkOne reads one message and drives it through the engine.
+func checkOne(engine *policy.Engine, name string, t policy.Transaction) (*checkReport, error) {
+	var in io.Reader = os.Stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
+	}
+	br := bufio.NewReader(in)
+	headers, err := policy.ReadHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	t.Header, t.Body = headers, br
+	return runStages(context.Background(), engine, t)
 }
 
 func msgName(arg string) string {

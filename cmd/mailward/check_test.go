@@ -301,3 +301,70 @@ dnsbl:
 		}
 	}
 }
+// TestCheckFlagsMessagesAndExitCode: flags may follow the messages;
+// several messages are checked in one run; --auth-user, --tls and
+// --client-name reach the rules; --exit-code tells verdicts apart.
+func TestCheckFlagsMessagesAndExitCode(t *testing.T) {
+	dns := testenv.StartDNS(t, ". 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 300\n")
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", `rules:
+  - name: authenticated-over-tls
+    when: auth_user == "alice" && tls
+    action: accept
+  - name: greylist-me
+    when: subject == "later"
+    action: tempfail
+  - name: no-spam
+    when: subject == "spam"
+    action: reject
+`)
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\nrules:\n  files: [r.yaml]\n")
+	spam := writeFile(t, dir, "spam.eml", "From alice@shop.example Thu Dec  3 07:00:00 2026\nFrom: a@shop.example\nSubject: spam\n\nbuy\n")
+	later := writeFile(t, dir, "later.eml", "From: a@shop.example\nSubject: later\n\nhi\n")
+	check := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"check", "--config", cfg, "--dns", dns.Addr(), "--ip", "192.0.2.10"}, args...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	// A flag after the file is a flag, not a second message.
+	code, out, errb := check(spam, "--json")
+	var rep checkVerdict
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Action != "reject" {
+		t.Fatalf("check FILE --json: exit %d, %v\n%s%s", code, err, out, errb)
+	}
+	if code, _, _ := check(spam, "--exit-code"); code != 5 {
+		t.Errorf("reject with --exit-code: exit %d, want 5", code)
+	}
+	if code, _, _ := check("--exit-code", later); code != 4 {
+		t.Errorf("tempfail with --exit-code: exit %d, want 4", code)
+	}
+	if code, out, _ := check(spam, "--exit-code", "--auth-user", "alice", "--tls", "--client-name", "mail.shop.example"); code != 0 || !strings.Contains(out, "authenticated-over-tls") {
+		t.Errorf("--auth-user and --tls: exit %d\n%s", code, out)
+	}
+	if code, _, _ := check(spam, "--exit-code", "--auth-user", "alice"); code != 5 {
+		t.Errorf("--auth-user without --tls: exit %d, want 5", code)
+	}
+	// Several messages, each reported; the exit status is the highest.
+	code, out, _ = check("--json", "--exit-code", later, spam)
+	dec := json.NewDecoder(strings.NewReader(out))
+	var files []string
+	for dec.More() {
+		var r checkVerdict
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, r.File+"="+r.Action)
+	}
+	if want := later + "=tempfail " + spam + "=reject"; strings.Join(files, " ") != want || code != 5 {
+		t.Errorf("two messages: exit %d, %v; want 5, %s", code, files, want)
+	}
+	if _, out, _ := check(later, spam); !strings.Contains(out, "==> "+spam+" <==") {
+		t.Errorf("text output of two messages names neither:\n%s", out)
+	}
+}
+
+// checkVerdict is the part of check --json a script reads first.
+type checkVerdict struct {
+	File   string `json:"file"`
+	Action string `json:"action"`
+}

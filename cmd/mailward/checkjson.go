@@ -16,6 +16,7 @@ import (
 // that did not run is null (spf, spf_helo, dmarc, iprev). Only explain
 // depends on a flag (--explain). README.md lists the fields.
 type checkReport struct {
+	File           string              `json:"file"` // the message checked; - for standard input
 	Action         string              `json:"action"`
 	SMTPCode       int                 `json:"smtp_code"`
 	EnhancedCode   string              `json:"enhanced_code"`

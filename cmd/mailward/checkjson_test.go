@@ -18,7 +18,7 @@ import (
 
 // The fields of `check --json`, as README.md documents them.
 var checkJSONFields = map[string][]string{
-	"":                {"action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
+	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
 	"spf":             {"result", "domain", "identity", "explanation", "reason"},
 	"dkim":            {"result", "domain", "selector", "algorithm", "identifier", "reason"},
 	"dmarc":           {"result", "policy", "domain", "policy_domain", "org_domain", "testing", "reason"},
