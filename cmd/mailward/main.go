@@ -39,8 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dkim":
 		return runDKIMCommand(args[1:], stdout, stderr)
 	case "version", "--version":
-		printVersion(stdout)
-		return 0
+		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

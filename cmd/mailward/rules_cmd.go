@@ -116,7 +116,8 @@ func (rf rulesFlags) lists() map[string]rules.ListConfig {
 
 func runRulesLint(args []string, stdout, stderr io.Writer) int {
 	rf, code, done := parseRulesFlags("lint", `Checks rule files and the tests beside them. Each problem prints as
-file:line:col: message. Errors exit 1; warnings print and exit 0.
+file:line:col: message. Errors exit 1; otherwise it prints SUCCESS
+(and any warnings) and exits 0.
 With --config, lists a rule names must be declared, and unused ones are reported.
 `, args, stderr, nil)
 	if done {
@@ -134,7 +135,10 @@ With --config, lists a rule names must be declared, and unused ones are reported
 		fmt.Fprintf(stderr, "%s, %s\n", plural(errs, "error"), plural(warns, "warning"))
 		return 1
 	case warns > 0:
-		fmt.Fprintf(stderr, "no errors, %s\n", plural(warns, "warning"))
+		fmt.Fprintf(stdout, "SUCCESS: no errors, %s\n", plural(warns, "warning"))
+	default:
+		// Silence would leave a script's reader wondering whether it ran.
+		fmt.Fprintln(stdout, "SUCCESS: no errors, no warnings")
 	}
 	return 0
 }

@@ -1,27 +1,63 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
 	"runtime/debug"
 )
 
-// Set at build time with -ldflags "-X main.version=... -X main.commit=...".
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...";
+// otherwise they come from what go build records of the module and of the
+// VCS checkout it was built in.
 var (
 	version = ""
 	commit  = ""
 )
 
-func printVersion(w io.Writer) {
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: mailward version\n\nPrints the version, the commit it was built from (with its time, and\n\"modified\" if the checkout had changes) and the Go toolchain.")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mailward version: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	bi, _ := debug.ReadBuildInfo()
+	fmt.Fprintln(stdout, versionLine(bi))
+	return 0
+}
+
+// versionLine describes the build: -ldflags values first, then the module
+// version (set by go install …@version) and the VCS settings.
+func versionLine(bi *debug.BuildInfo) string {
 	v, c := version, commit
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	var when string
+	modified := false
+	if bi != nil {
 		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && c == "" {
-				c = s.Value
+			switch s.Key {
+			case "vcs.revision":
+				if c == "" {
+					c = s.Value
+				}
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
 			}
 		}
 	}
@@ -31,5 +67,12 @@ func printVersion(w io.Writer) {
 	if c == "" {
 		c = "unknown"
 	}
-	fmt.Fprintf(w, "mailward %s (commit %s, %s %s/%s)\n", v, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	out := fmt.Sprintf("mailward %s (commit %s", v, c)
+	if when != "" {
+		out += " of " + when
+	}
+	if modified {
+		out += ", modified"
+	}
+	return out + fmt.Sprintf(", %s %s/%s)", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
