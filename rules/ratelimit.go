@@ -56,7 +56,7 @@ func RateLimitFunc(c cache.Cache, log *slog.Logger) Func {
 			if key == "" {
 				return false, fmt.Errorf("ratelimit: empty key")
 			}
-			allowed, _, _, err := c.Allow(ctx, key, limit, window)
+			allowed, _, _, err := c.Allow(ctx, rateScope(ctx)+key, limit, window)
 			if err != nil {
 				n := skipped.Add(1)
 				now := time.Now().UnixNano()
@@ -73,6 +73,19 @@ func RateLimitFunc(c cache.Cache, log *slog.Logger) Func {
 			return !allowed, nil
 		},
 	}
+}
+
+// rateScopeKey marks a context whose rate limits count apart from every
+// other's: each rule test starts with fresh counters.
+type rateScopeKey struct{}
+
+func withRateScope(ctx context.Context, scope string) context.Context {
+	return context.WithValue(ctx, rateScopeKey{}, scope)
+}
+
+func rateScope(ctx context.Context) string {
+	s, _ := ctx.Value(rateScopeKey{}).(string)
+	return s
 }
 
 // parseWindow reads a rate window such as "1h" or "1d".

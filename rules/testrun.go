@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -83,8 +84,10 @@ func RunTests(ctx context.Context, paths []string, to TestOptions) ([]TestResult
 		settings.Hostname = "mailward.test"
 	}
 	results := make([]TestResult, 0, len(cases))
-	for _, tc := range cases {
-		results = append(results, runTest(ctx, b.set, settings, to.Logger, tc))
+	for i, tc := range cases {
+		// Each test counts its own rate limits, as if alone.
+		tctx := withRateScope(ctx, fmt.Sprintf("test%d:", i))
+		results = append(results, runTest(tctx, b.set, settings, to.Logger, tc))
 	}
 	return results, nil
 }

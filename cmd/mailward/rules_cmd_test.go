@@ -164,6 +164,36 @@ rules:
 	}
 }
 
+// TestRulesTestsStartFresh: each test counts its rate limits alone, and
+// expects an added header as read, not RFC 2047-encoded.
+func TestRulesTestsStartFresh(t *testing.T) {
+	dir := rulesDir(t, map[string]string{"r.yaml": `
+rules:
+  - name: burst
+    when: ratelimit("from:" + mail_from, 1, "1h")
+    action: tempfail
+  - name: note
+    when: subject != ""
+    action: add_header
+    header: {name: X-Note, value: "Grüße: {{ subject }}"}
+tests:
+  - name: first message
+    mail_from: a@shop.example
+    expect: {action: accept}
+  - name: the same sender, in a test of its own
+    mail_from: a@shop.example
+    expect: {action: accept}
+  - name: a header with umlauts
+    mail_from: b@shop.example
+    headers: {Subject: Größe}
+    expect: {action: accept, headers: {X-Note: "Grüße: Größe"}}
+`})
+	code, out, _ := runRules("test", filepath.Join(dir, "r.yaml"))
+	if code != 0 || !strings.Contains(out, "3 passed, 0 failed") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+}
+
 func TestRulesUsage(t *testing.T) {
 	if code, _, errOut := runRules(); code != 2 || !strings.Contains(errOut, "Usage: mailward rules") {
 		t.Errorf("no args: %d %q", code, errOut)
