@@ -69,7 +69,7 @@ type DMARCConfig struct {
 // the example config can be held to the true defaults.
 func DefaultConfig() Config {
 	return Config{
-		DNS:   resolver.Config{Timeout: resolver.DefaultTimeout, Retries: resolver.DefaultRetries, CacheSize: resolver.DefaultCacheSize},
+		DNS:   resolver.Config{Timeout: resolver.DefaultTimeout, Retries: resolver.DefaultRetries, CacheSize: resolver.DefaultCacheSize, CacheBytes: resolver.DefaultCacheBytes},
 		SPF:   SPFConfig{Enable: true, Timeout: spf.DefaultTimeout, VoidLookupLimit: spf.DefaultVoidLookupLimit},
 		IPRev: IPRevConfig{Enable: true, MaxNames: iprev.DefaultMaxNames},
 		DKIM: DKIMConfig{Enable: true, Options: dkim.Options{

@@ -32,9 +32,10 @@ type Config struct {
 
 // The defaults zero fields of Config take.
 const (
-	DefaultTimeout   = defaultTimeout
-	DefaultRetries   = defaultRetries
-	DefaultCacheSize = defaultCacheSize
+	DefaultTimeout    = defaultTimeout
+	DefaultRetries    = defaultRetries
+	DefaultCacheSize  = defaultCacheSize
+	DefaultCacheBytes = defaultCacheBytes
 )
 
 const (

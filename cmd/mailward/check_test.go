@@ -301,6 +301,7 @@ dnsbl:
 		}
 	}
 }
+
 // TestCheckFlagsMessagesAndExitCode: flags may follow the messages;
 // several messages are checked in one run; --auth-user, --tls and
 // --client-name reach the rules; --exit-code tells verdicts apart.
