@@ -48,6 +48,18 @@ type Cache interface {
 	Close() error
 }
 
+// Decoded is implemented by a cache that lives in the process (Memory):
+// beside a value's bytes it keeps the value decoded, so that a hit costs
+// no decoding. The byte bound counts the bytes. Callers must not change
+// a value after storing it or once they got it: every hit shares it.
+type Decoded interface {
+	// SetValue is Set, with v the decoded form of value.
+	SetValue(ctx context.Context, key string, value []byte, v any, ttl time.Duration) error
+	// GetValue returns what SetValue stored under key; ok is false when
+	// there is none, it has expired, or it was stored with Set.
+	GetValue(ctx context.Context, key string) (v any, ok bool, err error)
+}
+
 var (
 	// ErrUnavailable means the shared cache cannot be used right now
 	// (down, slow, or the circuit breaker is open): run uncached.

@@ -51,6 +51,7 @@ const (
 type entry struct {
 	key        string
 	val        []byte
+	obj        any // val decoded, when stored with SetValue
 	a, b       int64
 	kind       kind
 	expires    int64 // unix ns; 0: never
@@ -204,6 +205,10 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
 // Set implements Cache. A value larger than a shard's byte bound gets
 // ErrTooLarge.
 func (m *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return m.set(key, value, nil, ttl)
+}
+
+func (m *Memory) set(key string, value []byte, obj any, ttl time.Duration) error {
 	key, err := m.check(key)
 	if err != nil {
 		return err
@@ -224,13 +229,38 @@ func (m *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 		return fmt.Errorf("setting %q (%d bytes): %w", key, len(value), ErrTooLarge)
 	}
 	if e := s.items[key]; e != nil {
-		e.kind, e.a, e.b, e.expires = kindBytes, 0, 0, deadline(now, ttl)
+		e.kind, e.a, e.b, e.expires, e.obj = kindBytes, 0, 0, deadline(now, ttl), obj
 		s.touch(e)
 		s.resize(e, val)
 		return nil
 	}
-	s.insert(&entry{key: key, val: val, kind: kindBytes, expires: deadline(now, ttl)})
+	s.insert(&entry{key: key, val: val, obj: obj, kind: kindBytes, expires: deadline(now, ttl)})
 	return nil
+}
+
+// SetValue implements Decoded: Set, keeping v beside the bytes.
+func (m *Memory) SetValue(ctx context.Context, key string, value []byte, v any, ttl time.Duration) error {
+	return m.set(key, value, v, ttl)
+}
+
+// GetValue implements Decoded.
+func (m *Memory) GetValue(ctx context.Context, key string) (any, bool, error) {
+	key, err := m.check(key)
+	if err != nil {
+		return nil, false, err
+	}
+	now := m.nowNS()
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.live(key, now)
+	if e == nil || e.kind != kindBytes || e.obj == nil {
+		s.misses++
+		return nil, false, nil
+	}
+	s.touch(e)
+	s.hits++
+	return e.obj, true, nil
 }
 
 // Delete implements Cache.
@@ -281,6 +311,7 @@ func (m *Memory) Incr(ctx context.Context, key string, delta int64, ttl time.Dur
 		e.expires = deadline(now, ttl)
 	}
 	s.touch(e)
+	e.obj = nil
 	s.resize(e, strconv.AppendInt(nil, sum, 10))
 	return sum, nil
 }
@@ -313,7 +344,7 @@ func (m *Memory) Allow(ctx context.Context, key string, limit int, window time.D
 	case e == nil:
 		s.insert(&entry{key: key, kind: kindRate, a: newTAT, expires: newTAT})
 	default:
-		e.kind, e.a, e.expires = kindRate, newTAT, newTAT
+		e.kind, e.a, e.expires, e.obj = kindRate, newTAT, newTAT, nil
 		s.touch(e)
 		s.resize(e, nil)
 	}

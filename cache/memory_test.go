@@ -348,3 +348,39 @@ func TestMemoryClosed(t *testing.T) {
 		t.Fatalf("closed cache holds %+v", st)
 	}
 }
+
+// A value stored with SetValue comes back decoded, with its bytes still
+// there for Get; Set, Incr and expiry take the decoded value away.
+func TestMemoryDecodedValue(t *testing.T) {
+	ctx := context.Background()
+	m, clk := newMemory(t, Config{})
+	type res struct{ Result string }
+	if err := m.SetValue(ctx, "k", []byte(`{"Result":"pass"}`), res{"pass"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	v, ok, err := m.GetValue(ctx, "k")
+	if err != nil || !ok || v.(res).Result != "pass" {
+		t.Fatalf("GetValue = %v, %v, %v; want the stored value", v, ok, err)
+	}
+	if b, ok, _ := m.Get(ctx, "k"); !ok || string(b) != `{"Result":"pass"}` {
+		t.Fatalf("Get = %q, %v; want the stored bytes", b, ok)
+	}
+	if err := m.Set(ctx, "k", []byte(`{"Result":"fail"}`), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := m.GetValue(ctx, "k"); ok {
+		t.Fatalf("after Set, GetValue still returns %v", v)
+	}
+	m.SetValue(ctx, "n", []byte("1"), 1, time.Minute)
+	if _, err := m.Incr(ctx, "n", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := m.GetValue(ctx, "n"); ok {
+		t.Fatalf("after Incr, GetValue still returns %v", v)
+	}
+	m.SetValue(ctx, "e", []byte("{}"), res{}, time.Minute)
+	clk.Add(2 * time.Minute)
+	if v, ok, _ := m.GetValue(ctx, "e"); ok {
+		t.Fatalf("an expired value came back: %v", v)
+	}
+}

@@ -76,16 +76,28 @@ type clientResult struct {
 
 func (k *cached) Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dnsbl.Result) {
 	key := k.prefix + "client:" + ip.String()
-	var r clientResult
-	if k.load(ctx, key, &r) {
+	if r, ok := load[clientResult](ctx, k, key); ok {
+		r = r.clone()
 		return r.IPRev, r.DNSBL
 	}
+	var r clientResult
 	tctx, ttls := resolver.WithTTLs(ctx)
 	r.IPRev, r.DNSBL = k.inner.Client(tctx, ip)
 	if (r.IPRev == nil || r.IPRev.Result != "temperror") && listsOK(r.DNSBL) && ctx.Err() == nil {
-		k.store(ctx, key, r, ttls)
+		k.store(ctx, key, r.clone(), ttls)
 	}
 	return r.IPRev, r.DNSBL
+}
+
+// clone copies what the memory cache would otherwise share between
+// transactions.
+func (r clientResult) clone() clientResult {
+	if r.IPRev != nil {
+		x := *r.IPRev
+		r.IPRev = &x
+	}
+	r.DNSBL = slices.Clone(r.DNSBL)
+	return r
 }
 
 func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
@@ -98,14 +110,13 @@ func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
 	}
 	slices.Sort(norm)
 	key := k.prefix + "domains:" + strings.Join(norm, ",")
-	var r []dnsbl.Result
-	if k.load(ctx, key, &r) {
-		return r
+	if r, ok := load[[]dnsbl.Result](ctx, k, key); ok {
+		return slices.Clone(r)
 	}
 	tctx, ttls := resolver.WithTTLs(ctx)
-	r = k.inner.Domains(tctx, names...)
+	r := k.inner.Domains(tctx, names...)
 	if listsOK(r) && ctx.Err() == nil {
-		k.store(ctx, key, r, ttls)
+		k.store(ctx, key, slices.Clone(r), ttls)
 	}
 	return r
 }
@@ -126,14 +137,13 @@ func (k *cached) SPF(ctx context.Context, ip netip.Addr, helo, sender string) *s
 }
 
 func (k *cached) spf(ctx context.Context, key string, run func(context.Context) *spf.Result) *spf.Result {
-	var r spf.Result
-	if k.load(ctx, key, &r) {
+	if r, ok := load[spf.Result](ctx, k, key); ok {
 		return &r
 	}
 	tctx, ttls := resolver.WithTTLs(ctx)
 	res := run(tctx)
 	if res != nil && res.Result != "temperror" && ctx.Err() == nil {
-		k.store(ctx, key, res, ttls)
+		k.store(ctx, key, *res, ttls)
 	}
 	return res
 }
@@ -141,13 +151,22 @@ func (k *cached) spf(ctx context.Context, key string, run func(context.Context) 
 // Message is not cached: the verdict cache in policy covers whole messages.
 func (k *cached) Message() policy.MessageVerifier { return k.inner.Message() }
 
-// load reads key into v; false on a miss or any trouble.
-func (k *cached) load(ctx context.Context, key string, v any) bool {
+// load reads key; false on a miss or any trouble. From the memory cache
+// it takes the value as stored, with no decoding.
+func load[T any](ctx context.Context, k *cached, key string) (T, bool) {
+	var v T
+	if d, ok := k.c.(cache.Decoded); ok {
+		if x, ok, err := d.GetValue(ctx, key); err == nil && ok {
+			if v, ok := x.(T); ok {
+				return v, true
+			}
+		}
+	}
 	data, ok, err := k.c.Get(ctx, key)
 	if err != nil || !ok {
-		return false
+		return v, false
 	}
-	return json.Unmarshal(data, v) == nil
+	return v, json.Unmarshal(data, &v) == nil
 }
 
 // store keeps v for the configured TTL, or less if a DNS answer it was
@@ -164,7 +183,12 @@ func (k *cached) store(ctx context.Context, key string, v any, ttls *resolver.TT
 	if err != nil {
 		return
 	}
-	_ = k.c.Set(ctx, key, data, ttl) // a result not kept is looked up again
+	// A result not kept is looked up again.
+	if d, ok := k.c.(cache.Decoded); ok {
+		_ = d.SetValue(ctx, key, data, v, ttl)
+		return
+	}
+	_ = k.c.Set(ctx, key, data, ttl)
 }
 
 // listsOK reports whether every list look-up got an answer.
