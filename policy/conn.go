@@ -546,8 +546,8 @@ func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {
 	v := c.snap.rules.Eval(ctx, st, &c.facts, &c.matches)
 	v.Stage = st
 	c.noteSign(st, v)
-	if v.Action == Reject && v.Unknown != "" {
-		// A temporary fault must not bounce mail: the rule could not be sure.
+	if (v.Action == Reject || v.Action == Discard) && v.Unknown != "" {
+		// A temporary fault must not bounce or drop mail: the rule could not be sure.
 		fb := c.fallback(c.snap.settings.OnError, st, "rule "+v.Rule+" read what a temporary error left unknown: "+v.Unknown)
 		fb.Rule, fb.Unknown = v.Rule, v.Unknown
 		return fb

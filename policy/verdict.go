@@ -81,7 +81,7 @@ type Verdict struct {
 	Greylist bool `json:"greylist,omitempty"`
 	// Unknown names the facts the deciding rule read that are unknown
 	// because a check had a temporary error ("fcrdns (iprev temperror)").
-	// The engine never answers such a reject with a 5xx.
+	// The engine never answers such a reject with a 5xx, nor discards.
 	Unknown string `json:"unknown,omitempty"`
 	// Sign is what a sign or no_sign rule asked for.
 	Sign SignChoice `json:"sign,omitempty"`

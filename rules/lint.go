@@ -124,24 +124,24 @@ func lintOrder(s *Set, p *problems) {
 	}
 }
 
-// lintUnknown warns about reject rules that cannot tell a missing fact
+// lintUnknown warns about reject and discard rules that cannot tell a missing fact
 // from one a temporary DNS error left unknown: the engine answers those
 // with on_error (4xx), which is safe but seldom what the rule means.
 func lintUnknown(rules []*rule, p *problems) {
 	for _, r := range rules {
-		if r.kind != kindReject || r.monitor {
+		if (r.kind != kindReject && r.kind != kindDiscard) || r.monitor {
 			continue
 		}
 		for _, id := range []int{vFCrDNS, vPTR} {
 			if r.reads&(1<<id) != 0 && r.reads&(1<<vIPRev) == 0 {
-				p.warnf(r.whenPos, "rule %s rejects on %s, which says the same when the client has no reverse DNS and when DNS failed; "+
-					"say which you mean with iprev (e.g. iprev in [\"fail\", \"permerror\"]): as written, a DNS failure answers with on_error", r.name, variables[id].name)
+				p.warnf(r.whenPos, "rule %s %ss on %s, which says the same when the client has no reverse DNS and when DNS failed; "+
+					"say which you mean with iprev (e.g. iprev in [\"fail\", \"permerror\"]): as written, a DNS failure answers with on_error", r.name, r.kind, variables[id].name)
 				break
 			}
 		}
 		if r.reads&(1<<vDNSBL) != 0 && r.reads&(1<<vDNSBLErrors) == 0 && r.prog != nil && negates(r.prog.Node(), "dnsbl") {
-			p.warnf(r.whenPos, "rule %s rejects when a zone is not in dnsbl, which is also the case when that list's look-up failed; "+
-				"test dnsbl_errors too: as written, a failed look-up answers with on_error", r.name)
+			p.warnf(r.whenPos, "rule %s %ss when a zone is not in dnsbl, which is also the case when that list's look-up failed; "+
+				"test dnsbl_errors too: as written, a failed look-up answers with on_error", r.name, r.kind)
 		}
 	}
 }

@@ -40,7 +40,14 @@ rules:
   - name: too-much
     when: score >= 5
     action: reject
+  - name: drop-unnamed
+    when: 'ptr == "" && helo == "drop.example"'
+    action: discard
 tests:
+  - name: nor is a message dropped on a fact a DNS failure hid
+    helo: drop.example
+    iprev: temperror
+    expect: {action: tempfail, stage: helo, rules: [drop-unnamed]}
   - name: reverse DNS failed, the reject becomes a tempfail
     helo: dyn-1.example
     iprev: temperror
@@ -81,7 +88,7 @@ func TestUnknownFactsNeverBounce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 8 {
+	if len(results) != 9 {
 		t.Fatalf("ran %d tests", len(results))
 	}
 	for _, r := range results {
