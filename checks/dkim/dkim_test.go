@@ -345,6 +345,13 @@ func TestSignatureLimit(t *testing.T) {
 	want(t, res[0], "pass", "")
 	want(t, res[1], "pass", "")
 	want(t, res[2], "none", "over the limit of 2")
+	// Past twice the limit, fields are not reported at all.
+	for range 3 {
+		msg = sign(t, msg, signOpts{domain: "example.com", selector: "rsa2048", key: keys.rsa2048})
+	}
+	if n := len(mustVerify(t, c, msg)); n != 4 {
+		t.Errorf("%d results for 6 signature fields, limit 2; want 4", n)
+	}
 	if res[2].Domain != "example.net" || res[2].Selector != "alt" {
 		t.Errorf("unchecked signature reported as d=%s s=%s", res[2].Domain, res[2].Selector)
 	}

@@ -86,7 +86,7 @@ func FuzzVerifier(f *testing.F) {
 			data = data[k:]
 		}
 		res := v.Finish(ctx)
-		want := countSignatures(msg)
+		want := min(countSignatures(msg), 2*3)
 		if len(res) != want {
 			t.Fatalf("%d results for %d signature fields", len(res), want)
 		}

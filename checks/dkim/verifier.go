@@ -149,6 +149,11 @@ func (v *Verifier) parseHeader(block []byte) []field {
 	for i, f := range fields {
 		switch f.name {
 		case "dkim-signature":
+			if len(v.sigs) >= 2*v.c.opts.MaxSignatures {
+				// Reported as "none" up to here; past it, not at all:
+				// every result ends up in Authentication-Results.
+				continue
+			}
 			_, value, _ := strings.Cut(f.text, ":")
 			sig, err := ParseSignature(value)
 			v.sigs = append(v.sigs, &sigState{sig: sig, err: err, field: i})
@@ -271,7 +276,8 @@ func (v *Verifier) From() []string { return v.from }
 func (v *Verifier) FromComplete() bool { return !v.partial }
 
 // Finish waits for the key look-ups to end and returns one result per
-// DKIM-Signature field, in header order; nil when there is none. ctx ends
+// DKIM-Signature field, in header order, for up to twice MaxSignatures
+// fields; nil when there is none. ctx ends
 // the wait (unfinished signatures are then temperror). Later calls return
 // the same results.
 func (v *Verifier) Finish(ctx context.Context) []Result {
