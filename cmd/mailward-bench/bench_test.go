@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/internal/testenv"
@@ -30,6 +32,28 @@ const testMessages = 49 // every class seven times
 // fronts is mailward in-process, as serve runs it, behind each front.
 type fronts struct {
 	corpus, milter, smtp, sink, policy string
+}
+
+// TestGenConfigFindsItsRules: the config gen writes names its rules so
+// that they are found from the config's directory, whatever --out is.
+func TestGenConfigFindsItsRules(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := run([]string{"gen", "--out", "corpus", "--domains", "1", "--messages", "7", "--size", "512"}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("gen: %v", err)
+	}
+	var cfg struct {
+		Rules rules.Config `yaml:"rules"`
+	}
+	data, err := os.ReadFile("corpus/mailward.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rules.Load(cfg.Rules, rules.Options{BaseDir: "corpus"}); err != nil {
+		t.Fatalf("the generated config's rules: %v", err)
+	}
 }
 
 func startMailward(t *testing.T) fronts {

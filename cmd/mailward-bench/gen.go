@@ -80,7 +80,8 @@ func runGen(args []string, stderr io.Writer) error {
 	if err := os.WriteFile(filepath.Join(*out, "rules.yaml"), []byte(benchRules), 0o644); err != nil {
 		return err
 	}
-	cfg := fmt.Sprintf(benchConfig, benchAuthserv, *dnsAddr, filepath.Join(*out, "rules.yaml"))
+	// Relative paths in a config are read from its own directory.
+	cfg := fmt.Sprintf(benchConfig, benchAuthserv, *dnsAddr, "rules.yaml")
 	if err := os.WriteFile(filepath.Join(*out, "mailward.yaml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
