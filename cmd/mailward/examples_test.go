@@ -67,10 +67,17 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "RuntimeDirectory=mailward", "ExecReload=/bin/kill -HUP $MAINPID"} {
+	for _, want := range []string{"DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "ExecReload=/bin/kill -HUP $MAINPID",
+		"ExecStart=/usr/local/bin/mailward ", "CGO_ENABLED=0 GOBIN=/usr/local/bin go install github.com/mailward/mailward/cmd/mailward@latest",
+		"unix:/var/spool/postfix/mailward/milter.sock"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("unit lacks %s", want)
 		}
+	}
+	// A socket in /run cannot be reached by Debian's chrooted smtpd, nor
+	// by Postfix through a DynamicUser's group.
+	if strings.Contains(string(b), "/run/mailward/") {
+		t.Error("the unit advises a socket under /run/mailward")
 	}
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -169,4 +176,22 @@ func configKeys(t reflect.Type, prefix string) []string {
 		out = append(out, key)
 	}
 	return out
+}
+
+// TestGoModStatesTheMinimum: go.mod names the Go release the code needs,
+// not the patch it happened to be built with, which would force every
+// builder onto that exact toolchain.
+func TestGoModStatesTheMinimum(t *testing.T) {
+	b, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok && v != "1.26" && v != "1.26.0" {
+			t.Errorf("go.mod says go %s; want 1.26 (1.26.0, as go mod tidy writes it)", v)
+		}
+		if strings.HasPrefix(line, "toolchain ") {
+			t.Errorf("go.mod pins a toolchain: %s", line)
+		}
+	}
 }
