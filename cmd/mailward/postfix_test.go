@@ -106,7 +106,8 @@ func TestServeSMTPProxy(t *testing.T) {
 	// writes it, on a free port instead of 10025.
 	upstream := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	master := testenv.ReadMasterCf(t, "../../examples/postfix/master.cf.proxy")
-	if len(master) != 1 || !strings.HasPrefix(master[0], "127.0.0.1:10025 inet") || !strings.Contains(master[0], "smtpd_authorized_xclient_hosts=127.0.0.0/8") {
+	if len(master) != 1 || !strings.HasPrefix(master[0], "127.0.0.1:10025 inet") || !strings.Contains(master[0], "smtpd_authorized_xclient_hosts=127.0.0.0/8") ||
+		!strings.Contains(master[0], "-o smtpd_milters=\n") {
 		t.Fatalf("examples/postfix/master.cf.proxy changed: %q", master)
 	}
 	master[0] = strings.Replace(master[0], "127.0.0.1:10025", upstream, 1)
