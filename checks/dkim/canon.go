@@ -40,13 +40,18 @@ func canonHeader(b *strings.Builder, alg, field string) {
 	b.WriteString("\r\n")
 }
 
+// hashChunk is how many canonical bytes are hashed at a time: the buffer
+// is part of the hasher, so a message costs no growing buffer.
+const hashChunk = 4 << 10
+
 // bodyHasher canonicalizes a body as it streams and hashes the result.
 // Line ends are CRLF; a bare LF counts as one too, as the header reader
 // takes it. Only the trailing empty lines are held back, as a count.
 type bodyHasher struct {
 	relaxed bool
 	h       hash.Hash
-	out     []byte // canonical bytes waiting to be hashed
+	out     []byte // canonical bytes waiting to be hashed, in buf
+	buf     [hashChunk + 2]byte
 
 	cr      bool // the previous byte was a CR not yet known to end a line
 	space   bool // relaxed: white space seen on this line, not yet written
@@ -89,7 +94,7 @@ func (b *bodyHasher) content(c byte) {
 	}
 	for ; b.pending > 0; b.pending-- {
 		b.out = append(b.out, '\r', '\n')
-		if len(b.out) >= 32<<10 {
+		if len(b.out) >= hashChunk {
 			b.flush()
 		}
 	}
@@ -99,7 +104,7 @@ func (b *bodyHasher) content(c byte) {
 	}
 	b.out = append(b.out, c)
 	b.wrote = true
-	if len(b.out) >= 32<<10 {
+	if len(b.out) >= hashChunk {
 		b.flush()
 	}
 }
@@ -107,8 +112,8 @@ func (b *bodyHasher) content(c byte) {
 func (b *bodyHasher) flush() {
 	if len(b.out) > 0 {
 		b.h.Write(b.out)
-		b.out = b.out[:0]
 	}
+	b.out = b.buf[:0]
 }
 
 // sum ends the body: trailing empty lines are dropped and the last line

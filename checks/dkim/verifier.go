@@ -192,6 +192,7 @@ func (v *Verifier) start(fields []field) {
 		st.body = v.bodies[st.sig.bodyCanon]
 		if st.body == nil {
 			st.body = &bodyHasher{relaxed: st.sig.bodyCanon == "relaxed", h: sha256.New()}
+			st.body.out = st.body.buf[:0]
 			v.bodies[st.sig.bodyCanon] = st.body
 		}
 		st.looked = true
