@@ -80,6 +80,8 @@ type Server struct {
 	conns    map[net.Conn]struct{}
 	closing  bool
 	sessions sync.WaitGroup
+	// wires keeps the buffers of finished connections for new ones.
+	wires sync.Pool
 }
 
 // New returns a milter server; readTimeout 0 means five minutes.
@@ -133,7 +135,17 @@ func (s *Server) serveConn(c net.Conn) {
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
-		ss := &session{srv: s, w: newWire(c, s.readTimeout), ctx: context.Background()}
+		w, ok := s.wires.Get().(*wire)
+		if ok {
+			w.reset(c)
+		} else {
+			w = newWire(c, s.readTimeout)
+		}
+		defer func() {
+			w.reset(nil)
+			s.wires.Put(w)
+		}()
+		ss := &session{srv: s, w: w, ctx: context.Background()}
 		defer func() {
 			// One broken conversation must not take the others down; the
 			// MTA applies its milter_default_action to this one.

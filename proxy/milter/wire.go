@@ -42,13 +42,25 @@ type wire struct {
 }
 
 func newWire(c net.Conn, timeout time.Duration) *wire {
-	w := &wire{conn: c, timeout: timeout}
-	w.ack, w.noReplySafe = quickAcker(c)
+	w := &wire{timeout: timeout}
 	// Small on purpose: a thousand idle MTA connections must stay cheap,
 	// and body chunks larger than the buffer bypass it.
 	w.r = bufio.NewReaderSize(deadlineReader{w}, 4096)
 	w.w = bufio.NewWriterSize(c, 512)
+	w.reset(c)
 	return w
+}
+
+// reset makes w, with its buffers, the wire of a new connection c: the
+// MTA opens a connection per SMTP session, and buffers made for each
+// were a good part of what a message allocated.
+func (w *wire) reset(c net.Conn) {
+	w.conn = c
+	w.ack, w.noReplySafe = quickAcker(c)
+	w.r.Reset(deadlineReader{w})
+	w.w.Reset(c)
+	w.readAny, w.wrote, w.last, w.unanswered = false, false, 0, nil
+	w.release()
 }
 
 // read returns the next command and its data. The data is only valid
