@@ -371,3 +371,23 @@ func TestReloadAppliesLogSettings(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The policy front never sees the message: serve names the rules it
+// skips there when it starts.
+func TestServeNamesRulesThePolicyFrontSkips(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", "rules:\n  - name: no-message-id\n    when: message_id == \"\"\n    action: score\n    score: 1\n  - name: envelope\n    when: mail_from == \"\"\n    action: score\n    score: 1\n")
+	policyAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\ndns:\n  servers: [\"127.0.0.1:1\"]\nrules:\n  files: [r.yaml]\npolicy:\n  listen: inet:"+policyAddr+"\n")
+	p := startProc(t, cfg, policyAddr)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.out.String(), "skipped for its transactions") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no word of the skipped rules:\n%s", p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := p.out.String(); !strings.Contains(out, "no-message-id") || strings.Contains(out, "envelope]") {
+		t.Errorf("wrong rules named:\n%s", out)
+	}
+}
