@@ -5,17 +5,13 @@ package rules
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"maps"
-	"mime"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -520,94 +516,4 @@ func (s *Set) evalError(r *rule, stage policy.Stage, f *policy.Facts, err error)
 	}
 	s.log.Warn("rule failed at run time and did not match", "rule", r.name, "stage", stage.String(),
 		"queue_id", f.QueueID, "err", err.Error(), "errors", r.errors.Load())
-}
-
-// Run-time limits of the text rules produce.
-const (
-	maxReplyText   = 400 // an SMTP reply line is at most 512 octets
-	maxHeaderValue = 900 // a header line is at most 998 octets
-)
-
-// render fills in a template. A part that fails renders empty; the
-// failure counts as the rule's error.
-func (t *template) render(st *state, s *Set, r *rule, stage policy.Stage, h *hooks) string {
-	if len(t.parts) == 0 {
-		return t.tail
-	}
-	var b strings.Builder
-	for _, p := range t.parts {
-		b.WriteString(p.lit)
-		out, err := st.vm.Run(p.prog, st.vals)
-		if err != nil {
-			if h == nil || !h.dry {
-				s.evalError(r, stage, st.facts, fmt.Errorf("template: %w", err))
-			}
-			continue
-		}
-		b.WriteString(format(out))
-	}
-	b.WriteString(t.tail)
-	return b.String()
-}
-
-func format(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	case []string:
-		return strings.Join(x, ", ")
-	case time.Time:
-		return x.Format(time.RFC3339)
-	}
-	return fmt.Sprint(v)
-}
-
-// replyText makes text safe for an SMTP reply: one line of printable
-// ASCII, so nothing a sender controls can add reply lines.
-func replyText(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r < ' ' || r == 0x7f:
-			b.WriteByte(' ')
-		case r > 0x7e:
-			b.WriteByte('?')
-		default:
-			b.WriteRune(r)
-		}
-		if b.Len() >= maxReplyText {
-			break
-		}
-	}
-	return strings.TrimSpace(b.String())
-}
-
-// headerText makes text safe for a header value: one line, non-ASCII
-// encoded as RFC 2047 words.
-func headerText(s string) string {
-	var b strings.Builder
-	ascii := true
-	for _, r := range s {
-		switch {
-		case r < ' ' || r == 0x7f || r == utf8.RuneError:
-			b.WriteByte(' ')
-		default:
-			if r > 0x7e {
-				ascii = false
-			}
-			b.WriteRune(r)
-		}
-		if b.Len() >= maxHeaderValue {
-			break
-		}
-	}
-	out := strings.TrimSpace(b.String())
-	if !ascii {
-		out = mime.QEncoding.Encode("utf-8", out)
-	}
-	return out
 }

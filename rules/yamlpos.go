@@ -1,10 +1,14 @@
 package rules
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mailward/mailward/internal/config"
 )
 
 // source is one file's text, kept to point errors inside YAML scalars at
@@ -285,4 +289,73 @@ func (s *source) block(line int, folded bool) []mrune {
 		started, prevNormal, empties = true, normal, 0
 	}
 	return out
+}
+
+// mappingFields collects a mapping's keys, reporting duplicate and
+// unknown ones. ok is false when there were problems.
+func mappingFields(src *source, n *yaml.Node, known []string, what string, p *problems) (map[string]*yaml.Node, bool) {
+	return mergedFields(src, n, known, what, p, 0)
+}
+
+func mergedFields(src *source, n *yaml.Node, known []string, what string, p *problems, depth int) (map[string]*yaml.Node, bool) {
+	if depth > 8 {
+		p.errorf(src.pos(n), "<< merges nest too deep")
+		return nil, false
+	}
+	fields := map[string]*yaml.Node{}
+	ok := true
+	var merged []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolveAlias(n.Content[i+1])
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			// <<: *defaults merges a shared mapping; keys written here win.
+			if v.Kind == yaml.SequenceNode {
+				merged = append(merged, v.Content...)
+			} else {
+				merged = append(merged, v)
+			}
+			continue
+		}
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			p.errorf(src.pos(k), "%s keys are plain words", what)
+			ok = false
+		case fields[k.Value] != nil:
+			p.errorf(src.pos(k), "%s key %q given twice", what, k.Value)
+			ok = false
+		case !slices.Contains(known, k.Value):
+			msg := fmt.Sprintf("unknown %s key %q", what, k.Value)
+			if s := config.Suggest(k.Value, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			p.errorf(src.pos(k), "%s", msg)
+			ok = false
+		default:
+			fields[k.Value] = v
+		}
+	}
+	for _, m := range merged {
+		m = resolveAlias(m)
+		if m.Kind != yaml.MappingNode {
+			p.errorf(src.pos(m), "<< merges a mapping")
+			ok = false
+			continue
+		}
+		mf, mok := mergedFields(src, m, known, what, p, depth+1)
+		ok = ok && mok
+		for k, v := range mf {
+			if fields[k] == nil {
+				fields[k] = v
+			}
+		}
+	}
+	return fields, ok
+}
+
+// resolveAlias follows *alias to its anchored node.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && n.Alias != nil && i < 16; i++ {
+		n = n.Alias
+	}
+	return n
 }
