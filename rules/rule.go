@@ -123,174 +123,226 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		return nil
 	}
 	fields, ok := mappingFields(src, n, ruleKeys, "rule", c.p)
-	r := &rule{pos: src.pos(n)}
-	str := func(key string) (string, *yaml.Node) {
-		v := fields[key]
-		if v == nil {
-			return "", nil
-		}
-		if v.Kind != yaml.ScalarNode {
-			c.p.errorf(src.pos(v), "%s must be a single value", key)
-			ok = false
-			return "", nil
-		}
-		return v.Value, v
-	}
-
-	name, nameNode := str("name")
-	switch {
-	case nameNode == nil && fields["name"] == nil:
-		c.p.errorf(src.pos(n), "rule has no name")
-		ok = false
-	case nameNode != nil && !ruleNameRE.MatchString(name):
-		c.p.errorf(src.pos(nameNode), "rule name %q: use letters, digits, '_', '-' and '.'", name)
-		ok = false
-	case nameNode != nil:
-		r.name = name
-		r.pos = src.pos(nameNode)
-	}
-	r.desc, _ = str("description")
-
-	actName, actNode := str("action")
-	if actNode == nil && fields["action"] == nil {
-		c.p.errorf(src.pos(n), "rule %s has no action", r.name)
-		ok = false
-	} else if actNode != nil {
-		k, known := parseKind(actName)
-		if !known {
-			c.p.errorf(src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header, score, greylist, sign or no_sign)", actName)
-			ok = false
-		}
-		r.kind = k
-	}
-	if !ok && actNode == nil {
+	e := &ruleEntry{c: c, src: src, n: n, fields: fields, r: &rule{pos: src.pos(n)}, ok: ok}
+	e.name()
+	e.r.desc, _ = e.str("description")
+	if !e.action() {
 		// Without an action the other fields cannot be judged.
 		c.checkWhenOnly(src, fields)
 		return nil
 	}
-
-	if mode, modeNode := str("mode"); modeNode != nil {
-		switch mode {
-		case "enforce":
-		case "monitor":
-			r.monitor = true
-		default:
-			c.p.errorf(src.pos(modeNode), "unknown mode %q (want enforce or monitor)", mode)
-			ok = false
-		}
+	e.mode()
+	e.tags()
+	e.code()
+	e.score()
+	// Templates read variables too, so they count for the stage.
+	e.templates()
+	e.when()
+	e.stage()
+	if !e.ok {
+		return nil
 	}
+	return e.r
+}
 
-	if tags := fields["tags"]; tags != nil {
-		switch tags.Kind {
-		case yaml.ScalarNode:
-			r.tags = []string{tags.Value}
-		case yaml.SequenceNode:
-			for _, t := range tags.Content {
-				if t.Kind != yaml.ScalarNode {
-					c.p.errorf(src.pos(t), "tags are a list of words")
-					ok = false
-					continue
-				}
-				r.tags = append(r.tags, t.Value)
+// ruleEntry is one rule entry as it is read, field by field. ok turns
+// false at the first problem, but reading goes on so that one run
+// reports every problem of the entry.
+type ruleEntry struct {
+	c      *compiler
+	src    *source
+	n      *yaml.Node
+	fields map[string]*yaml.Node
+	r      *rule
+	ok     bool
+}
+
+func (e *ruleEntry) errorf(at Pos, format string, args ...any) {
+	e.c.p.errorf(at, format, args...)
+	e.ok = false
+}
+
+// str returns a field that must be a scalar, and its node; nil when the
+// field is absent or not a scalar.
+func (e *ruleEntry) str(key string) (string, *yaml.Node) {
+	v := e.fields[key]
+	if v == nil {
+		return "", nil
+	}
+	if v.Kind != yaml.ScalarNode {
+		e.errorf(e.src.pos(v), "%s must be a single value", key)
+		return "", nil
+	}
+	return v.Value, v
+}
+
+func (e *ruleEntry) name() {
+	name, nameNode := e.str("name")
+	switch {
+	case nameNode == nil && e.fields["name"] == nil:
+		e.errorf(e.src.pos(e.n), "rule has no name")
+	case nameNode != nil && !ruleNameRE.MatchString(name):
+		e.errorf(e.src.pos(nameNode), "rule name %q: use letters, digits, '_', '-' and '.'", name)
+	case nameNode != nil:
+		e.r.name = name
+		e.r.pos = e.src.pos(nameNode)
+	}
+}
+
+// action reads what the rule does. It returns false when the entry is
+// too broken for the other fields to be judged.
+func (e *ruleEntry) action() bool {
+	actName, actNode := e.str("action")
+	if actNode == nil && e.fields["action"] == nil {
+		e.errorf(e.src.pos(e.n), "rule %s has no action", e.r.name)
+	} else if actNode != nil {
+		k, known := parseKind(actName)
+		if !known {
+			e.errorf(e.src.pos(actNode), "unknown action %q (want accept, reject, tempfail, discard, quarantine, add_header, score, greylist, sign or no_sign)", actName)
+		}
+		e.r.kind = k
+	}
+	return e.ok || actNode != nil
+}
+
+func (e *ruleEntry) mode() {
+	mode, modeNode := e.str("mode")
+	if modeNode == nil {
+		return
+	}
+	switch mode {
+	case "enforce":
+	case "monitor":
+		e.r.monitor = true
+	default:
+		e.errorf(e.src.pos(modeNode), "unknown mode %q (want enforce or monitor)", mode)
+	}
+}
+
+func (e *ruleEntry) tags() {
+	tags := e.fields["tags"]
+	if tags == nil {
+		return
+	}
+	switch tags.Kind {
+	case yaml.ScalarNode:
+		e.r.tags = []string{tags.Value}
+	case yaml.SequenceNode:
+		for _, t := range tags.Content {
+			if t.Kind != yaml.ScalarNode {
+				e.errorf(e.src.pos(t), "tags are a list of words")
+				continue
 			}
-		default:
-			c.p.errorf(src.pos(tags), "tags are a list of words")
-			ok = false
+			e.r.tags = append(e.r.tags, t.Value)
+		}
+	default:
+		e.errorf(e.src.pos(tags), "tags are a list of words")
+	}
+}
+
+func (e *ruleEntry) code() {
+	if code, codeNode := e.str("code"); codeNode != nil {
+		if err := e.r.parseCode(code); err != nil {
+			e.errorf(e.src.pos(codeNode), "code: %v", err)
 		}
 	}
+}
 
-	if code, codeNode := str("code"); codeNode != nil {
-		if err := r.parseCode(code); err != nil {
-			c.p.errorf(src.pos(codeNode), "code: %v", err)
-			ok = false
+func (e *ruleEntry) score() {
+	r := e.r
+	s, scoreNode := e.str("score")
+	if scoreNode == nil {
+		if r.kind == kindScore && e.fields["score"] == nil {
+			e.errorf(r.pos, "rule %s has action score but no score", r.name)
 		}
+		return
 	}
-
-	if s, scoreNode := str("score"); scoreNode != nil {
-		f, err := strconv.ParseFloat(s, 64)
-		switch {
-		case r.kind != kindScore:
-			c.p.errorf(src.pos(scoreNode), "score applies to action score only")
-			ok = false
-		case err != nil:
-			c.p.errorf(src.pos(scoreNode), "score %q is not a number", s)
-			ok = false
-		default:
-			r.score = f
-		}
-	} else if r.kind == kindScore && fields["score"] == nil {
-		c.p.errorf(r.pos, "rule %s has action score but no score", r.name)
-		ok = false
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case r.kind != kindScore:
+		e.errorf(e.src.pos(scoreNode), "score applies to action score only")
+	case err != nil:
+		e.errorf(e.src.pos(scoreNode), "score %q is not a number", s)
+	default:
+		r.score = f
 	}
+}
 
+// templates compiles the message and the added header's value.
+func (e *ruleEntry) templates() {
+	r, c, src := e.r, e.c, e.src
 	var hdrNode *yaml.Node
-	if h := fields["header"]; h != nil {
+	if h := e.fields["header"]; h != nil {
 		if r.kind != kindAddHeader {
-			c.p.errorf(src.pos(h), "header applies to action add_header only")
-			ok = false
+			e.errorf(src.pos(h), "header applies to action add_header only")
 		} else if hdrNode = c.headerField(src, h, r); hdrNode == nil {
-			ok = false
+			e.ok = false
 		}
 	} else if r.kind == kindAddHeader {
-		c.p.errorf(r.pos, "rule %s has action add_header but no header: {name: ..., value: ...}", r.name)
-		ok = false
+		e.errorf(r.pos, "rule %s has action add_header but no header: {name: ..., value: ...}", r.name)
 	}
 
-	msgNode := fields["message"]
+	msgNode := e.fields["message"]
 	if msgNode != nil && msgNode.Kind != yaml.ScalarNode {
-		c.p.errorf(src.pos(msgNode), "message must be a single value")
-		ok, msgNode = false, nil
+		e.errorf(src.pos(msgNode), "message must be a single value")
+		msgNode = nil
 	}
 	if msgNode != nil && (r.kind == kindAddHeader || r.kind == kindScore || r.kind == kindGreylist || r.kind == kindSign || r.kind == kindNoSign) {
 		c.p.warnf(src.pos(msgNode), "message has no effect on action %s", r.kind)
 		msgNode = nil
 	}
 
-	// Templates read variables too, so they count for the stage.
 	if msgNode != nil {
 		if r.message = c.compileTemplate(src, msgNode, r); r.message == nil {
-			ok = false
+			e.ok = false
 		}
 	}
 	if hdrNode != nil {
 		if r.hdrValue = c.compileTemplate(src, hdrNode, r); r.hdrValue == nil {
-			ok = false
+			e.ok = false
 		}
 	}
+}
 
-	when := fields["when"]
+// when compiles the condition, natively where it has a common shape.
+func (e *ruleEntry) when() {
+	r, src := e.r, e.src
+	when := e.fields["when"]
 	switch {
 	case when == nil:
-		c.p.errorf(src.pos(n), "rule %s has no when (use when: true to match everything)", r.name)
-		ok = false
+		e.errorf(src.pos(e.n), "rule %s has no when (use when: true to match everything)", r.name)
+		return
 	case when.Kind != yaml.ScalarNode:
-		c.p.errorf(src.pos(when), "when must be an expression (quote it or use a | block)")
-		ok = false
+		e.errorf(src.pos(when), "when must be an expression (quote it or use a | block)")
+		return
 	case strings.TrimSpace(when.Value) == "":
-		c.p.errorf(src.pos(when), "when is empty")
-		ok = false
-	default:
-		r.when = when.Value
-		r.whenPos = src.pos(when)
-		prog, a := c.compileExpr(when.Value, src.scalar(when), 0, true)
-		if prog == nil {
-			ok = false
-		}
-		r.prog = prog
-		r.reads |= a.reads
-		r.rate = a.rate
-		if a.stage > r.stage {
-			r.stage, r.stageWhy = a.stage, a.why
-		}
-		if prog != nil {
-			r.native = c.native(prog.Node())
-		}
-		if r.native == nil {
-			r.vmReads |= a.reads
-		}
+		e.errorf(src.pos(when), "when is empty")
+		return
 	}
+	r.when = when.Value
+	r.whenPos = src.pos(when)
+	prog, a := e.c.compileExpr(when.Value, src.scalar(when), 0, true)
+	if prog == nil {
+		e.ok = false
+	}
+	r.prog = prog
+	r.reads |= a.reads
+	r.rate = a.rate
+	if a.stage > r.stage {
+		r.stage, r.stageWhy = a.stage, a.why
+	}
+	if prog != nil {
+		r.native = e.c.native(prog.Node())
+	}
+	if r.native == nil {
+		r.vmReads |= a.reads
+	}
+}
 
-	// The rule runs at the first stage where all it reads is known.
+// stage sets the stage the rule runs at: the first where all it reads is
+// known, or a later one the file names.
+func (e *ruleEntry) stage() {
+	r := e.r
 	need, why := r.stage, r.stageWhy
 	for id := 0; id < numVars; id++ {
 		if r.reads&(1<<id) != 0 && variables[id].stage >= need {
@@ -302,23 +354,19 @@ func (c *compiler) compileRule(src *source, n *yaml.Node) *rule {
 		need, why = policy.StageRcpt, "the greylist action"
 	}
 	r.stage = need
-	if stageName, stageNode := str("stage"); stageNode != nil {
-		st, err := policy.ParseStage(stageName)
-		switch {
-		case err != nil:
-			c.p.errorf(src.pos(stageNode), "%v", err)
-			ok = false
-		case st < need:
-			c.p.errorf(src.pos(stageNode), "stage %s is too early: the rule uses %s, known from stage %s", st, why, need)
-			ok = false
-		default:
-			r.stage, r.explicit = st, true
-		}
+	stageName, stageNode := e.str("stage")
+	if stageNode == nil {
+		return
 	}
-	if !ok {
-		return nil
+	st, err := policy.ParseStage(stageName)
+	switch {
+	case err != nil:
+		e.errorf(e.src.pos(stageNode), "%v", err)
+	case st < need:
+		e.errorf(e.src.pos(stageNode), "stage %s is too early: the rule uses %s, known from stage %s", st, why, need)
+	default:
+		r.stage, r.explicit = st, true
 	}
-	return r
 }
 
 // checkWhenOnly still compiles a rule's condition when the rest of the
