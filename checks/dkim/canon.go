@@ -60,7 +60,25 @@ type bodyHasher struct {
 }
 
 func (b *bodyHasher) Write(p []byte) (int, error) {
-	for _, c := range p {
+	for i := 0; i < len(p); {
+		if !b.cr && b.pending == 0 && !b.space {
+			// Fast path: a run of bytes that canonicalization keeps as is.
+			j := i
+			for j < len(p) && !b.special(p[j]) {
+				j++
+			}
+			if j > i {
+				b.out = append(b.out, p[i:j]...)
+				b.wrote = true
+				if len(b.out) >= 32<<10 {
+					b.flush()
+				}
+				i = j
+				continue
+			}
+		}
+		c := p[i]
+		i++
 		if b.cr {
 			b.cr = false
 			if c == '\n' {
@@ -80,6 +98,11 @@ func (b *bodyHasher) Write(p []byte) (int, error) {
 	}
 	b.flush()
 	return len(p), nil
+}
+
+// special is a byte the fast path leaves to content and lineEnd.
+func (b *bodyHasher) special(c byte) bool {
+	return c == '\r' || c == '\n' || b.relaxed && (c == ' ' || c == '\t')
 }
 
 func (b *bodyHasher) lineEnd() {
