@@ -199,6 +199,7 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		return v
 	}
 	c.facts.Rcpt = ""
+	c.scan.startMIME(c.facts.Headers)
 	if err := c.scan.write(append(c.headerBlock, "\r\n"...)); err != nil {
 		c.e.log.Warn("message verifier refused data", "err", err)
 	}

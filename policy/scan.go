@@ -1,12 +1,19 @@
 package policy
 
-import "hash"
+import (
+	"hash"
+	"mime"
+	"strings"
+)
 
 // messageScan is what reads the message as it streams: the attachment
 // scanner, the digest for the verdict cache and the DKIM and DMARC
 // verifier. Each is nil when not wanted.
 type messageScan struct {
-	mime     *mimeScanner
+	mime *mimeScanner
+	// scanMIME says the attachment scan is still to start, at the end
+	// of the header, if the header says the message may have any.
+	scanMIME bool
 	digest   hash.Hash
 	verifier MessageVerifier
 }
@@ -17,9 +24,40 @@ func (c *Conn) newScan() messageScan {
 	if c.snap.checker != nil {
 		m.verifier = c.snap.checker.Message()
 	}
-	m.mime = newMIMEScanner()
+	m.scanMIME = true
 	m.digest = c.newDigest()
 	return m
+}
+
+// startMIME starts the attachment scan, unless the header says there
+// is nothing to find: a message that is neither multipart nor has a
+// Content-Disposition or a named part is one part and no attachment,
+// and most mail is such. Scanning it cost a goroutine, a pipe and a
+// MIME parser per message.
+func (m *messageScan) startMIME(hs []Header) {
+	if m.scanMIME && mayHaveAttachments(hs) {
+		m.mime = newMIMEScanner()
+	}
+	m.scanMIME = false
+}
+
+// mayHaveAttachments reads the top-level header as the MIME scanner
+// would; whatever it cannot read for sure counts as maybe.
+func mayHaveAttachments(hs []Header) bool {
+	types := 0
+	for _, h := range hs {
+		switch {
+		case strings.EqualFold(h.Name, "Content-Disposition"):
+			return true
+		case strings.EqualFold(h.Name, "Content-Type"):
+			types++
+			t, params, err := mime.ParseMediaType(h.Value)
+			if types > 1 || err != nil || strings.HasPrefix(t, "multipart/") || params["name"] != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // write gives the next bytes of the message, header block then body, to
@@ -48,6 +86,7 @@ func (m *messageScan) attachments(f *Facts) {
 }
 
 func (m *messageScan) closeMIME() {
+	m.scanMIME = false
 	if m.mime != nil {
 		m.mime.Close()
 		m.mime = nil
