@@ -24,6 +24,7 @@ import (
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
+	"github.com/mailward/mailward/signing"
 )
 
 // The tests here run the engine as serve does: real checks against the
@@ -45,6 +46,8 @@ type world struct {
 	key  ed25519.PrivateKey
 	dir  string
 	grey cache.GreylistConfig
+	// signing is the engines' DKIM key table; nil: none.
+	signing *signing.Table
 }
 
 func newWorld(t testing.TB) *world {
@@ -104,7 +107,7 @@ func (w *world) engine(t testing.TB, c cache.Cache) *policy.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := policy.Settings{Hostname: "mx.receiver.test", DMARCEnforce: true, VerdictTTL: time.Hour, CheckTimeout: 10 * time.Second}
+	s := policy.Settings{Hostname: "mx.receiver.test", DMARCEnforce: true, VerdictTTL: time.Hour, CheckTimeout: 10 * time.Second, Signing: w.signing}
 	e := policy.NewEngine(s, checker, set, quietLog())
 	if c != nil {
 		g, err := cache.NewGreylist(c, w.grey)

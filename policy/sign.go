@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"log/slog"
 	"net/mail"
 	"strings"
 	"time"
@@ -126,19 +127,19 @@ func (c *Conn) signMessage(v Verdict) Verdict {
 		return v
 	}
 	t := c.snap.settings.Signing
-	log := c.e.log.With("queue_id", c.facts.QueueID, "from", c.sign.addr)
+	log := func() *slog.Logger { return c.e.log.With("queue_id", c.facts.QueueID, "from", c.sign.addr) }
 	switch {
 	case c.sign.addr == "":
 		c.facts.Signing = SignNoFrom
-		log.Warn("message not signed: it has no single From address")
+		log().Warn("message not signed: it has no single From address")
 		return v
 	case len(c.sign.keys) == 0:
 		c.facts.Signing = SignNotInTable
-		log.Debug("message not signed: no key table entry for the From domain")
+		log().Debug("message not signed: no key table entry for the From domain")
 		return v
 	case c.sign.msg == nil:
 		c.facts.Signing = SignMissingKey
-		log.Warn("message to sign but its key is missing", "keys", keyNames(c.sign.keys), "on_missing_key", onMissing(t))
+		log().Warn("message to sign but its key is missing", "keys", keyNames(c.sign.keys), "on_missing_key", onMissing(t))
 		if t.TempfailOnMissingKey() {
 			c.degraded = true
 			return Verdict{Action: Tempfail, Code: 451, Enhanced: "4.3.0", Text: "Signing key unavailable; try again later",
@@ -149,12 +150,12 @@ func (c *Conn) signMessage(v Verdict) Verdict {
 	sigs, err := c.sign.msg.Sign(c.deliveredHeader(v), time.Now())
 	if err != nil {
 		c.facts.Signing = SignError
-		log.Error("message not signed", "err", err)
+		log().Error("message not signed", "err", err)
 		return v
 	}
 	for _, k := range c.sign.keys {
 		if !k.Usable() {
-			log.Warn("one key of the From domain is missing; signed with the others", "key", k.String())
+			log().Warn("one key of the From domain is missing; signed with the others", "key", k.String())
 		}
 	}
 	c.facts.Signing = SignSigned

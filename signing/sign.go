@@ -243,12 +243,18 @@ func (b *bodyHasher) reset(relaxed bool) {
 func (b *bodyHasher) emit(c byte) {
 	b.buf = append(b.buf, c)
 	if len(b.buf) == cap(b.buf) {
-		b.h.Write(b.buf)
-		b.buf = b.buf[:0]
+		b.flush()
 	}
 }
 
-func (b *bodyHasher) content(c byte) {
+func (b *bodyHasher) flush() {
+	b.h.Write(b.buf)
+	b.buf = b.buf[:0]
+}
+
+// content hashes a run of bytes that holds no line end and, in relaxed
+// mode, no white space, after what is pending before it.
+func (b *bodyHasher) content(run []byte) {
 	for ; b.pendingCRLF > 0; b.pendingCRLF-- {
 		b.emit('\r')
 		b.emit('\n')
@@ -257,31 +263,67 @@ func (b *bodyHasher) content(c byte) {
 		b.emit(' ')
 		b.space = false
 	}
-	b.emit(c)
 	b.any = true
+	for len(run) > 0 {
+		n := copy(b.buf[len(b.buf):cap(b.buf)], run)
+		b.buf = b.buf[:len(b.buf)+n]
+		run = run[n:]
+		if len(b.buf) == cap(b.buf) {
+			b.flush()
+		}
+	}
 }
 
+var crByte = []byte{'\r'}
+
+// special marks the bytes the canonicalization looks at; the rest pass
+// through in runs.
+var special = func() (t [2][256]bool) {
+	for _, c := range []byte{'\r', '\n'} {
+		t[0][c], t[1][c] = true, true
+	}
+	t[1][' '], t[1]['\t'] = true, true
+	return t
+}()
+
 func (b *bodyHasher) write(p []byte) {
-	for _, c := range p {
+	mode := 0
+	if b.relaxed {
+		mode = 1
+	}
+	sp := &special[mode]
+	for len(p) > 0 {
+		c := p[0]
 		if b.cr {
 			b.cr = false
 			if c == '\n' {
 				b.lineEnd()
+				p = p[1:]
 				continue
 			}
-			b.content('\r')
+			b.content(crByte)
 		}
-		switch {
-		case c == '\n':
+		if !sp[c] {
+			// A run of content, through single spaces between words:
+			// relaxed leaves those as they are.
+			i := 1
+			for i < len(p) && (!sp[p[i]] || p[i] == ' ' && i+1 < len(p) && !sp[p[i+1]]) {
+				i++
+			}
+			b.content(p[:i])
+			p = p[i:]
+			continue
+		}
+		switch c {
+		case '\n':
 			// A bare LF ends a line, as an MTA delivers it.
 			b.lineEnd()
-		case c == '\r':
+		case '\r':
 			b.cr = true
-		case b.relaxed && (c == ' ' || c == '\t'):
+		default: // white space, relaxed
 			b.space = true
-		default:
-			b.content(c)
 		}
+		p = p[1:]
 	}
 }
 
@@ -293,7 +335,7 @@ func (b *bodyHasher) lineEnd() {
 func (b *bodyHasher) sum() []byte {
 	if b.cr {
 		b.cr = false
-		b.content('\r')
+		b.content(crByte)
 	}
 	switch {
 	case b.any:
@@ -306,7 +348,6 @@ func (b *bodyHasher) sum() []byte {
 		b.emit('\r')
 		b.emit('\n')
 	}
-	b.h.Write(b.buf)
-	b.buf = b.buf[:0]
+	b.flush()
 	return b.h.Sum(nil)
 }
