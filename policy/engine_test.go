@@ -312,7 +312,7 @@ func TestRefuseRcptDownstream(t *testing.T) {
 	if strings.Join(atEOM, ",") != "two@y.example" {
 		t.Fatalf("rules at end of message saw %v; want only the recipient the next hop took", atEOM)
 	}
-	if got := outcomeString(c.Outcomes()); got != "one@y.example=550 two@y.example=ok" {
+	if got := strings.Join(outcomeList(c.Outcomes()), " "); got != "one@y.example=550 two@y.example=ok" {
 		t.Fatalf("outcomes = %q", got)
 	}
 }

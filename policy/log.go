@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/mailward/mailward/checks/spf"
@@ -14,6 +13,8 @@ import (
 // tells the observer and the recorder.
 func (c *Conn) logTransaction(v Verdict) {
 	f := &c.facts
+	// Keys hold one kind of value each, lists are lists and the duration
+	// says its unit, so that a JSON log needs no parsing of its values.
 	attrs := []slog.Attr{
 		slog.String("queue_id", f.QueueID),
 		slog.String("front", c.info.Front),
@@ -21,21 +22,19 @@ func (c *Conn) logTransaction(v Verdict) {
 		slog.String("client_name", f.ClientName),
 		slog.String("helo", f.Helo),
 		slog.String("from", f.MailFrom),
-		slog.String("rcpts", outcomeString(c.outcome)),
+		slog.Any("rcpts", outcomeList(c.outcome)),
 		slog.String("verdict", v.Action.String()),
 		slog.String("stage", v.Stage.String()),
-		slog.Duration("duration", time.Since(c.started)),
+		slog.Float64("duration_seconds", time.Since(c.started).Seconds()),
 	}
 	if v.Code != 0 {
 		attrs = append(attrs, slog.Int("code", v.Code))
 	}
 	if v.Reason != "" || v.Rule != "" {
-		attrs = append(attrs, slog.String("why", why(v)))
+		attrs = append(attrs, slog.String("reason", why(v)))
 	}
-	if len(c.matches) > 0 {
-		attrs = append(attrs, slog.String("rules", matchString(c.matches)))
-	}
-	attrs = append(attrs, slog.Float64("score", f.Score), slog.String("checks", checkSummary(f)))
+	attrs = append(attrs, slog.Any("rules", matchList(c.matches)))
+	attrs = append(attrs, slog.Float64("score", f.Score), slog.Any("checks", checkList(f)))
 	if f.Signing != "" {
 		attrs = append(attrs, slog.String("dkim_sign", f.Signing))
 	}
@@ -63,9 +62,9 @@ func ipString(f *Facts) string {
 	return f.IP.String()
 }
 
-// checkSummary is the compact form of the check results for the log line.
-func checkSummary(f *Facts) string {
-	var parts []string
+// checkList is the compact form of the check results for the log line.
+func checkList(f *Facts) []string {
+	parts := []string{}
 	if f.IPRev != nil {
 		parts = append(parts, "iprev="+f.IPRev.Result)
 	}
@@ -87,11 +86,11 @@ func checkSummary(f *Facts) string {
 	if f.DMARC != nil {
 		parts = append(parts, "dmarc="+f.DMARC.Result)
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
-// outcomeString renders recipients as "a@x=accept b@y=550".
-func outcomeString(out []RcptOutcome) string {
+// outcomeList renders recipients as ["a@x=ok", "b@y=550"].
+func outcomeList(out []RcptOutcome) []string {
 	parts := make([]string, len(out))
 	for i, o := range out {
 		r := o.Action.String()
@@ -103,11 +102,11 @@ func outcomeString(out []RcptOutcome) string {
 		}
 		parts[i] = o.Rcpt + "=" + r
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
-// matchString renders matches as "name:action", monitored ones marked.
-func matchString(ms []Match) string {
+// matchList renders matches as "name:action", monitored ones marked.
+func matchList(ms []Match) []string {
 	parts := make([]string, len(ms))
 	for i, m := range ms {
 		parts[i] = m.Rule + ":" + m.Action
@@ -115,5 +114,5 @@ func matchString(ms []Match) string {
 			parts[i] += "(monitor)"
 		}
 	}
-	return strings.Join(parts, " ")
+	return parts
 }

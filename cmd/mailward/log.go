@@ -40,12 +40,34 @@ func newLogger(c LogConfig, w io.Writer) (*slog.Logger, *logOutput) {
 func (o *logOutput) set(c LogConfig) {
 	level, _ := parseLevel(c.Level)
 	o.level.Set(level)
-	opts := &slog.HandlerOptions{Level: &o.level}
+	opts := &slog.HandlerOptions{Level: &o.level, ReplaceAttr: plainValues}
 	var h slog.Handler = slog.NewTextHandler(o.w, opts)
 	if c.Format == "json" {
 		h = slog.NewJSONHandler(o.w, opts)
 	}
 	o.base.Store(&h)
+}
+
+// plainValues keeps every value of a log line readable as it stands, in
+// text and JSON alike: a duration says its unit in its key and is a
+// number of seconds ("timeout_seconds": 30), and an error of several
+// lines (every problem of a config file) is a list of them.
+func plainValues(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		return slog.Float64(a.Key+"_seconds", a.Value.Duration().Seconds())
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			if msg := err.Error(); strings.Contains(msg, "\n") {
+				return slog.Any(a.Key, strings.Split(strings.TrimSpace(msg), "\n"))
+			}
+		}
+	case slog.KindString:
+		if a.Key == "err" && strings.Contains(a.Value.String(), "\n") {
+			return slog.Any(a.Key, strings.Split(strings.TrimSpace(a.Value.String()), "\n"))
+		}
+	}
+	return a
 }
 
 // switchHandler writes through the current base handler, replaying the

@@ -37,12 +37,14 @@ func (p *parts) ruleSet() policy.Rules {
 	return nil
 }
 
-func (p *parts) summary() string {
-	n := 0
+func (p *parts) summary() string { return fmt.Sprintf("%d rules", p.ruleCount()) }
+
+// ruleCount is how many rules are loaded.
+func (p *parts) ruleCount() int {
 	if s := p.rules.Current(); s != nil {
-		n = s.Len()
+		return s.Len()
 	}
-	return fmt.Sprintf("%d rules", n)
+	return 0
 }
 
 func (p *parts) close() {

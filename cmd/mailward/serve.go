@@ -156,7 +156,7 @@ func (d *daemon) rulesChanged(c ruleChange) {
 		return
 	}
 	d.engine.Update(d.parts.settings(d.cfg), d.parts.checker, d.parts.ruleSet())
-	d.log.Info("rules reloaded after a file change", "loaded", d.parts.summary())
+	d.log.Info("rules reloaded after a file change", "rules", d.parts.ruleCount())
 }
 
 func (d *daemon) run() error {
@@ -234,7 +234,7 @@ func (d *daemon) run() error {
 	}
 	d.watchRules()
 	defer func() { d.stopWatch() }()
-	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "smtp", d.cfg.SMTP.Listen, "policy", d.cfg.Policy.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "loaded", d.parts.summary())
+	d.log.Info("mailward started", "milter", d.cfg.Milter.Listen, "smtp", d.cfg.SMTP.Listen, "policy", d.cfg.Policy.Listen, "admin", d.cfg.Admin.Listen, "config", d.cfg.file, "rules", d.parts.ruleCount())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -379,7 +379,7 @@ func (d *daemon) reload() error {
 		d.noteContentRules()
 	}
 	d.watchRules()
-	d.log.Info("reloaded", "config", cfg.file, "loaded", p.summary())
+	d.log.Info("reloaded", "config", cfg.file, "rules", p.ruleCount())
 	return nil
 }
 
