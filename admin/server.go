@@ -37,8 +37,13 @@ func (c Config) Validate() error {
 
 // Hooks are what the admin endpoints ask of the running daemon.
 type Hooks struct {
-	// Ready reports why mailward cannot take mail, or nil.
+	// Ready reports why mailward cannot take mail, or nil. A shared
+	// dependency that mail flows past (Redis behind its breaker) is no
+	// reason: a load balancer would pull every instance at once.
 	Ready func(ctx context.Context) error
+	// Health lists the state of such dependencies for /healthz, one
+	// line each ("redis: ok"); /healthz answers 200 either way.
+	Health func(ctx context.Context) []string
 	// Reload reloads config and rules, as SIGHUP does.
 	Reload func() error
 }
@@ -55,6 +60,13 @@ func New(cfg Config, m *Metrics, h Hooks, log *slog.Logger) *Server {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
+		if h.Health != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			for _, line := range h.Health(ctx) {
+				fmt.Fprintln(w, line)
+			}
+		}
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

@@ -25,8 +25,9 @@ type parts struct {
 	closers []func()
 	// dnsStats reads the resolver's cache, for metrics.
 	dnsStats func() resolver.CacheStats
-	// readiness checks shared dependencies, for /readyz.
-	readiness []func(context.Context) error
+	// health checks shared dependencies, for /healthz: mail flows past
+	// them, so they are not part of readiness.
+	health []func(context.Context) string
 }
 
 // ruleSet is the compiled rule set in force (nil rules when there are none).
@@ -53,17 +54,21 @@ func (p *parts) close() {
 	}
 }
 
-// ready reports a part that cannot serve, such as an unreachable Redis.
-func (p *parts) ready(ctx context.Context) error {
+// ready reports a part without which mail cannot be taken.
+func (p *parts) ready(context.Context) error {
 	if p.rules.Current() == nil {
 		return fmt.Errorf("no rules loaded")
 	}
-	for _, r := range p.readiness {
-		if err := r(ctx); err != nil {
-			return err
-		}
-	}
 	return nil
+}
+
+// healthLines says how each shared dependency is doing.
+func (p *parts) healthLines(ctx context.Context) []string {
+	var out []string
+	for _, h := range p.health {
+		out = append(out, h(ctx))
+	}
+	return out
 }
 
 // settings are the engine's settings for cfg with these parts.
@@ -98,11 +103,11 @@ func rebuildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Log
 	}
 	p.cache, p.grey = c, grey
 	if cfg.Cache.Type == cache.TypeRedis {
-		p.readiness = append(p.readiness, func(ctx context.Context) error {
+		p.health = append(p.health, func(ctx context.Context) string {
 			if err := c.Ping(ctx); err != nil {
-				return fmt.Errorf("redis: %w", err)
+				return fmt.Sprintf("redis: down, mail flows uncached past the breaker: %v", err)
 			}
-			return nil
+			return "redis: ok"
 		})
 	}
 	res, err := resolver.New(cfg.DNS)

@@ -229,7 +229,7 @@ func (d *daemon) run() error {
 			shutdown(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		adm = admin.New(d.cfg.Admin, d.metrics, admin.Hooks{Ready: d.ready, Reload: d.requestReload}, d.log)
+		adm = admin.New(d.cfg.Admin, d.metrics, admin.Hooks{Ready: d.ready, Health: d.health, Reload: d.requestReload}, d.log)
 		go func() { errc <- adm.Serve(aln) }()
 	}
 	d.watchRules()
@@ -384,9 +384,15 @@ func (d *daemon) reload() error {
 }
 
 // ready reports whether mailward can take mail: listeners are up (it runs
-// only once they are), rules are loaded, and the shared cache answers.
+// only once they are) and rules are loaded. Redis is not asked: mail
+// flows past its breaker.
 func (d *daemon) ready(ctx context.Context) error {
 	return d.parts.ready(ctx)
+}
+
+// health describes the shared dependencies for /healthz.
+func (d *daemon) health(ctx context.Context) []string {
+	return d.parts.healthLines(ctx)
 }
 
 // noteContentRules says which rules the policy front skips: it never
