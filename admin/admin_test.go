@@ -53,7 +53,7 @@ func do(t *testing.T, method, url string) (int, string) {
 }
 
 func TestEndpoints(t *testing.T) {
-	notReady := errors.New("redis: connection refused")
+	notReady := errors.New("no rules loaded")
 	var readyErr error
 	reloads := 0
 	var reloadErr error
@@ -69,7 +69,7 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("/readyz when ready: %d", code)
 	}
 	readyErr = notReady
-	if code, body := do(t, "GET", base+"/readyz"); code != 503 || !strings.Contains(body, "redis: connection refused") {
+	if code, body := do(t, "GET", base+"/readyz"); code != 503 || !strings.Contains(body, "no rules loaded") {
 		t.Errorf("/readyz when not ready: %d %q; want 503 with the reason", code, body)
 	}
 
@@ -85,6 +85,13 @@ func TestEndpoints(t *testing.T) {
 	}
 	if code, _ := do(t, "GET", base+"/debug/pprof/"); code != 404 {
 		t.Errorf("pprof without admin.pprof: %d; want 404", code)
+	}
+}
+
+func TestHealthzListsDependencies(t *testing.T) {
+	base := startAdmin(t, Config{}, NewMetrics(), Hooks{Health: func(context.Context) []string { return []string{"redis: down, mail flows uncached"} }})
+	if code, body := do(t, "GET", base+"/healthz"); code != 200 || body != "ok\nredis: down, mail flows uncached\n" {
+		t.Errorf("/healthz: %d %q", code, body)
 	}
 }
 
