@@ -54,6 +54,10 @@ type Conn struct {
 	sizeGiven bool
 	// degraded is set when a fallback answered for missing information.
 	degraded bool
+	// cpu is the CPU time charged to the current message (see charge);
+	// overBudget says it passed Settings.MessageCPU.
+	cpu        time.Duration
+	overBudget bool
 	// greyAllowKnown and greyAllowed remember whether the client's network
 	// skips greylisting after a DMARC pass.
 	greyAllowKnown, greyAllowed bool
@@ -200,7 +204,9 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 	}
 	c.facts.Rcpt = ""
 	c.scan.startMIME(c.facts.Headers)
-	if err := c.scan.write(append(c.headerBlock, "\r\n"...)); err != nil {
+	var err error
+	c.charge(func() { err = c.scan.write(append(c.headerBlock, "\r\n"...)) })
+	if err != nil {
 		c.e.log.Warn("message verifier refused data", "err", err)
 	}
 	c.headerBlock = c.headerBlock[:0]
@@ -214,7 +220,9 @@ func (c *Conn) Body(chunk []byte) error {
 	if c.sign.msg != nil {
 		c.sign.msg.Write(chunk)
 	}
-	if err := c.scan.write(chunk); err != nil {
+	var err error
+	c.charge(func() { err = c.scan.write(chunk) })
+	if err != nil {
 		return fmt.Errorf("verifying message body: %w", err)
 	}
 	return nil
@@ -249,12 +257,18 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 			return v
 		}
 	}
+	var scanErr error
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
-		c.scan.attachments(&c.facts)
+		scanErr = c.scan.attachments(&c.facts)
 		if c.scan.verifier != nil {
 			c.facts.DKIM, c.facts.DMARC = c.scan.verifier.Finish(ctx, c.facts.SPF)
 		}
 	})
+	if scanErr != nil && (v.Action == Continue || v.Action == Accept) {
+		// An attachment could hide past the bound: the message cannot be checked.
+		c.e.limits.mime.Add(1)
+		v = c.fallback(c.snap.settings.OnError, StageEOM, "message cannot be checked: "+scanErr.Error())
+	}
 	c.recordDMARCPass(ctx)
 	v = c.applyGreylist(ctx, StageEOM, v)
 	if !v.Action.Final() || v.Action == Quarantine {
@@ -445,6 +459,7 @@ func (c *Conn) resetMessage() {
 	c.sizeGiven = false
 	c.degraded = false
 	c.sign = signState{raw: c.sign.raw[:0]}
+	c.cpu, c.overBudget = 0, false
 }
 
 // connMatches keeps the matches of connection stages for the next message.
@@ -531,13 +546,25 @@ func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) 
 			v = c.fallback(c.snap.settings.OnError, st, "internal error")
 		}
 	}()
-	if checks != nil {
-		checks(ctx)
+	if c.overBudget {
+		return c.fallback(c.snap.settings.OnError, st, "over the CPU budget")
 	}
-	if ctx.Err() != nil {
+	timedOut := false
+	c.charge(func() {
+		if checks != nil {
+			checks(ctx)
+		}
+		if timedOut = ctx.Err() != nil; !timedOut {
+			v = c.evalRules(ctx, st)
+		}
+	})
+	switch {
+	case c.overBudget:
+		return c.fallback(c.snap.settings.OnError, st, "over the CPU budget")
+	case timedOut:
 		return c.fallback(c.snap.settings.OnError, st, "checks timed out")
 	}
-	return c.evalRules(ctx, st)
+	return v
 }
 
 func (c *Conn) evalRules(ctx context.Context, st Stage) Verdict {

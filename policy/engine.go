@@ -30,6 +30,13 @@ type Settings struct {
 	ScoreHeader string
 	// CheckTimeout bounds the checks and rules of one stage.
 	CheckTimeout time.Duration
+	// MessageCPU bounds the CPU time spent on one message (see
+	// Conn.charge); DefaultMessageCPU when zero.
+	MessageCPU time.Duration
+	// MIMEDepth and MIMEParts bound the multipart nesting and the parts
+	// scanned for attachments; DefaultMIMEDepth and DefaultMIMEParts when
+	// zero. A message past them gets the OnError verdict.
+	MIMEDepth, MIMEParts int
 	// VerdictTTL is how long a final verdict is kept in the cache for a
 	// retry of the same message (see verdictcache.go); 0 disables it.
 	// DefaultVerdictTTL is the usual value.
@@ -84,11 +91,13 @@ type snapshot struct {
 // Engine turns check results and rules into verdicts. It is safe for
 // concurrent use; each client connection gets its own Conn.
 type Engine struct {
-	cur  atomic.Pointer[snapshot]
-	log  *slog.Logger
-	obs  Observer
-	wg   sync.WaitGroup
-	open sync.Map // front name → *atomic.Int64
+	cur atomic.Pointer[snapshot]
+	log *slog.Logger
+	obs Observer
+	// limits counts messages over a bound, for metrics.
+	limits limitCounts
+	wg     sync.WaitGroup
+	open   sync.Map // front name → *atomic.Int64
 	// cache and grey are shared with other processes; nil: none.
 	mu sync.Mutex // serialises Update and SetCache
 }
@@ -114,6 +123,15 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 	}
 	if s.CheckTimeout <= 0 {
 		s.CheckTimeout = 30 * time.Second
+	}
+	if s.MessageCPU <= 0 {
+		s.MessageCPU = DefaultMessageCPU
+	}
+	if s.MIMEDepth <= 0 {
+		s.MIMEDepth = DefaultMIMEDepth
+	}
+	if s.MIMEParts <= 0 {
+		s.MIMEParts = DefaultMIMEParts
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

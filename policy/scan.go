@@ -14,8 +14,10 @@ type messageScan struct {
 	// scanMIME says the attachment scan is still to start, at the end
 	// of the header, if the header says the message may have any.
 	scanMIME bool
-	digest   hash.Hash
-	verifier MessageVerifier
+	// mimeDepth and mimeParts bound the scan (Settings.MIMEDepth, MIMEParts).
+	mimeDepth, mimeParts int
+	digest               hash.Hash
+	verifier             MessageVerifier
 }
 
 // newScan sets up the readers a new message needs.
@@ -25,6 +27,7 @@ func (c *Conn) newScan() messageScan {
 		m.verifier = c.snap.checker.Message()
 	}
 	m.scanMIME = true
+	m.mimeDepth, m.mimeParts = c.snap.settings.MIMEDepth, c.snap.settings.MIMEParts
 	m.digest = c.newDigest()
 	return m
 }
@@ -36,7 +39,7 @@ func (c *Conn) newScan() messageScan {
 // MIME parser per message.
 func (m *messageScan) startMIME(hs []Header) {
 	if m.scanMIME && mayHaveAttachments(hs) {
-		m.mime = newMIMEScanner()
+		m.mime = newMIMEScanner(m.mimeDepth, m.mimeParts)
 	}
 	m.scanMIME = false
 }
@@ -77,12 +80,16 @@ func (m *messageScan) write(b []byte) error {
 }
 
 // attachments ends the attachment scan and records what it found. With
-// no scan running (skipped, or attachments given) f is left as it is.
-func (m *messageScan) attachments(f *Facts) {
-	if m.mime != nil {
-		f.Attachments = m.mime.Finish()
-		m.mime = nil
+// no scan running (skipped, or attachments given) f is left as it is. The
+// error says the message passed a bound of the scan: the list may miss some.
+func (m *messageScan) attachments(f *Facts) error {
+	if m.mime == nil {
+		return nil
 	}
+	var err error
+	f.Attachments, err = m.mime.Finish()
+	m.mime = nil
+	return err
 }
 
 func (m *messageScan) closeMIME() {
