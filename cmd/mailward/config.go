@@ -43,6 +43,7 @@ type Config struct {
 	Thresholds  Thresholds           `yaml:"thresholds"`
 	ScoreHeader string               `yaml:"score_header"`
 	Timeouts    Timeouts             `yaml:"timeouts"`
+	Limits      Limits               `yaml:"limits"`
 	Rules       rules.Config         `yaml:"rules"`
 	Cache       cache.Config         `yaml:"cache"`
 	Greylist    cache.GreylistConfig `yaml:"greylist"`
@@ -83,6 +84,13 @@ type Timeouts struct {
 	Shutdown time.Duration `yaml:"shutdown"`
 }
 
+// Limits bound what one message may cost, whatever its sender wrote.
+type Limits struct {
+	MessageCPU time.Duration `yaml:"message_cpu"`
+	MIMEDepth  int           `yaml:"mime_depth"`
+	MIMEParts  int           `yaml:"mime_parts"`
+}
+
 // defaultConfig is what runs with no config file: a milter on loopback,
 // system DNS, memory cache, no rules.
 func defaultConfig() *Config {
@@ -105,6 +113,7 @@ func defaultConfig() *Config {
 		DKIM:     def.DKIM,
 		DMARC:    DMARCConfig{DMARCConfig: def.DMARC, OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
+		Limits:   Limits{MessageCPU: policy.DefaultMessageCPU, MIMEDepth: policy.DefaultMIMEDepth, MIMEParts: policy.DefaultMIMEParts},
 		file:     "(defaults)",
 		doc:      &config.Doc{File: "(defaults)"},
 	}
@@ -181,10 +190,16 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"timeouts.checks", c.Timeouts.Checks}, {"timeouts.milter", c.Timeouts.Milter}, {"timeouts.shutdown", c.Timeouts.Shutdown}} {
+	}{{"timeouts.checks", c.Timeouts.Checks}, {"timeouts.milter", c.Timeouts.Milter}, {"timeouts.shutdown", c.Timeouts.Shutdown}, {"limits.message_cpu", c.Limits.MessageCPU}} {
 		if d.v <= 0 {
 			bad(d.key, "must be a positive duration such as 30s")
 		}
+	}
+	if c.Limits.MIMEDepth < 1 {
+		bad("limits.mime_depth", "must be at least 1")
+	}
+	if c.Limits.MIMEParts < 1 {
+		bad("limits.mime_parts", "must be at least 1")
 	}
 	t := c.Thresholds
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
@@ -276,6 +291,9 @@ func (c *Config) settings() policy.Settings {
 		Thresholds:       policy.Thresholds(c.Thresholds),
 		ScoreHeader:      c.ScoreHeader,
 		CheckTimeout:     c.Timeouts.Checks,
+		MessageCPU:       c.Limits.MessageCPU,
+		MIMEDepth:        c.Limits.MIMEDepth,
+		MIMEParts:        c.Limits.MIMEParts,
 		VerdictTTL:       time.Duration(c.Cache.VerdictTTL),
 	}
 }

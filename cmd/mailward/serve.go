@@ -217,6 +217,12 @@ func (d *daemon) run() error {
 		stops = append(stops, sp.Shutdown)
 	}
 	d.smtp = sp
+	for _, limit := range []string{"message_cpu", "mime"} {
+		d.metrics.CounterFunc("mailward_messages_over_limit_total", "Messages given the on_error verdict for passing a limit: the CPU budget or the MIME structure's bounds.",
+			prometheus.Labels{"limit": limit}, func() float64 { return float64(d.engine.OverLimits(limit)) })
+	}
+	d.metrics.CounterFunc("mailward_message_cpu_seconds_total", "CPU time spent on messages' checks, rules, DKIM hashing and attachment scans.", nil,
+		func() float64 { return d.engine.MessageCPU().Seconds() })
 	for _, front := range []string{"milter", "policy", "smtp"} {
 		d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": front},
 			func() float64 { return float64(d.engine.Open(front)) })
