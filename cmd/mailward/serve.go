@@ -20,6 +20,7 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy"
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
 	smtpproxy "github.com/mailward/mailward/proxy/smtp"
@@ -187,7 +188,7 @@ func (d *daemon) run() error {
 	}
 	if d.cfg.Milter.Listen != "" {
 		mode, _ := d.cfg.Milter.Mode()
-		ln, err := milter.Listen(d.cfg.Milter.Listen, mode)
+		ln, err := proxy.Listen(d.cfg.Milter.Listen, mode)
 		if err != nil {
 			return err
 		}

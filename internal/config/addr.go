@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io/fs"
 	"net"
 	"strconv"
 	"strings"
@@ -45,25 +46,45 @@ func checkPort(addr, port string, listen bool) error {
 // inet:HOST:PORT (also inet6:, tcp: and inet:PORT@HOST) or unix:/path
 // (also local:), which listeners take.
 func CheckSocketAddr(addr string) error {
+	_, _, err := SocketAddr(addr)
+	return err
+}
+
+// SocketAddr reads an address in Postfix's milter notation (see
+// CheckSocketAddr) as the network and address net.Listen takes.
+func SocketAddr(addr string) (network, address string, err error) {
 	kind, rest, ok := strings.Cut(addr, ":")
 	if !ok {
-		return fmt.Errorf("%q: want inet:HOST:PORT or unix:/path", addr)
+		return "", "", fmt.Errorf("%q: want inet:HOST:PORT or unix:/path", addr)
 	}
 	switch kind {
 	case "inet", "inet6", "tcp":
-		if port, _, ok := strings.Cut(rest, "@"); ok && !strings.Contains(port, ":") {
-			return checkPort(addr, port, true)
+		if port, host, ok := strings.Cut(rest, "@"); ok && !strings.Contains(port, ":") {
+			return "tcp", net.JoinHostPort(host, port), checkPort(addr, port, true)
 		}
-		_, port, err := net.SplitHostPort(rest)
+		host, port, err := net.SplitHostPort(rest)
 		if err != nil {
-			return fmt.Errorf("%q: want %s:HOST:PORT", addr, kind)
+			return "", "", fmt.Errorf("%q: want %s:HOST:PORT", addr, kind)
 		}
-		return checkPort(addr, port, true)
+		return "tcp", net.JoinHostPort(host, port), checkPort(addr, port, true)
 	case "unix", "local":
 		if rest == "" {
-			return fmt.Errorf("%q: empty socket path", addr)
+			return "", "", fmt.Errorf("%q: empty socket path", addr)
 		}
-		return nil
+		return "unix", rest, nil
 	}
-	return fmt.Errorf("%q: unknown kind %q (want inet or unix)", addr, kind)
+	return "", "", fmt.Errorf("%q: unknown kind %q (want inet or unix)", addr, kind)
+}
+
+// SocketMode reads a unix socket's mode, such as "0660"; "" is 0, which
+// leaves the mode alone.
+func SocketMode(s string) (fs.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", s)
+	}
+	return fs.FileMode(m), nil
 }

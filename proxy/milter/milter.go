@@ -53,16 +53,7 @@ func (c Config) Validate() error {
 }
 
 // Mode parses SocketMode; 0 means leave the mode alone.
-func (c Config) Mode() (fs.FileMode, error) {
-	if c.SocketMode == "" {
-		return 0, nil
-	}
-	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
-	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", c.SocketMode)
-	}
-	return fs.FileMode(m), nil
-}
+func (c Config) Mode() (fs.FileMode, error) { return config.SocketMode(c.SocketMode) }
 
 // Server serves the milter protocol on behalf of an engine.
 type Server struct {

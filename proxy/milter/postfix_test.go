@@ -6,11 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +20,7 @@ import (
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/proxy"
 )
 
 // frontRules exercises the front's translation of each kind of verdict.
@@ -75,7 +73,7 @@ func startRigWith(t *testing.T, checker policy.Checker, adjust func(*Server)) *r
 func startRigSettings(t *testing.T, settings policy.Settings, checker policy.Checker, adjust func(*Server)) *rig {
 	t.Helper()
 	testenv.Require(t, "postfix")
-	ln, err := Listen("inet:127.0.0.1:0", 0)
+	ln, err := proxy.Listen("inet:127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,31 +294,4 @@ func TestPostfixMilterDown(t *testing.T) {
 	if n := len(r.sink.Messages()); n != 0 {
 		t.Fatalf("%d messages reached the sink unfiltered", n)
 	}
-}
-
-func TestListenUnixRemovesStaleSocket(t *testing.T) {
-	path := t.TempDir() + "/m.sock"
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Leave the file behind as a crashed process would.
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close()
-	l2, err := Listen("unix:"+path, 0o660)
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	defer l2.Close()
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o660 {
-		t.Fatalf("socket mode = %v, %v; want 0660", fi.Mode().Perm(), err)
-	}
-	if _, err := Listen("unix:"+path, 0); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("a live socket was replaced: %v", err)
-	}
-	if _, err := Listen("bogus", 0); err == nil {
-		t.Fatal("a malformed address was accepted")
-	}
-	var _ = errors.New
 }

@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/mailward/mailward/internal/config"
-	"github.com/mailward/mailward/proxy/milter"
+	"github.com/mailward/mailward/proxy"
 )
 
 // Config is the policy service's part of the config file (the policy:
@@ -111,25 +110,17 @@ func (c Config) Validate() error {
 }
 
 // Mode parses SocketMode; 0 means leave the mode alone.
-func (c Config) Mode() (fs.FileMode, error) {
-	if c.SocketMode == "" {
-		return 0, nil
-	}
-	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
-	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("%q: want an octal mode such as \"0660\"", c.SocketMode)
-	}
-	return fs.FileMode(m), nil
-}
+func (c Config) Mode() (fs.FileMode, error) { return config.SocketMode(c.SocketMode) }
 
 // Listen opens the listener cfg.Listen names.
 func Listen(cfg Config) (net.Listener, error) {
-	if err := config.CheckSocketAddr(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("policy listen address: %w", err)
-	}
 	mode, err := cfg.Mode()
 	if err != nil {
 		return nil, fmt.Errorf("policy socket mode: %w", err)
 	}
-	return milter.Listen(cfg.Listen, mode)
+	ln, err := proxy.Listen(cfg.Listen, mode)
+	if err != nil {
+		return nil, fmt.Errorf("policy %w", err)
+	}
+	return ln, nil
 }
