@@ -29,7 +29,15 @@ type Transaction struct {
 	// Attachments, when not nil, stand in for the attachment scan (a
 	// replay whose body was not kept).
 	Attachments []Attachment
+	// Replayed marks a transaction from the journal: the drive stops
+	// after Reached, the last stage the recorded one got to, as its
+	// client did; what came later was never seen.
+	Replayed bool
+	Reached  Stage
 }
+
+// beyond reports whether a replay has no record of stage st.
+func (t *Transaction) beyond(st Stage) bool { return t.Replayed && st > t.Reached }
 
 // Step is the answer of one stage, for recipients one per recipient.
 type Step struct {
@@ -92,17 +100,17 @@ func (e *Engine) Drive(ctx context.Context, t Transaction) (*Outcome, error) {
 
 // drive runs the stages after connect; v is the connect verdict.
 func drive(ctx context.Context, c *Conn, v Verdict, t Transaction, step func(Stage, string, Verdict)) (Verdict, error) {
-	if v.Action.Final() {
+	if v.Action.Final() || t.beyond(StageHelo) {
 		return v, nil
 	}
 	v = c.Helo(ctx, t.Helo)
 	step(StageHelo, t.Helo, v)
-	if v.Action.Final() {
+	if v.Action.Final() || t.beyond(StageMail) {
 		return v, nil
 	}
 	v = c.Mail(ctx, t.From, t.Mail)
 	step(StageMail, t.From, v)
-	if v.Action.Final() {
+	if v.Action.Final() || t.beyond(StageRcpt) {
 		return v, nil
 	}
 	if t.Attachments != nil {
@@ -124,12 +132,15 @@ func drive(ctx context.Context, c *Conn, v Verdict, t Transaction, step func(Sta
 	if accepted == 0 {
 		return v, nil // no recipient, no message; Continue when none was given
 	}
+	if t.beyond(StageData) {
+		return Verdict{Action: Continue, Stage: StageRcpt}, nil
+	}
 	for _, h := range t.Header {
 		c.HeaderField(h.Name, h.Value)
 	}
 	v = c.EndOfHeaders(ctx)
 	step(StageData, "", v)
-	if v.Action.Final() {
+	if v.Action.Final() || t.beyond(StageEOM) {
 		return v, nil
 	}
 	if t.Body != nil {
