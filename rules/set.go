@@ -52,6 +52,20 @@ func Load(cfg Config, opts Options) (*Set, error) {
 	return b.set, nil
 }
 
+// LoadPaths reads and compiles the rule files among paths (files,
+// directories or globs, as `rules lint` and `rules test` take them; test
+// files are skipped) with the lists the config declares.
+func LoadPaths(paths []string, lists map[string]ListConfig, opts Options) (*Set, error) {
+	var p problems
+	files, _ := expandPaths(paths, &p)
+	b := build(buildInput{files: files, lists: lists, listBase: opts.BaseDir}, opts, &p)
+	if err := p.list.err(); err != nil {
+		return nil, err
+	}
+	b.set.warnings = p.list.Warnings()
+	return b.set, nil
+}
+
 // buildInput is what one build reads.
 type buildInput struct {
 	files     []string
@@ -307,11 +321,22 @@ func (s *Set) Traced(fn func(Explanation)) policy.Rules {
 	})
 }
 
+// Enforced returns rules that evaluate as s does except that monitor-mode
+// rules act as if enforced: what the set would answer with every rule
+// live, as `rules diff` counts it. Matches keep their monitor mark. fn,
+// if not nil, receives each rule run as with Traced. Nothing is counted.
+func (s *Set) Enforced(fn func(Explanation)) policy.Rules {
+	return policy.RulesFunc(func(ctx context.Context, stage policy.Stage, f *policy.Facts, matches *[]policy.Match) policy.Verdict {
+		return s.eval(ctx, stage, f, matches, &hooks{trace: fn, dry: true, enforce: true})
+	})
+}
+
 // hooks change an evaluation for explanations.
 type hooks struct {
-	trace func(Explanation)
-	dry   bool // no counters, no logs
-	all   bool // go on after the deciding match, changing nothing more
+	trace   func(Explanation)
+	dry     bool // no counters, no logs
+	all     bool // go on after the deciding match, changing nothing more
+	enforce bool // monitor-mode rules act as enforced
 }
 
 func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, matches *[]policy.Match, h *hooks) policy.Verdict {
@@ -349,7 +374,8 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 			tr.what = ""
 		}
 		matched, err = r.match(st)
-		decides := matched && !decided && !r.monitor && r.kind.terminal()
+		monitor := r.monitor && (h == nil || !h.enforce)
+		decides := matched && !decided && !monitor && r.kind.terminal()
 		if h != nil && h.trace != nil {
 			h.trace(s.explain(r, st, stage, matched, decides, err))
 		}
@@ -369,7 +395,7 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		if r.kind == kindReject && r.reads&(1<<vScore) != 0 {
 			m.Unknown = joinNonEmpty(m.Unknown, unsureScore(r, st, f, matches))
 		}
-		if r.monitor {
+		if monitor {
 			if h == nil || !h.dry {
 				s.log.Info("rule matched in monitor mode", "rule", r.name, "action", r.kind.String(),
 					"stage", stage.String(), "queue_id", f.QueueID)

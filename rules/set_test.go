@@ -182,6 +182,43 @@ rules:
 	}
 }
 
+// TestEnforcedCountsMonitorRules: for a diff, monitor-mode rules give the
+// verdict they would give, their score counts, and nothing is counted
+// in the rules' own statistics.
+func TestEnforcedCountsMonitorRules(t *testing.T) {
+	s := loadRules(t, `
+rules:
+  - name: watch-score
+    when: true
+    stage: helo
+    action: score
+    score: 5
+    mode: monitor
+  - name: watch-reject
+    when: helo endsWith ".org"
+    action: reject
+    mode: monitor
+`)
+	f := fullFacts()
+	var ms []policy.Match
+	v := s.Enforced(nil).Eval(context.Background(), policy.StageHelo, f, &ms)
+	if v.Action != policy.Reject || v.Rule != "watch-reject" || f.Score != 5 {
+		t.Errorf("got %+v, score %v; want the monitor reject to decide after its score", v, f.Score)
+	}
+	if len(ms) != 2 || !ms[0].Monitor || ms[0].Score != 5 || !ms[1].Monitor {
+		t.Errorf("matches %+v", ms)
+	}
+	for _, ri := range s.Rules() {
+		if ri.Matches != 0 {
+			t.Errorf("rule %s counted %d matches in a dry evaluation", ri.Name, ri.Matches)
+		}
+	}
+	f = fullFacts()
+	if v := s.Eval(context.Background(), policy.StageHelo, f, nil); v.Action != policy.Continue || f.Score != 0 {
+		t.Errorf("Eval enforced monitor rules: %+v, score %v", v, f.Score)
+	}
+}
+
 func TestRuntimeErrorSkipsOnlyThatRule(t *testing.T) {
 	var logs bytes.Buffer
 	dir := writeFiles(t, map[string]string{"r.yaml": `
