@@ -143,6 +143,9 @@ type Verdict struct {
 	Message  string `json:"message,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	Rule     string `json:"rule,omitempty"`
+	// Unknown names facts the deciding rule read that a check's
+	// temporary error left unknown.
+	Unknown string `json:"unknown,omitempty"`
 }
 
 // Match is one rule that matched.
@@ -152,6 +155,7 @@ type Match struct {
 	Stage   string  `json:"stage"`
 	Monitor bool    `json:"monitor,omitempty"`
 	Score   float64 `json:"score,omitempty"`
+	Unknown string  `json:"unknown,omitempty"`
 }
 
 // newRecord turns a finished transaction into a line's content, leaving
@@ -202,7 +206,7 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 		c.DMARC = &DMARC{Result: x.Result, Policy: x.Policy, Domain: x.Domain, PolicyDomain: x.PolicyDomain, OrgDomain: x.OrgDomain, Testing: x.Testing, Reason: x.Reason}
 	}
 	for _, m := range f.Matches {
-		r.Matches = append(r.Matches, Match{Rule: m.Rule, Action: m.Action, Stage: m.Stage.String(), Monitor: m.Monitor, Score: m.Score})
+		r.Matches = append(r.Matches, Match{Rule: m.Rule, Action: m.Action, Stage: m.Stage.String(), Monitor: m.Monitor, Score: m.Score, Unknown: m.Unknown})
 	}
 	return r
 }
@@ -215,7 +219,7 @@ func spfOf(x *spf.Result) *SPF {
 }
 
 func verdictOf(v policy.Verdict) Verdict {
-	out := Verdict{Action: v.Action.String(), Stage: v.Stage.String(), Rule: v.Rule, Reason: v.Reason}
+	out := Verdict{Action: v.Action.String(), Stage: v.Stage.String(), Rule: v.Rule, Reason: v.Reason, Unknown: v.Unknown}
 	if v.Action == policy.Reject || v.Action == policy.Tempfail {
 		out.Code, out.Enhanced, out.Message = v.Code, v.Enhanced, v.Text
 	}
