@@ -84,18 +84,35 @@ type Side struct {
 	Decided []rules.Explanation `json:"decided"`
 }
 
-// Add replays one line through both rule sets.
+// Run diffs every line of the files: the replays on all CPUs, the
+// counting in journal order, so that examples are the first ones.
+func (d *Differ) Run(ctx context.Context, files []string) ([]Problem, error) {
+	return Each(files, func(l *Line) ([2]*policy.Outcome, error) { return d.compare(ctx, l) },
+		func(l *Line, outs [2]*policy.Outcome) error { d.add(ctx, l, outs[0], outs[1]); return nil })
+}
+
+// Add replays one line through both rule sets and counts the changes.
 func (d *Differ) Add(ctx context.Context, l *Line) error {
-	if d.verdict == nil {
-		d.verdict, d.rule = map[[2]string]*VerdictChange{}, map[string]*RuleChange{}
+	outs, err := d.compare(ctx, l)
+	if err != nil {
+		return err
 	}
+	d.add(ctx, l, outs[0], outs[1])
+	return nil
+}
+
+func (d *Differ) compare(ctx context.Context, l *Line) ([2]*policy.Outcome, error) {
 	oldOut, err := d.replay(ctx, d.Old, l, nil)
 	if err != nil {
-		return err
+		return [2]*policy.Outcome{}, err
 	}
 	newOut, err := d.replay(ctx, d.New, l, nil)
-	if err != nil {
-		return err
+	return [2]*policy.Outcome{oldOut, newOut}, err
+}
+
+func (d *Differ) add(ctx context.Context, l *Line, oldOut, newOut *policy.Outcome) {
+	if d.verdict == nil {
+		d.verdict, d.rule = map[[2]string]*VerdictChange{}, map[string]*RuleChange{}
 	}
 	d.diff.Transactions++
 	if d.diff.From.IsZero() || l.Time.Before(d.diff.From) {
@@ -144,7 +161,6 @@ func (d *Differ) Add(ctx context.Context, l *Line) error {
 			}
 		}
 	}
-	return nil
 }
 
 // Result returns the diff so far, largest changes first.
@@ -206,7 +222,7 @@ func (d *Differ) side(ctx context.Context, set *rules.Set, l *Line) *Side {
 		s.Code = v.Code
 	}
 	for _, e := range trace {
-		if e.Decided || (v.Rule == "" && e.Matched && e.Action == "score") {
+		if (e.Decided && e.Rule == v.Rule) || (v.Rule == "" && e.Matched && e.Action == "score") {
 			s.Decided = append(s.Decided, e)
 		}
 	}

@@ -3,8 +3,9 @@ package journal
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+
 	"fmt"
+	segjson "github.com/segmentio/encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -83,50 +84,29 @@ func sortJournal(names []string) []string {
 // Read reads every line of the files in order and calls fn with each
 // one that can be replayed. Lines that cannot are reported and skipped:
 // a torn last line after a full disk must not hide the rest. The error
-// is about opening a file or what fn returns.
+// is about reading a file or what fn returns.
 func Read(files []string, fn func(*Line) error) ([]Problem, error) {
-	var problems []Problem
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			return problems, fmt.Errorf("reading journal: %w", err)
-		}
-		ps, err := readFile(name, f, fn)
-		f.Close()
-		problems = append(problems, ps...)
-		if err != nil {
-			return problems, err
-		}
-	}
-	return problems, nil
+	return Each(files, func(*Line) (struct{}, error) { return struct{}{}, nil },
+		func(l *Line, _ struct{}) error { return fn(l) })
 }
 
-func readFile(name string, r io.Reader, fn func(*Line) error) ([]Problem, error) {
-	var problems []Problem
+// scanFile calls fn with each line of r (numbered from 1) or the reason
+// it could not be read, until fn returns false. Blank lines are skipped.
+func scanFile(name string, r io.Reader, fn func(n int, raw []byte, err error) bool) (bool, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := readLine(br)
-		if err == io.EOF {
-			return problems, nil
-		}
-		if err == errLong {
-			problems = append(problems, Problem{name, n, err})
+		switch {
+		case err == io.EOF:
+			return true, nil
+		case err == errLong:
+		case err != nil:
+			return false, fmt.Errorf("reading %s: %w", name, err)
+		case len(bytes.TrimSpace(line)) == 0:
 			continue
 		}
-		if err != nil {
-			return problems, fmt.Errorf("reading %s: %w", name, err)
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		l, err := Parse(line)
-		if err != nil {
-			problems = append(problems, Problem{name, n, err})
-			continue
-		}
-		l.File, l.N = name, n
-		if err := fn(l); err != nil {
-			return problems, err
+		if !fn(n, line, err) {
+			return false, nil
 		}
 	}
 }
@@ -161,7 +141,7 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 // Parse reads one journal line.
 func Parse(line []byte) (*Line, error) {
 	var r Record
-	if err := json.Unmarshal(line, &r); err != nil {
+	if err := segjson.Unmarshal(line, &r); err != nil {
 		return nil, fmt.Errorf("not a journal line: %v", err)
 	}
 	c, err := r.decode()

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	segjson "github.com/segmentio/encoding/json"
+
 	"github.com/mailward/mailward/policy"
 )
 
@@ -45,7 +47,7 @@ type Writer struct {
 	size   int64
 	opened time.Time // when the file's first line was written
 	buf    bytes.Buffer
-	enc    *json.Encoder
+	enc    *segjson.Encoder
 	lines  int // lines in buf
 }
 
@@ -69,7 +71,7 @@ func Open(cfg Config, log *slog.Logger) (*Writer, error) {
 	for _, h := range cfg.OmitHeaders {
 		w.omit[strings.ToLower(h)] = true
 	}
-	w.enc = json.NewEncoder(&w.buf)
+	w.enc = segjson.NewEncoder(&w.buf)
 	w.enc.SetEscapeHTML(false)
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)

@@ -23,7 +23,7 @@ import (
 	"github.com/mailward/mailward/policy"
 )
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func testConfig(t *testing.T) Config {
 	c := DefaultConfig()

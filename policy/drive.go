@@ -69,7 +69,7 @@ type Outcome struct {
 // when every one is refused, the message never comes. The error is only
 // about reading t.Body.
 func (e *Engine) Drive(ctx context.Context, t Transaction) (*Outcome, error) {
-	out := &Outcome{}
+	out := &Outcome{Steps: make([]Step, 0, 5+len(t.Rcpts))}
 	step := func(st Stage, subject string, v Verdict) {
 		out.Steps = append(out.Steps, Step{Stage: st, Subject: subject, Verdict: v})
 	}

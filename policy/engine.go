@@ -65,6 +65,9 @@ type ConnInfo struct {
 	// (Postfix's non_smtpd_milters path: sendmail, pickup): it is signed
 	// as an internal client's.
 	Local bool
+	// Replay says the transaction is replayed from the journal: no message
+	// content will come, so none is scanned (see Transaction.Replayed).
+	Replay bool
 }
 
 // MailInfo is what the front knows at MAIL FROM besides the address.

@@ -26,7 +26,8 @@ func (c *Conn) newScan() messageScan {
 	if c.snap.checker != nil {
 		m.verifier = c.snap.checker.Message()
 	}
-	m.scanMIME = true
+	// A replay has no content to scan: its attachments are recorded.
+	m.scanMIME = !c.info.Replay
 	m.mimeDepth, m.mimeParts = c.snap.settings.MIMEDepth, c.snap.settings.MIMEParts
 	m.digest = c.newDigest()
 	return m
