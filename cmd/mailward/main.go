@@ -14,6 +14,9 @@ Usage:
   mailward check [flags] [MESSAGE.eml | -]          run every stage on one message and show what happens
   mailward rules lint PATH...                       check rule files
   mailward rules test PATH...                       run the tests written next to rules
+  mailward rules replay --journal FILES --rules PATH...
+                                                    replay journaled transactions through rules
+  mailward rules diff --journal FILES --new PATH... what a rule change does to journaled transactions
   mailward dkim keygen|testkey                      make signing keys, check their DNS records
   mailward version                                  print version, commit and Go version
 

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/mailward/mailward/cache"
@@ -17,7 +16,11 @@ const rulesUsage = `Usage: mailward rules COMMAND [--config FILE] [PATH...]
 
 Commands:
   lint PATH...   check rule files: syntax, types, stages, lists, rules that can never match
-  test PATH...   run the tests written next to the rules
+  test PATH...   run the tests written next to the rules (--coverage: what no test exercises)
+  replay --journal FILES... --rules PATH...
+                 play journaled transactions through rules and print the verdicts
+  diff --journal FILES... --old PATH... --new PATH...
+                 what a rule change does to journaled transactions
 
 PATH is a rule file, a directory of them or a glob. Without PATH, the
 rule files of --config are used. Run 'mailward rules COMMAND --help' for
@@ -36,6 +39,10 @@ func runRulesCommand(args []string, stdout, stderr io.Writer) int {
 		return runRulesLint(args[1:], stdout, stderr)
 	case "test":
 		return runRulesTest(args[1:], stdout, stderr)
+	case "replay":
+		return runRulesReplay(args[1:], stdout, stderr)
+	case "diff":
+		return runRulesDiff(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, rulesUsage)
 		return 0
@@ -78,12 +85,7 @@ func parseRulesFlags(name, help string, args []string, stderr io.Writer, extra f
 		}
 		rf.cfg = cfg
 		if len(rf.paths) == 0 {
-			for _, f := range cfg.Rules.Files {
-				if !filepath.IsAbs(f) {
-					f = filepath.Join(cfg.baseDir(), f)
-				}
-				rf.paths = append(rf.paths, f)
-			}
+			rf.paths = cfg.rulePaths()
 		}
 	}
 	if len(rf.paths) == 0 {
@@ -144,12 +146,15 @@ With --config, lists a rule names must be declared, and unused ones are reported
 }
 
 func runRulesTest(args []string, stdout, stderr io.Writer) int {
-	var verbose *bool
+	var verbose, coverage *bool
+	var journals pathList
 	rf, code, done := parseRulesFlags("test", `Runs every test written in the rule files (tests:) and in the NAME_test.yaml
 files beside them, through the same engine serve uses, with the check results
 each test assumes. With --config, the engine uses its thresholds and DMARC settings.
 `, args, stderr, func(fs *flag.FlagSet) {
 		verbose = fs.Bool("v", false, "show what every test matched, not only the failures")
+		coverage = fs.Bool("coverage", false, "list the rules no test exercises (and, with --journal, that no journaled transaction matched)")
+		fs.Var(&journals, "journal", "with --coverage, a journal `FILE`, directory or glob to replay; repeat for more")
 	})
 	if done {
 		return code
@@ -188,6 +193,11 @@ each test assumes. With --config, the engine uses its thresholds and DMARC setti
 	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(results)-failed, failed)
 	if len(results) == 0 {
 		fmt.Fprintln(stderr, "no tests found: write tests: in the rule files or NAME_test.yaml beside them")
+	}
+	if *coverage {
+		if code := printCoverage(stdout, stderr, rf, to, results, journals); code != 0 {
+			return code
+		}
 	}
 	if failed > 0 {
 		return 1
