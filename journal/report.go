@@ -85,7 +85,7 @@ func (d *Diff) Print(w io.Writer) {
 	if d.Transactions > 0 {
 		period = d.From.Format(time.RFC3339) + " to " + d.To.Format(time.RFC3339)
 	}
-	fmt.Fprintf(w, "%d transactions (%s): %d change verdict\n", d.Transactions, period, d.Changed)
+	fmt.Fprintf(w, "%d transactions (%s), %d with another verdict\n", d.Transactions, period, d.Changed)
 	if len(d.Verdicts) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -129,7 +129,11 @@ func printSide(w io.Writer, name string, s *Side) {
 	v := Verdict{Action: s.Action, Stage: s.Stage, Code: s.Code, Rule: s.Rule, Reason: s.Reason}
 	fmt.Fprintf(w, "    %s: %s, score %g, matched: %s\n", name, v, s.Score, orDash(strings.Join(s.Matched, ", ")))
 	for _, e := range s.Decided {
-		fmt.Fprintf(w, "         %s at %s: %s\n", e.Rule, e.Stage, varsString(e.Vars))
+		mode := ""
+		if e.Monitor {
+			mode = " (monitor mode, counted as enforced)"
+		}
+		fmt.Fprintf(w, "         %s%s at %s: %s\n", e.Rule, mode, e.Stage, varsString(e.Vars))
 	}
 }
 
