@@ -59,7 +59,7 @@ func TestRulesDiff(t *testing.T) {
 	if code := run(args, &out, &errb); code != 0 {
 		t.Fatalf("exit %d without --max-changes\n%s%s", code, out.String(), errb.String())
 	}
-	for _, want := range []string{"1 transactions", "quarantine → reject", "no longer matching", "listed-client at connect: dnsbl="} {
+	for _, want := range []string{"1 transactions", "quarantine → reject", "no longer matching", "listed-client (monitor mode, counted as enforced) at connect: dnsbl="} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
