@@ -3,7 +3,6 @@ package policy_test
 import (
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,12 +16,6 @@ const newsletter = "From: Alice <alice@example.test>\r\nTo: bob@example.net\r\nS
 	"Date: Thu, 3 Dec 2026 07:00:00 +0000\r\nMessage-ID: <20261203070000.1234@example.test>\r\nMIME-Version: 1.0\r\n" +
 	"Content-Type: text/plain; charset=utf-8\r\nList-Unsubscribe: <mailto:unsubscribe@example.test>\r\n" +
 	"Received: from mail.example.test (mail.example.test [192.0.2.1]) by mx.receiver.test with ESMTPS id 4XyZ1; Thu, 3 Dec 2026 07:00:00 +0000\r\n\r\n"
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // capture keeps the last transaction the engine finished.
 type capture struct{ last *policy.Finished }
