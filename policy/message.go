@@ -16,16 +16,27 @@ import (
 // mbox file, is skipped, as mail tools do.
 func ReadHeader(r *bufio.Reader) ([]Header, error) {
 	var out []Header
+	// The folded value of the last field, built once: the lines are the
+	// sender's, and joining them by concatenation is quadratic.
+	var folded strings.Builder
+	flush := func() {
+		if folded.Len() > 0 {
+			out[len(out)-1].Value = folded.String()
+			folded.Reset()
+		}
+	}
 	for n := 1; ; n++ {
 		line, err := r.ReadString('\n')
 		if err != nil && (err != io.EOF || line == "") {
 			if err == io.EOF {
+				flush()
 				return out, nil // a message of header only
 			}
 			return nil, fmt.Errorf("reading header: %w", err)
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if line == "" {
+			flush()
 			return out, nil
 		}
 		if n == 1 && strings.HasPrefix(line, "From ") {
@@ -35,9 +46,18 @@ func ReadHeader(r *bufio.Reader) ([]Header, error) {
 			if len(out) == 0 {
 				return nil, fmt.Errorf("header line %d: continuation before any field", n)
 			}
-			out[len(out)-1].Value += "\r\n" + line
+			if folded.Len() == 0 {
+				folded.WriteString(out[len(out)-1].Value)
+			}
+			folded.WriteString("\r\n")
+			folded.WriteString(line)
+			if err == io.EOF {
+				flush()
+				return out, nil
+			}
 			continue
 		}
+		flush()
 		// The name as written: obsolete syntax allows white space before
 		// the colon, and HeaderField keeps it for the DKIM verifier.
 		name, value, ok := strings.Cut(line, ":")
