@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/mailward/mailward/policy"
 )
 
 // Item is one message of a corpus with the verdict mailward must give it
@@ -66,48 +71,19 @@ func loadCorpus(dir string) (*Manifest, []Message, error) {
 	return &m, msgs, nil
 }
 
-// splitMessage parses the header fields and the body. A field's value is
-// all that follows the colon, leading space and folding kept.
+// splitMessage parses the header fields and the body with the reader
+// check and rule tests use. A field's value is all that follows the
+// colon, leading space and folding kept.
 func splitMessage(raw []byte) ([][2]string, []byte, error) {
-	var fields [][2]string
-	i := 0
-	for i < len(raw) {
-		end := indexCRLF(raw, i)
-		if end < 0 {
-			return nil, nil, fmt.Errorf("header not terminated")
-		}
-		line := string(raw[i:end])
-		i = end + 2
-		if line == "" {
-			return fields, raw[i:], nil
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
-			fields[len(fields)-1][1] += "\r\n" + line
-			continue
-		}
-		name, value, ok := cut(line, ':')
-		if !ok {
-			return nil, nil, fmt.Errorf("malformed header line %q", line)
-		}
-		fields = append(fields, [2]string{name, value})
+	br := bufio.NewReader(bytes.NewReader(raw))
+	hs, err := policy.ReadHeader(br)
+	if err != nil {
+		return nil, nil, err
 	}
-	return fields, nil, nil
-}
-
-func indexCRLF(b []byte, from int) int {
-	for j := from; j+1 < len(b); j++ {
-		if b[j] == '\r' && b[j+1] == '\n' {
-			return j
-		}
+	fields := make([][2]string, len(hs))
+	for i, h := range hs {
+		fields[i] = [2]string{h.Name, h.Value}
 	}
-	return -1
-}
-
-func cut(s string, sep byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
+	body, err := io.ReadAll(br)
+	return fields, body, err
 }
