@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
@@ -92,4 +93,34 @@ func zoneSet(zones []string) map[string]bool {
 		out[normalZone(z)] = true
 	}
 	return out
+}
+
+// addLists notes the DNS list zones an expression of r reads.
+func (r *rule) addLists(a *analyzer) {
+	for _, id := range a.lists.idents {
+		zone, named := a.lists.zones[id]
+		if !named {
+			r.listsAny = true
+			continue
+		}
+		if z := normalZone(zone); !slices.Contains(r.lists, z) {
+			r.lists = append(r.lists, z)
+		}
+	}
+}
+
+// failedLists says which DNS lists r reads failed in f: every failed one
+// when r reads the lists without naming a zone, else those it names.
+// A list that failed and that r does not read leaves r sure of itself.
+func (r *rule) failedLists(f *policy.Facts) string {
+	var zones []string
+	for _, res := range f.DNSBL {
+		if res.Error != "" && (r.listsAny || slices.Contains(r.lists, normalZone(res.Zone))) && !slices.Contains(zones, res.Zone) {
+			zones = append(zones, res.Zone)
+		}
+	}
+	if len(zones) == 0 {
+		return ""
+	}
+	return "DNS list " + strings.Join(zones, ", ") + " failed"
 }

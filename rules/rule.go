@@ -89,6 +89,10 @@ type rule struct {
 	reads    uint64 // variables read by the condition and the templates
 	vmReads  uint64 // variables the VM reads: all of reads, or the templates' when native
 	rate     bool   // calls ratelimit: the verdict names the limit that tripped
+	// lists are the DNS list zones the rule names; listsAny: it also reads
+	// the lists without naming a zone, so any failed list concerns it.
+	lists    []string
+	listsAny bool
 
 	matches atomic.Uint64
 	errors  atomic.Uint64
@@ -327,6 +331,7 @@ func (e *ruleEntry) when() {
 	}
 	r.prog = prog
 	r.reads |= a.reads
+	r.addLists(a)
 	r.rate = a.rate
 	if a.stage > r.stage {
 		r.stage, r.stageWhy = a.stage, a.why

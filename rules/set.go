@@ -391,7 +391,7 @@ func (s *Set) eval(ctx context.Context, stage policy.Stage, f *policy.Facts, mat
 		if h == nil || !h.dry {
 			r.matches.Add(1)
 		}
-		m := policy.Match{Rule: r.name, Action: r.kind.String(), Stage: stage, Monitor: r.monitor, Unknown: unknownText(r.reads, f)}
+		m := policy.Match{Rule: r.name, Action: r.kind.String(), Stage: stage, Monitor: r.monitor, Unknown: unknownText(r, f)}
 		if r.kind == kindReject && r.reads&(1<<vScore) != 0 {
 			m.Unknown = joinNonEmpty(m.Unknown, unsureScore(r, st, f, matches))
 		}

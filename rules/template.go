@@ -51,6 +51,7 @@ func (c *compiler) compileTemplate(src *source, n *yaml.Node, r *rule) *template
 		} else {
 			prog, a := c.compileExpr(inner, m, innerOff, false)
 			r.reads |= a.reads
+			r.addLists(a)
 			r.vmReads |= a.reads
 			if a.stage > r.stage {
 				r.stage, r.stageWhy = a.stage, a.why

@@ -40,10 +40,18 @@ rules:
   - name: too-much
     when: score >= 5
     action: reject
+  - name: listed
+    when: '"bl.example" in dnsbl && helo == "listed.example"'
+    action: reject
   - name: drop-unnamed
     when: 'ptr == "" && helo == "drop.example"'
     action: discard
 tests:
+  - name: a list that failed does not weaken a rule on another list
+    helo: listed.example
+    dnsbl: {bl.example: [127.0.0.2]}
+    dnsbl_errors: {other.example: timed out}
+    expect: {action: reject, stage: helo, code: 550, rules: [listed]}
   - name: nor is a message dropped on a fact a DNS failure hid
     helo: drop.example
     iprev: temperror
@@ -88,7 +96,7 @@ func TestUnknownFactsNeverBounce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 9 {
+	if len(results) != 10 {
 		t.Fatalf("ran %d tests", len(results))
 	}
 	for _, r := range results {

@@ -258,18 +258,21 @@ func appendCopy(old, more []string) []string {
 	return append(old[:len(old):len(old)], more...)
 }
 
-// unknownText says which of the variables in read f leaves unknown
+// unknownText says which of the variables r reads f leaves unknown
 // because a check had a temporary error, and why: "fcrdns, ptr (iprev
 // temperror)"; "" when it knows them all.
-func unknownText(read uint64, f *policy.Facts) string {
+func unknownText(r *rule, f *policy.Facts) string {
 	var parts, names []string
 	last := ""
 	for id := 0; id < numVars; id++ {
 		v := &variables[id]
-		if read&(1<<id) == 0 || v.unknown == nil {
+		if r.reads&(1<<id) == 0 || v.unknown == nil {
 			continue
 		}
 		c := v.unknown(f)
+		if c != "" && dnsListVars&(1<<id) != 0 {
+			c = r.failedLists(f) // only the lists the rule reads count
+		}
 		if c == "" {
 			continue
 		}
