@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/spf"
 	"github.com/mailward/mailward/policy"
 )
@@ -116,6 +117,8 @@ func TestMetrics(t *testing.T) {
 	m.Transaction("milter", policy.Verdict{Action: policy.Reject}, f, []policy.Match{{Rule: "bad-sender"}, {Rule: "watch", Monitor: true}}, 5*time.Millisecond)
 	m.Reload(nil)
 	m.Reload(errors.New("broken"))
+	m.Greylist("milter", "greylisted", "new")
+	m.Transaction("milter", policy.Verdict{Action: policy.Accept}, &policy.Facts{DNSBL: []dnsbl.Result{{Zone: "zen.test", Codes: []string{"127.0.0.2"}}}}, nil, time.Millisecond)
 	base := startAdmin(t, Config{}, m, Hooks{})
 	code, body := do(t, "GET", base+"/metrics")
 	if code != 200 {
@@ -126,8 +129,10 @@ func TestMetrics(t *testing.T) {
 		`mailward_stage_verdicts_total{action="reject",front="milter",stage="rcpt"} 1`,
 		`mailward_rule_matches_total{mode="enforce",rule="bad-sender"} 1`,
 		`mailward_rule_matches_total{mode="monitor",rule="watch"} 1`,
-		`mailward_check_results_total{check="spf",result="fail"} 1`,
+		`mailward_check_results_total{check="spf",result="fail",zone=""} 1`,
 		`mailward_reloads_total{result="success"} 1`,
+		`mailward_greylist_total{front="milter",outcome="greylisted",reason="new"} 1`,
+		`mailward_check_results_total{check="dnsbl",result="listed",zone="zen.test"} 1`,
 		`mailward_reloads_total{result="failure"} 1`,
 		`mailward_test_open_connections{front="milter"} 3`,
 		`mailward_stage_duration_seconds_count{front="milter",stage="rcpt"} 1`,

@@ -25,6 +25,7 @@ type Metrics struct {
 	txLatency    *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
 	lastReload   prometheus.Gauge
+	greylist     *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric, plus the Go runtime and process ones.
@@ -42,8 +43,8 @@ func NewMetrics() *Metrics {
 			Name: "mailward_rule_matches_total", Help: "Rule matches, by rule name and mode (enforce or monitor).",
 		}, []string{"rule", "mode"}),
 		checkResults: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mailward_check_results_total", Help: "Check results, by check and result.",
-		}, []string{"check", "result"}),
+			Name: "mailward_check_results_total", Help: "Check results, by check, result and, for DNS lists, zone.",
+		}, []string{"check", "result", "zone"}),
 		signing: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailward_dkim_sign_total", Help: "Messages to DKIM sign, by outcome: signed, missing_key, not_in_table, no_from, error.",
 		}, []string{"outcome"}),
@@ -61,9 +62,12 @@ func NewMetrics() *Metrics {
 		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mailward_last_good_reload_timestamp_seconds", Help: "When the running config and rules were loaded.",
 		}),
+		greylist: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_greylist_total", Help: "Greylisting decisions, by front, outcome (greylisted, passed, skipped) and reason.",
+		}, []string{"front", "outcome", "reason"}),
 	}
 	r.MustRegister(m.transactions, m.verdicts, m.ruleMatches, m.checkResults, m.signing, m.stageLatency, m.txLatency,
-		m.reloads, m.lastReload, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.reloads, m.lastReload, m.greylist, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.lastReload.SetToCurrentTime()
 	return m
 }
@@ -89,19 +93,19 @@ func (m *Metrics) Transaction(front string, v policy.Verdict, f *policy.Facts, m
 		m.signing.WithLabelValues(f.Signing).Inc()
 	}
 	if f.IPRev != nil {
-		m.checkResults.WithLabelValues("iprev", f.IPRev.Result).Inc()
+		m.checkResults.WithLabelValues("iprev", f.IPRev.Result, "").Inc()
 	}
 	if f.SPF != nil {
-		m.checkResults.WithLabelValues("spf", f.SPF.Result).Inc()
+		m.checkResults.WithLabelValues("spf", f.SPF.Result, "").Inc()
 	}
 	if f.SPFHelo != nil {
-		m.checkResults.WithLabelValues("spf_helo", f.SPFHelo.Result).Inc()
+		m.checkResults.WithLabelValues("spf_helo", f.SPFHelo.Result, "").Inc()
 	}
 	for _, r := range f.DKIM {
-		m.checkResults.WithLabelValues("dkim", r.Result).Inc()
+		m.checkResults.WithLabelValues("dkim", r.Result, "").Inc()
 	}
 	if f.DMARC != nil {
-		m.checkResults.WithLabelValues("dmarc", f.DMARC.Result).Inc()
+		m.checkResults.WithLabelValues("dmarc", f.DMARC.Result, "").Inc()
 	}
 	for _, r := range f.DNSBL {
 		res := "clean"
@@ -111,7 +115,48 @@ func (m *Metrics) Transaction(front string, v policy.Verdict, f *policy.Facts, m
 		case len(r.Codes) > 0:
 			res = "listed"
 		}
-		m.checkResults.WithLabelValues("dnsbl:"+r.Zone, res).Inc()
+		m.checkResults.WithLabelValues("dnsbl", res, r.Zone).Inc()
+	}
+}
+
+// Greylist implements policy.GreylistObserver.
+func (m *Metrics) Greylist(front, outcome, reason string) {
+	m.greylist.WithLabelValues(front, outcome, reason).Inc()
+}
+
+// BuildInfo registers mailward_build_info, 1 with the build as labels.
+func (m *Metrics) BuildInfo(version, revision, goVersion string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mailward_build_info", Help: "The running build: version, VCS revision and Go version, as labels.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	m.Registry.MustRegister(g)
+}
+
+// CounterVecFunc registers counters read at scrape time, one series per
+// value of label, e.g. run-time errors by rule. A value that goes away
+// (a rule removed by a reload) drops its series.
+func (m *Metrics) CounterVecFunc(name, help, label string, fn func() map[string]float64) {
+	m.Registry.MustRegister(&vecFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.CounterValue, fn: fn})
+}
+
+// GaugeVecFunc is CounterVecFunc for gauges.
+func (m *Metrics) GaugeVecFunc(name, help, label string, fn func() map[string]float64) {
+	m.Registry.MustRegister(&vecFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.GaugeValue, fn: fn})
+}
+
+type vecFunc struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	fn   func() map[string]float64
+}
+
+func (v *vecFunc) Describe(ch chan<- *prometheus.Desc) { ch <- v.desc }
+
+func (v *vecFunc) Collect(ch chan<- prometheus.Metric) {
+	for label, val := range v.fn() {
+		ch <- prometheus.MustNewConstMetric(v.desc, v.kind, val, label)
 	}
 }
 

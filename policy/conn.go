@@ -27,6 +27,9 @@ type Conn struct {
 	facts   Facts
 	matches []Match
 	outcome []RcptOutcome
+	// refused is the last refusal of a recipient, for the log line of a
+	// message whose every recipient was refused.
+	refused Verdict
 
 	// connFinal holds a final verdict given at connect or HELO: it answers
 	// every later stage of the connection.
@@ -161,6 +164,7 @@ func (c *Conn) Rcpt(ctx context.Context, rcpt string) Verdict {
 	switch v.Action {
 	case Reject, Tempfail:
 		c.outcome = append(c.outcome, RcptOutcome{Rcpt: c.facts.Rcpt, Action: v.Action, Code: v.Code})
+		c.refused = v
 		return v
 	}
 	c.facts.Rcpts = append(c.facts.Rcpts, c.facts.Rcpt)
@@ -390,7 +394,13 @@ func scoreValue(score float64, matches []Match) string {
 // Abort forgets the current message; the connection goes on.
 func (c *Conn) Abort() {
 	if c.inMessage && c.msgFinal == nil {
-		c.logTransaction(Verdict{Action: Continue, Reason: "aborted by client or MTA"})
+		if len(c.facts.Rcpts) == 0 && c.refused.Action != Continue {
+			// Every recipient was refused (greylisted, say) and the client
+			// left: that refusal is what happened to the message.
+			c.logTransaction(c.refused.WithDefaults())
+		} else {
+			c.logTransaction(Verdict{Action: Continue, Reason: "aborted by client or MTA"})
+		}
 	}
 	c.resetMessage()
 }
@@ -450,6 +460,7 @@ func (c *Conn) resetMessage() {
 		}
 	}
 	c.outcome = nil
+	c.refused = Verdict{}
 	c.msgFinal = nil
 	c.headerBlock = c.headerBlock[:0]
 	c.pendingHeaders = append([]HeaderEdit(nil), c.connHeaders...)

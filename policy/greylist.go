@@ -32,6 +32,8 @@ func (c *Conn) applyGreylist(ctx context.Context, st Stage, v Verdict) Verdict {
 		return v
 	}
 	if c.dmarcAllowed(ctx, g) {
+		c.greylisted("skipped", "dmarc_pass")
+		v.Reason = "greylisting skipped: the client's network delivered a DMARC pass"
 		return v
 	}
 	rcpts := c.facts.Rcpts
@@ -44,6 +46,8 @@ func (c *Conn) applyGreylist(ctx context.Context, st Stage, v Verdict) Verdict {
 		d, err := g.Check(ctx, c.facts.IP, c.facts.MailFrom, r)
 		if err != nil {
 			c.e.log.Warn("greylisting skipped", "err", err.Error(), "queue_id", c.facts.QueueID)
+			c.greylisted("skipped", "cache_error")
+			v.Reason = "greylisting skipped: the cache did not answer"
 			return v
 		}
 		if !d.Pass && d.RetryAfter >= wait {
@@ -54,8 +58,10 @@ func (c *Conn) applyGreylist(ctx context.Context, st Stage, v Verdict) Verdict {
 		}
 	}
 	if wait == 0 {
+		c.greylisted("passed", "")
 		return v
 	}
+	c.greylisted("greylisted", string(why))
 	secs := cache.Decision{RetryAfter: wait}.RetrySeconds()
 	return Verdict{
 		Action: Tempfail, Code: 451, Enhanced: "4.7.1", Stage: st, Rule: v.Rule,
@@ -101,5 +107,18 @@ func (c *Conn) recordDMARCPass(ctx context.Context) {
 	}
 	if err := c.snap.cache.Set(ctx, dmarcPassKey(network), []byte("1"), time.Duration(g.Config().Expiry)); err != nil {
 		c.e.log.Debug("not recording a DMARC pass for greylisting", "network", network, "err", err.Error())
+	}
+}
+
+// GreylistObserver is an Observer that also counts greylisting
+// outcomes: greylisted (reason new or early), passed, or skipped (reason
+// dmarc_pass or cache_error).
+type GreylistObserver interface {
+	Greylist(front, outcome, reason string)
+}
+
+func (c *Conn) greylisted(outcome, reason string) {
+	if o, ok := c.e.obs.(GreylistObserver); ok {
+		o.Greylist(c.info.Front, outcome, reason)
 	}
 }

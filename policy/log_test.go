@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailward/mailward/cache"
 )
 
 // TestTransactionLineParses: the JSON transaction line needs no parsing
@@ -57,5 +60,54 @@ func TestTransactionLineParses(t *testing.T) {
 		if _, ok := raw[gone]; ok {
 			t.Errorf("the line still has %q: %v", gone, raw)
 		}
+	}
+}
+
+type greyCounts struct{ seen []string }
+
+func (g *greyCounts) Stage(string, Stage, Verdict, time.Duration) {}
+func (g *greyCounts) Transaction(front string, v Verdict, _ *Facts, _ []Match, _ time.Duration) {
+	g.seen = append(g.seen, "transaction "+v.Action.String())
+}
+func (g *greyCounts) Greylist(front, outcome, reason string) {
+	g.seen = append(g.seen, "greylist "+outcome+" "+reason)
+}
+
+// TestGreylistedClientThatQuits: a message whose every recipient was
+// greylisted, from a client that then leaves, is logged and counted as
+// the 451 it got, not as an aborted "continue" at connect.
+func TestGreylistedClientThatQuits(t *testing.T) {
+	var buf bytes.Buffer
+	e := NewEngine(Settings{Hostname: "mx.test"}, nil, RulesFunc(func(_ context.Context, st Stage, f *Facts, ms *[]Match) Verdict {
+		if st == StageRcpt {
+			return Verdict{Greylist: true, Rule: "grey"}
+		}
+		return Verdict{}
+	}), slog.New(slog.NewJSONHandler(&buf, nil)))
+	mem := cache.NewMemory(cache.Config{}, cache.Options{})
+	defer mem.Close()
+	g, err := cache.NewGreylist(mem, cache.GreylistConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetCache(mem, g)
+	obs := &greyCounts{}
+	e.Observe(obs)
+	c, _ := e.Connect(ctx, ConnInfo{IP: netip.MustParseAddr("192.0.2.1"), Front: "milter"})
+	c.Helo(ctx, "h.example")
+	c.Mail(ctx, "a@b.example", MailInfo{})
+	if v := c.Rcpt(ctx, "x@y.example"); v.Action != Tempfail || v.Code != 451 {
+		t.Fatalf("rcpt: %+v; want a 451", v)
+	}
+	c.Close()
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v\n%s", err, buf.String())
+	}
+	if line["verdict"] != "tempfail" || line["stage"] != "rcpt" || line["code"] != 451.0 || !strings.Contains(line["reason"].(string), "greylisted (new)") {
+		t.Errorf("log line: %s", buf.String())
+	}
+	if got := strings.Join(obs.seen, ", "); got != "greylist greylisted new, transaction tempfail" {
+		t.Errorf("observed %s", got)
 	}
 }

@@ -33,10 +33,22 @@ const RateLimitName = "ratelimit"
 // When the cache cannot be used the function is false (no limit) and the
 // failure is logged, at most once a minute, with a count: mail keeps flowing.
 func RateLimitFunc(c cache.Cache, log *slog.Logger) Func {
+	return CountedRateLimitFunc(c, log, &RateLimitCounts{})
+}
+
+// RateLimitCounts count what ratelimit() calls came to: under the limit,
+// over it, or not applied because the cache could not answer.
+type RateLimitCounts struct {
+	Allowed, Limited, Unavailable atomic.Uint64
+}
+
+// CountedRateLimitFunc is RateLimitFunc counting its outcomes in counts,
+// for metrics.
+func CountedRateLimitFunc(c cache.Cache, log *slog.Logger, counts *RateLimitCounts) Func {
 	if log == nil {
 		log = slog.Default()
 	}
-	var skipped atomic.Uint64
+	skipped := &counts.Unavailable
 	var lastLog atomic.Int64
 	return Func{
 		Name:  RateLimitName,
@@ -65,7 +77,10 @@ func RateLimitFunc(c cache.Cache, log *slog.Logger) Func {
 				}
 				return false, nil
 			}
-			if !allowed {
+			if allowed {
+				counts.Allowed.Add(1)
+			} else {
+				counts.Limited.Add(1)
 				if t, ok := ctx.Value(tripKey{}).(*trip); ok {
 					t.what = fmt.Sprintf("rate limit %s over %d per %s", key, limit, ws)
 				}

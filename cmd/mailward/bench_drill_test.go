@@ -617,8 +617,8 @@ log:
 	if a.tempfails() != 0 {
 		t.Errorf("tempfails after failover: %s", a)
 	}
-	if b := metric("mailward_cache_breaker_state"); b != 0 {
-		t.Errorf("breaker state %v after failover; want 0 (closed)", b)
+	if b := metric(`mailward_cache_breaker_state{state="closed"}`); b != 1 {
+		t.Errorf("breaker closed = %v after failover; want 1", b)
 	}
 	// Once the load is gone, goroutines and Redis connections settle.
 	var after float64

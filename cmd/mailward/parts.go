@@ -25,6 +25,8 @@ type parts struct {
 	closers []func()
 	// dnsStats reads the resolver's cache, for metrics.
 	dnsStats func() resolver.CacheStats
+	// rateLimits counts the outcomes of ratelimit() in these rules.
+	rateLimits rules.RateLimitCounts
 	// health checks shared dependencies, for /healthz: mail flows past
 	// them, so they are not part of readiness.
 	health []func(context.Context) string
@@ -130,7 +132,7 @@ func rebuildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Log
 	dm := dmarc.New(res, cfg.DMARC.Options)
 	p.rules = rules.NewHolder(cfg.rulesConfig(), rules.Options{
 		BaseDir: cfg.baseDir(), Logger: log, OrgDomain: orgDomain(dm), DomainZones: cfg.domainZones(),
-		Functions: []rules.Func{rules.RateLimitFunc(c, log)},
+		Functions: []rules.Func{rules.CountedRateLimitFunc(c, log, &p.rateLimits)},
 	})
 	if err := p.rules.Load(cfg.rulesConfig()); err != nil {
 		return nil, fmt.Errorf("loading rules:\n%w", err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 
@@ -116,8 +117,10 @@ type daemon struct {
 	// list file changed on disk.
 	ruleChanges chan ruleChange
 	stopWatch   func()
-	smtp        *smtpproxy.Server
-	journal     journalState
+	// live is parts for the metrics, read at scrape time.
+	live    atomic.Pointer[parts]
+	smtp    *smtpproxy.Server
+	journal journalState
 }
 
 type ruleChange struct {
@@ -167,6 +170,8 @@ func (d *daemon) run() error {
 	d.engine.Observe(d.metrics)
 	d.setCache(d.cache)
 	d.cacheMetrics()
+	d.live.Store(d.parts)
+	d.partsMetrics()
 	d.dnsMetrics()
 	defer func() { d.cache.Close() }()
 	if err := d.journal.apply(d.cfg.journal(), d.engine, d.log); err != nil {
@@ -294,8 +299,35 @@ func (d *daemon) cacheMetrics() {
 		d.metrics.CounterFunc("mailward_cache_operations_total", "Cache look-ups and failures, by outcome.", prometheus.Labels{"outcome": name},
 			func() float64 { return float64(fn(stat())) })
 	}
-	d.metrics.GaugeFunc("mailward_cache_breaker_state", "Redis circuit breaker: 0 closed, 1 open, 2 half-open.", nil,
-		func() float64 { return float64(stat().Breaker) })
+	for name, st := range map[string]cache.BreakerState{"closed": cache.BreakerClosed, "open": cache.BreakerOpen, "half_open": cache.BreakerHalfOpen} {
+		d.metrics.GaugeFunc("mailward_cache_breaker_state", "Redis circuit breaker: 1 for the state it is in.", prometheus.Labels{"state": name},
+			func() float64 {
+				if stat().Breaker == st {
+					return 1
+				}
+				return 0
+			})
+	}
+}
+
+// partsMetrics exposes the build and what the running rules count:
+// run-time errors by rule and the outcomes of ratelimit().
+func (d *daemon) partsMetrics() {
+	v, c := buildVersion()
+	d.metrics.BuildInfo(v, c, runtime.Version())
+	d.metrics.CounterVecFunc("mailward_rule_errors_total", "Rule evaluations that failed at run time, by rule (since the rules were loaded).", "rule",
+		func() map[string]float64 {
+			out := map[string]float64{}
+			for _, r := range d.live.Load().rules.Current().Rules() {
+				out[r.Name] = float64(r.Errors)
+			}
+			return out
+		})
+	d.metrics.CounterVecFunc("mailward_ratelimit_total", "ratelimit() calls in rules, by outcome (since the rules were loaded).", "outcome",
+		func() map[string]float64 {
+			rl := &d.live.Load().rateLimits
+			return map[string]float64{"allowed": float64(rl.Allowed.Load()), "limited": float64(rl.Limited.Load()), "unavailable": float64(rl.Unavailable.Load())}
+		})
 }
 
 // dnsMetrics exposes the DNS cache: its size against its byte budget,
@@ -381,6 +413,7 @@ func (d *daemon) reload() error {
 		old.Close()
 	}
 	d.cfg, d.parts = cfg, p
+	d.live.Store(p)
 	d.dnsStat.Store(&p.dnsStats)
 	if d.cfg.Policy.Listen != "" {
 		d.noteContentRules()

@@ -395,3 +395,35 @@ func TestServeNamesRulesThePolicyFrontSkips(t *testing.T) {
 		t.Errorf("wrong rules named:\n%s", out)
 	}
 }
+
+// TestMetricsOfRulesAndBuild: the build, ratelimit() outcomes, rule
+// run-time errors, greylisting and the breaker's state are all metrics.
+func TestMetricsOfRulesAndBuild(t *testing.T) {
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	writeFile(t, dir, "r.yaml", `rules:
+  - name: per-client
+    when: ratelimit("ip:" + ip, 100, "1h")
+    action: tempfail
+  - name: fragile
+    when: int(header("X-Count")) > 3
+    action: reject
+`)
+	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, addr)+"admin:\n  listen: "+adminAddr+"\nrules:\n  files: [r.yaml]\n")
+	startProc(t, cfg, addr)
+	waitHTTP(t, "http://"+adminAddr+"/healthz")
+	sendOne(t, addr)
+	_, body := httpDo(t, "GET", "http://"+adminAddr+"/metrics")
+	for _, want := range []string{
+		`mailward_build_info{goversion="go`,
+		`mailward_ratelimit_total{outcome="allowed"} 1`,
+		`mailward_rule_errors_total{rule="fragile"} 1`,
+		`mailward_cache_breaker_state{state="closed"} 1`,
+		`mailward_cache_breaker_state{state="open"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -38,12 +38,30 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// versionLine describes the build: -ldflags values first, then the module
-// version (set by go install …@version) and the VCS settings.
+// buildVersion is the version and commit versionLine gives.
+func buildVersion() (string, string) {
+	bi, _ := debug.ReadBuildInfo()
+	v, c, _, _ := describeBuild(bi)
+	return v, c
+}
+
+// versionLine describes the build.
 func versionLine(bi *debug.BuildInfo) string {
-	v, c := version, commit
-	var when string
-	modified := false
+	v, c, when, modified := describeBuild(bi)
+	out := fmt.Sprintf("mailward %s (commit %s", v, c)
+	if when != "" {
+		out += " of " + when
+	}
+	if modified {
+		out += ", modified"
+	}
+	return out + fmt.Sprintf(", %s %s/%s)", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// describeBuild reads -ldflags values first, then the module version (set
+// by go install …@version) and the VCS settings go build records.
+func describeBuild(bi *debug.BuildInfo) (v, c, when string, modified bool) {
+	v, c = version, commit
 	if bi != nil {
 		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
@@ -67,12 +85,5 @@ func versionLine(bi *debug.BuildInfo) string {
 	if c == "" {
 		c = "unknown"
 	}
-	out := fmt.Sprintf("mailward %s (commit %s", v, c)
-	if when != "" {
-		out += " of " + when
-	}
-	if modified {
-		out += ", modified"
-	}
-	return out + fmt.Sprintf(", %s %s/%s)", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return v, c, when, modified
 }
