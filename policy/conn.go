@@ -204,6 +204,9 @@ func (c *Conn) HeaderField(name, raw string) {
 // EndOfHeaders gives the data-stage verdict.
 func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 	if v, done := c.decided(); done {
+		if v.Action == Accept {
+			c.startSigning() // accepted early, but signed all the same
+		}
 		return v
 	}
 	c.facts.Rcpt = ""
@@ -242,6 +245,7 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 			// ours is still added.
 			v.Headers = slices.Concat(c.pendingHeaders, v.Headers, c.finalHeaders())
 			v.Remove = ForgedAuthResults(c.facts.Headers, c.snap.settings.Hostname)
+			v = c.signMessage(v)
 		}
 		return v
 	}

@@ -206,3 +206,38 @@ func TestSignMissingKey(t *testing.T) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// A message accepted early (an allowlist rule at connect or RCPT) is
+// still signed, over its header as delivered.
+func TestSignAfterEarlyAccept(t *testing.T) {
+	for _, st := range []Stage{StageConnect, StageRcpt, StageData} {
+		accept := RulesFunc(func(_ context.Context, s Stage, f *Facts, _ *[]Match) Verdict {
+			if s == st {
+				return Verdict{Action: Accept, Rule: "allow-internal"}
+			}
+			return Verdict{}
+		})
+		r := newSignRig(t, signing.Config{}, accept, "")
+		// As the milter and SMTP proxy fronts do: the message still comes.
+		ctx := context.Background()
+		c, _ := r.engine.Connect(ctx, ConnInfo{IP: netip.MustParseAddr("10.0.0.1"), Front: "test"})
+		c.Helo(ctx, "client.example")
+		c.Mail(ctx, "alice@sender.example", MailInfo{})
+		c.Rcpt(ctx, "bob@rcpt.example")
+		h, _ := ReadHeader(bufioReader(signedHeader))
+		for _, f := range h {
+			c.HeaderField(f.Name, f.Value)
+		}
+		c.EndOfHeaders(ctx)
+		c.Body([]byte("Grüße.\r\n\r\n"))
+		v := c.EndOfMessage(ctx)
+		c.Close()
+		if v.Action != Accept || signatures(v) != 1 {
+			t.Errorf("accepted at %s: %+v", st, v)
+			continue
+		}
+		if !r.verify(t, delivered(v)) {
+			t.Errorf("accepted at %s: the signature does not verify", st)
+		}
+	}
+}
