@@ -107,13 +107,15 @@ func (m *Message) signOne(k *Key, header []Field, names []string, bh string, now
 		canonHeader = simpleHeader
 	}
 	// Fields of one name are signed from the bottom up (RFC 6376 5.4.2).
-	used := map[string]int{}
-	for _, name := range names {
-		lname := strings.ToLower(name)
-		if f, ok := nthFromBottom(header, lname, used[lname]); ok {
+	// names holds each name's repeats together, so a run count does.
+	for i, name := range names {
+		n := 0
+		for j := i - 1; j >= 0 && names[j] == name; j-- {
+			n++
+		}
+		if f, ok := nthFromBottom(header, name, n); ok {
 			hh.Write([]byte(canonHeader(f.Name, f.Raw)))
 		}
-		used[lname]++
 	}
 	sigField := canonHeader("DKIM-Signature", " "+unsigned)
 	hh.Write([]byte(strings.TrimSuffix(sigField, "\r\n")))
@@ -132,9 +134,9 @@ func (m *Message) signOne(k *Key, header []Field, names []string, bh string, now
 	return unsigned + foldBase64(base64.StdEncoding.EncodeToString(sig)), nil
 }
 
-func nthFromBottom(header []Field, lname string, n int) (Field, bool) {
+func nthFromBottom(header []Field, name string, n int) (Field, bool) {
 	for i := len(header) - 1; i >= 0; i-- {
-		if strings.ToLower(header[i].Name) == lname {
+		if strings.EqualFold(header[i].Name, name) {
 			if n == 0 {
 				return header[i], true
 			}
@@ -237,7 +239,7 @@ type bodyHasher struct {
 }
 
 func (b *bodyHasher) reset(relaxed bool) {
-	*b = bodyHasher{h: sha256.New(), relaxed: relaxed, buf: make([]byte, 0, 4096)}
+	*b = bodyHasher{h: sha256.New(), relaxed: relaxed, buf: make([]byte, 0, 512)}
 }
 
 func (b *bodyHasher) emit(c byte) {
@@ -264,14 +266,16 @@ func (b *bodyHasher) content(run []byte) {
 		b.space = false
 	}
 	b.any = true
-	for len(run) > 0 {
-		n := copy(b.buf[len(b.buf):cap(b.buf)], run)
-		b.buf = b.buf[:len(b.buf)+n]
-		run = run[n:]
-		if len(b.buf) == cap(b.buf) {
-			b.flush()
-		}
+	if len(run) >= 64 {
+		// Long runs go to the hash as they are, without a copy.
+		b.flush()
+		b.h.Write(run)
+		return
 	}
+	if len(b.buf)+len(run) > cap(b.buf) {
+		b.flush()
+	}
+	b.buf = append(b.buf, run...)
 }
 
 var crByte = []byte{'\r'}

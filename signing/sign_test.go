@@ -294,3 +294,15 @@ func BenchmarkSign(b *testing.B) {
 		})
 	}
 }
+
+// A name listed twice in signing.headers is signed as if listed once.
+func TestHeadersListedTwice(t *testing.T) {
+	r := newRig(t, Config{Headers: []string{"From", "Subject", "from", "X-Unsigned"}}, "ed1")
+	msg := r.sign(t, sampleHeader, "Hi.\r\n", 0)
+	if !strings.Contains(msg, "h=From:From:Subject:Subject:X-Unsigned:") {
+		t.Fatalf("h= not as listed once:\n%s", msg)
+	}
+	if r.verify(t, msg) != 1 {
+		t.Fatalf("does not verify:\n%s", msg)
+	}
+}

@@ -141,7 +141,12 @@ func Load(cfg Config, baseDir string, prev *Table, log *slog.Logger) (*Table, er
 		p, _ := parseNetwork(n)
 		t.internal = append(t.internal, p)
 	}
-	t.headers = cfg.Headers
+	// Each name once: Message.Sign counts a name's repeats in h= as a run.
+	for _, h := range cfg.Headers {
+		if !containsFold(t.headers, h) {
+			t.headers = append(t.headers, h)
+		}
+	}
 	if len(t.headers) == 0 {
 		t.headers = DefaultHeaders
 	}

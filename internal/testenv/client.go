@@ -3,11 +3,13 @@ package testenv
 import (
 	"bytes"
 	"crypto"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-smtp"
 )
 
 // Swaks sends one message with swaks to addr, as a real SMTP client would,
@@ -35,4 +37,35 @@ func SignDKIM(t testing.TB, msg, domain, selector string, key crypto.Signer) str
 		t.Fatalf("signing test message: %v", err)
 	}
 	return out.String()
+}
+
+// Send8BitMIME sends msg (CRLF line ends) to addr with MAIL FROM's
+// BODY=8BITMIME, as a client sending 8-bit text does.
+func Send8BitMIME(t testing.TB, addr, from, to, msg string) {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(from, &smtp.MailOptions{Body: smtp.Body8BitMIME}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("sending message: %v", err)
+	}
+	c.Quit()
 }

@@ -34,6 +34,19 @@ func DKIMZone(records map[string]string) string {
 	return b.String()
 }
 
+// VerifyIndependent verifies msg with dkimpy and with opendkim-testmsg,
+// two implementations that share no code with mailward's: want
+// signatures must verify.
+func VerifyIndependent(t testing.TB, msg []byte, records map[string]string, want int) {
+	t.Helper()
+	if n := VerifyDKIMPy(t, msg, records); n != want {
+		t.Errorf("dkimpy verified %d signatures, want %d:\n%s", n, want, msg)
+	}
+	if err := VerifyOpenDKIM(t, msg, records); err != nil {
+		t.Error(err)
+	}
+}
+
 // VerifyDKIMPy verifies every DKIM-Signature of msg with dkimpy (Debian
 // python3-dkim; python3-nacl for Ed25519), records serving as DNS, and
 // returns how many verified.
