@@ -49,7 +49,8 @@ func (v *Verifier) judge(i int, st *sigState, waitErr error, sums map[*bodyHashe
 	case waitErr != nil:
 		return "temperror", "verification did not finish: " + waitErr.Error()
 	case !st.looked:
-		return "temperror", "verification did not finish: " + v.ctx.Err().Error()
+		// start stopped before this signature: the context had ended.
+		return "temperror", fmt.Sprintf("verification did not finish: %v", v.ctx.Err())
 	}
 	key, result, reason := v.key(st)
 	if key == nil {
