@@ -144,8 +144,10 @@ wait_port "127.0.0.1:$dns_port" 10
 # on PORT, the corpus's config otherwise (bare: every check and rule off).
 serve_mailward() {
 	local name=$1 port=$2
+	# Beside gen's config: paths in it are relative to its directory.
+	local cfg=$corpus/bench-$name.yaml
 	if [ "${3:-}" = bare ]; then
-		cat >"$work/$name.yaml" <<EOF
+		cat >"$cfg" <<EOF
 hostname: mx.bench.test
 milter:
   listen: inet:127.0.0.1:$port
@@ -163,9 +165,9 @@ EOF
 	else
 		# gen's config with the SMTP and policy fronts left out.
 		awk '/^[a-z]/ {skip = ($1 == "smtp:" || $1 == "policy:")} /^#/ {next} !skip' "$corpus/mailward.yaml" |
-			sed -E "s/listen: inet:127\.0\.0\.1:[0-9]+/listen: inet:127.0.0.1:$port/" >"$work/$name.yaml"
+			sed -E "s/listen: inet:127\.0\.0\.1:[0-9]+/listen: inet:127.0.0.1:$port/" >"$cfg"
 	fi
-	"$work/mailward" serve --config "$work/$name.yaml" 2>"$work/$name.log" &
+	"$work/mailward" serve --config "$cfg" 2>"$work/$name.log" &
 	pids+=($!)
 	eval "pid_$name=$!"
 	wait_port "127.0.0.1:$port" 20
