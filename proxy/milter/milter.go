@@ -66,11 +66,9 @@ type Server struct {
 	// nothing but an ACK of ours lets Nagle's algorithm on its side go on.
 	unanswered func(c net.Conn, cmd byte, proto uint32)
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[net.Conn]struct{}
-	closing  bool
-	sessions sync.WaitGroup
+	// conns' context ends when Shutdown gives up waiting: checks in
+	// flight stop.
+	conns proxy.Conns[net.Conn]
 	// wires keeps the buffers of finished connections for new ones.
 	wires sync.Pool
 }
@@ -83,49 +81,30 @@ func New(engine *policy.Engine, readTimeout time.Duration, log *slog.Logger) *Se
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{engine: engine, log: log, readTimeout: readTimeout, conns: map[net.Conn]struct{}{}}
+	return &Server{engine: engine, log: log, readTimeout: readTimeout}
 }
 
-// errServerClosed is returned by Serve after Shutdown.
-var errServerClosed = errors.New("milter server closed")
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("milter server closed")
 
-// Serve accepts MTA connections on ln until Shutdown.
+// Serve accepts MTA connections on ln until Shutdown. Serve may run on
+// several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		ln.Close()
-		return errServerClosed
+	if err := s.conns.Listen(ln); err != nil {
+		return ErrServerClosed
 	}
-	s.ln = ln
-	s.mu.Unlock()
-	closing := func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.closing
-	}
-	return proxy.Serve(ln, "milter", closing, s.log, s.serveConn)
+	return proxy.Serve(ln, "milter", s.conns.Closing, s.log, s.serveConn)
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if err := s.conns.Add(c, 0); err != nil {
 		c.Close()
 		return
 	}
-	s.conns[c] = struct{}{}
-	s.sessions.Add(1)
-	s.mu.Unlock()
 
 	go func() {
-		defer s.sessions.Done()
-		defer func() {
-			c.Close()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+		defer s.conns.Done(c)
+		defer c.Close()
 		w, ok := s.wires.Get().(*wire)
 		if ok {
 			w.reset(c)
@@ -136,7 +115,7 @@ func (s *Server) serveConn(c net.Conn) {
 			w.reset(nil)
 			s.wires.Put(w)
 		}()
-		ss := &session{srv: s, w: w, ctx: context.Background()}
+		ss := &session{srv: s, w: w, ctx: s.conns.Context()}
 		defer func() {
 			// One broken conversation must not take the others down; the
 			// MTA applies its milter_default_action to this one.
@@ -156,29 +135,12 @@ func (s *Server) serveConn(c net.Conn) {
 }
 
 // Shutdown stops accepting connections, lets the open ones finish until
-// ctx ends, then closes them.
+// ctx ends, then stops their checks and closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	if s.ln != nil {
-		s.ln.Close()
+	if n := s.conns.Shutdown(ctx, nil, func(c net.Conn) { c.Close() }); n > 0 {
+		return fmt.Errorf("closed %d milter connections still open at shutdown", n)
 	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.sessions.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	n := len(s.conns)
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	<-done
-	return fmt.Errorf("closed %d milter connections still open at shutdown", n)
+	return nil
 }
 
 // replyText formats an SMTP reply for SMFIR_REPLYCODE: one line, and '%'

@@ -90,29 +90,29 @@ func (s *session) run() error {
 
 func (s *session) handle(cmd byte, data []byte) error {
 	switch cmd {
-	case 'O':
+	case cmdOptNeg:
 		return s.negotiate(data)
-	case 'D':
+	case cmdMacro:
 		s.macro(data)
 		return nil
-	case 'C':
+	case cmdConnect:
 		return s.connect(data)
-	case 'Q':
+	case cmdQuit:
 		return errQuit
-	case 'K':
+	case cmdQuitNewConn:
 		// Quit, but the MTA will use this connection for a new SMTP session.
 		s.endConn()
 		s.macros = nil
 		return nil
-	case 'A':
+	case cmdAbort:
 		if s.conn != nil {
 			s.conn.Abort()
 		}
 		s.w.release()
 		return nil
-	case 'T', 'U':
+	case cmdData, cmdUnknown:
 		// DATA and unknown commands, if the MTA sends them anyway.
-		s.w.put('c')
+		s.w.put(replyContinue)
 		return nil
 	}
 	c := s.conn
@@ -120,10 +120,10 @@ func (s *session) handle(cmd byte, data []byte) error {
 		return fmt.Errorf("milter command %q before connect", cmd)
 	}
 	switch cmd {
-	case 'H':
+	case cmdHelo:
 		name, _ := cstring(data)
 		s.verdict(c.Helo(s.ctx, name))
-	case 'M':
+	case cmdMail:
 		args := cstrings(data)
 		if len(args) == 0 {
 			return errors.New("malformed MAIL command")
@@ -136,13 +136,13 @@ func (s *session) handle(cmd byte, data []byte) error {
 			QueueID:    mac["i"],
 		}
 		s.verdict(c.Mail(s.ctx, strings.Trim(args[0], "<>"), info))
-	case 'R':
+	case cmdRcpt:
 		args := cstrings(data)
 		if len(args) == 0 {
 			return errors.New("malformed RCPT command")
 		}
 		s.verdict(c.Rcpt(s.ctx, strings.Trim(args[0], "<>")))
-	case 'L':
+	case cmdHeader:
 		name, rest := cstring(data)
 		value, _ := cstring(rest)
 		if s.proto&optLeadingSpace != 0 {
@@ -151,18 +151,18 @@ func (s *session) handle(cmd byte, data []byte) error {
 			c.Header(name, value)
 		}
 		if s.proto&optNoReplyHeader == 0 {
-			s.w.put('c')
+			s.w.put(replyContinue)
 		}
-	case 'N':
+	case cmdEndOfHeaders:
 		s.verdict(c.EndOfHeaders(s.ctx))
-	case 'B':
+	case cmdBody:
 		if err := c.Body(data); err != nil {
 			s.srv.log.Warn("message body not checked", "queue_id", c.Facts().QueueID, "err", err)
 		}
 		if s.proto&optNoReplyBody == 0 {
-			s.w.put('c')
+			s.w.put(replyContinue)
 		}
-	case 'E':
+	case cmdEndOfMessage:
 		if len(data) > 0 {
 			// Sendmail may send the last body chunk with end of message.
 			if err := c.Body(data); err != nil {
@@ -204,7 +204,7 @@ func (s *session) negotiate(data []byte) error {
 	binary.BigEndian.PutUint32(b[:], version)
 	binary.BigEndian.PutUint32(b[4:], s.actions)
 	binary.BigEndian.PutUint32(b[8:], s.proto)
-	s.w.put('O', string(b[:]))
+	s.w.put(replyOptNeg, string(b[:]))
 	return nil
 }
 
@@ -281,10 +281,10 @@ func (s *session) endOfMessage(c *policy.Conn) {
 	}
 	switch v.Action {
 	case policy.Quarantine:
-		s.w.put('q', oneLine(v.Reason), nul)
-		s.w.put('a')
+		s.w.put(replyQuarantine, oneLine(v.Reason), nul)
+		s.w.put(replyAccept)
 	case policy.Accept:
-		s.w.put('a')
+		s.w.put(replyAccept)
 	default:
 		s.verdict(v)
 	}
@@ -323,9 +323,9 @@ func (s *session) edits(v policy.Verdict, have []policy.Header) {
 		}
 		if h.Prepend {
 			var idx [4]byte
-			s.w.put('i', string(idx[:]), h.Name, nul, value, nul)
+			s.w.put(replyInsertHeader, string(idx[:]), h.Name, nul, value, nul)
 		} else {
-			s.w.put('h', h.Name, nul, value, nul)
+			s.w.put(replyAddHeader, h.Name, nul, value, nul)
 		}
 	}
 }
@@ -334,7 +334,7 @@ func (s *session) edits(v policy.Verdict, have []policy.Header) {
 func (s *session) changeHeader(index int, name string) {
 	var idx [4]byte
 	binary.BigEndian.PutUint32(idx[:], uint32(index))
-	s.w.put('m', string(idx[:]), name, nul, nul)
+	s.w.put(replyChangeHeader, string(idx[:]), name, nul, nul)
 }
 
 // verdict queues the reply to a stage before end of message.
@@ -346,16 +346,16 @@ func (s *session) verdict(v policy.Verdict) {
 			// (or connection): forged Authentication-Results could no
 			// longer be removed, nor ours added. The engine answers the
 			// accept again at end of message, with its edits.
-			s.w.put('c')
+			s.w.put(replyContinue)
 			return
 		}
-		s.w.put('a')
+		s.w.put(replyAccept)
 	case policy.Discard:
-		s.w.put('d')
+		s.w.put(replyDiscard)
 	case policy.Reject, policy.Tempfail:
-		s.w.put('y', replyText(v.WithDefaults()), nul)
+		s.w.put(replyCode, replyText(v.WithDefaults()), nul)
 	default:
-		s.w.put('c')
+		s.w.put(replyContinue)
 	}
 }
 

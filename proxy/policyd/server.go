@@ -29,19 +29,14 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 
-	// ctx ends when Shutdown gives up waiting: checks in flight stop.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// conns' context ends when Shutdown gives up waiting: checks in
+	// flight stop.
+	conns    proxy.Conns[*connState]
+	sweeping sync.Once
 
-	mu       sync.Mutex
-	lns      map[net.Listener]struct{}
-	closing  bool
-	conns    map[net.Conn]*connState
-	live     map[*entry]struct{}
-	byKey    map[key]*entry
-	sessions sync.WaitGroup
-	sweeping bool
-	stop     chan struct{}
+	mu    sync.Mutex
+	live  map[*entry]struct{}
+	byKey map[key]*entry
 
 	connections atomic.Int64
 	requests    atomic.Int64
@@ -50,7 +45,10 @@ type Server struct {
 }
 
 // connState is what Shutdown needs to know of a connection.
-type connState struct{ busy bool }
+type connState struct {
+	c    net.Conn
+	busy atomic.Bool
+}
 
 // Stats are counts since the server started, for tests and metrics.
 type Stats struct {
@@ -66,26 +64,21 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		engine: engine,
 		cfg:    cfg.withDefaults(),
 		log:    log,
-		ctx:    ctx,
-		cancel: cancel,
-		lns:    map[net.Listener]struct{}{},
-		conns:  map[net.Conn]*connState{},
 		live:   map[*entry]struct{}{},
 		byKey:  map[key]*entry{},
-		stop:   make(chan struct{}),
 	}
 }
 
 // Stats returns the counters so far.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	n, open := int64(len(s.live)), int64(len(s.conns))
+	n := int64(len(s.live))
 	s.mu.Unlock()
+	open := int64(s.conns.Len())
 	return Stats{
 		Connections: s.connections.Load(),
 		Open:        open,
@@ -99,46 +92,27 @@ func (s *Server) Stats() Stats {
 // many requests, one at a time, as Postfix sends them. Serve may run on
 // several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		ln.Close()
+	if err := s.conns.Listen(ln); err != nil {
 		return ErrServerClosed
 	}
-	s.lns[ln] = struct{}{}
-	if !s.sweeping {
-		s.sweeping = true
-		go s.sweepEvery(sweepInterval(s.cfg.InstanceTTL))
-	}
-	s.mu.Unlock()
-	closing := func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.closing
-	}
-	return proxy.Serve(ln, "policy", closing, s.log, func(c net.Conn) {
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
+	s.sweeping.Do(func() {
+		s.conns.Go(func(ctx context.Context) { s.sweepEvery(ctx, sweepInterval(s.cfg.InstanceTTL)) })
+	})
+	return proxy.Serve(ln, "policy", s.conns.Closing, s.log, func(c net.Conn) {
+		st := &connState{c: c}
+		if err := s.conns.Add(st, 0); err != nil {
 			c.Close()
 			return
 		}
-		st := &connState{}
-		s.conns[c] = st
-		s.sessions.Add(1)
-		s.mu.Unlock()
 		s.connections.Add(1)
 		peer := c.RemoteAddr().String()
 		if peer == "" || peer == "@" {
 			peer = "unix:" + ln.Addr().String() // unix peers have no address of their own
 		}
 		go func() {
-			defer s.sessions.Done()
+			defer s.conns.Done(st)
 			s.serveStream(c, peer, st)
 			c.Close()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
 		}()
 	})
 }
@@ -147,35 +121,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // (Postfix reconnects for its next request); requests in flight finish
 // until ctx ends. Then every message state is dropped.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.closing {
-		s.closing = true
-		close(s.stop)
-	}
-	for ln := range s.lns {
-		ln.Close()
-	}
-	for c, st := range s.conns {
-		if !st.busy {
-			c.Close()
+	closeIdle := func(st *connState) {
+		if !st.busy.Load() {
+			st.c.Close()
 		}
 	}
-	s.mu.Unlock()
-
-	done := make(chan struct{})
-	go func() { s.sessions.Wait(); close(done) }()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.cancel()
-		s.mu.Lock()
-		n := len(s.conns)
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		<-done
+	if n := s.conns.Shutdown(ctx, closeIdle, func(st *connState) { st.c.Close() }); n > 0 {
 		err = fmt.Errorf("closed %d policy connections still busy at shutdown", n)
 	}
 	s.mu.Lock()
@@ -189,7 +141,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, e := range left {
 		e.close()
 	}
-	s.cancel()
 	return err
 }
 
@@ -276,12 +227,11 @@ func (s *Server) next(r *bufio.Reader, sess *session, peer string) (answer strin
 
 // setBusy marks a connection busy with a request or idle between
 // requests, so that Shutdown closes only idle ones. It reports false
-// once shutdown has begun.
+// once shutdown has begun: either this sees the shutdown or Shutdown
+// sees the connection idle.
 func (s *Server) setBusy(st *connState, busy bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st.busy = busy
-	return !s.closing
+	st.busy.Store(busy)
+	return !s.conns.Closing()
 }
 
 // handle answers one well-formed request.

@@ -1,6 +1,7 @@
 package policyd
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,12 +243,12 @@ func (s *Server) sweep(now time.Time) int {
 	return n
 }
 
-func (s *Server) sweepEvery(d time.Duration) {
+func (s *Server) sweepEvery(ctx context.Context, d time.Duration) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			s.sweep(now)
@@ -264,7 +265,7 @@ func sweepInterval(ttl time.Duration) time.Duration {
 // replaying what the request tells of earlier stages, and returns the
 // verdict at that stage. e is locked.
 func (s *Server) advance(e *entry, req *request, st policy.Stage) policy.Verdict {
-	ctx := s.ctx
+	ctx := s.conns.Context()
 	if e.conn == nil {
 		e.conn, e.connectV = s.engine.Connect(ctx, policy.ConnInfo{IP: req.ip, Name: req.name, Front: "policy", Macros: req.attrs})
 	} else {
@@ -345,9 +346,9 @@ func (s *Server) toData(e *entry, req *request) {
 		return
 	}
 	if len(m.rcpts) == 0 && req.rcpt != "" {
-		m.rcpts[req.rcpt] = e.conn.Rcpt(s.ctx, req.rcpt)
+		m.rcpts[req.rcpt] = e.conn.Rcpt(s.conns.Context(), req.rcpt)
 	}
-	m.dataV = e.conn.EndOfHeaders(s.ctx)
+	m.dataV = e.conn.EndOfHeaders(s.conns.Context())
 	m.dataDone = true
 	s.collect(e)
 }

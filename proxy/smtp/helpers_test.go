@@ -226,9 +226,11 @@ func (c *cable) cut() {
 // memConn is a client connection made of bytes: the fuzz targets feed
 // input and read what the proxy answered, with no network in between.
 type memConn struct {
-	in  *bytes.Reader
-	mu  sync.Mutex
-	out bytes.Buffer
+	in     *bytes.Reader
+	mu     sync.Mutex
+	out    bytes.Buffer
+	once   sync.Once
+	closed chan struct{} // closed by Close when not nil
 }
 
 func (c *memConn) Read(p []byte) (int, error) { return c.in.Read(p) }
@@ -237,7 +239,12 @@ func (c *memConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	return c.out.Write(p)
 }
-func (c *memConn) Close() error                     { return nil }
+func (c *memConn) Close() error {
+	if c.closed != nil {
+		c.once.Do(func() { close(c.closed) })
+	}
+	return nil
+}
 func (c *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 25} }
 func (c *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
 func (c *memConn) SetDeadline(time.Time) error      { return nil }

@@ -37,17 +37,10 @@ type Server struct {
 	probeMu   sync.Mutex
 	probeFail time.Time
 
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	closing atomic.Bool
-	mu      sync.Mutex
-	lns     map[net.Listener]struct{}
-	conns   map[*session]struct{}
-	perIP   map[netip.Addr]int
-	total   int
-	wg      sync.WaitGroup
-	probed  sync.Once
+	conns  proxy.Conns[*session]
+	mu     sync.Mutex // guards perIP
+	perIP  map[netip.Addr]int
+	probed sync.Once
 }
 
 // New checks cfg, loads its certificate and returns a server; nothing
@@ -63,11 +56,7 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
-		engine: engine, log: log, ctx: ctx, cancel: cancel,
-		lns: map[net.Listener]struct{}{}, conns: map[*session]struct{}{}, perIP: map[netip.Addr]int{},
-	}
+	s := &Server{engine: engine, log: log, perIP: map[netip.Addr]int{}}
 	s.settings.Store(set)
 	return s, nil
 }
@@ -83,7 +72,7 @@ func (s *Server) Reload(cfg Config) error {
 	old := s.settings.Swap(set)
 	if old.cfg.Upstream != set.cfg.Upstream || old.cfg.UpstreamTLS != set.cfg.UpstreamTLS {
 		s.caps.Store(nil)
-		go s.upstreamCaps()
+		s.conns.Go(func(context.Context) { s.upstreamCaps() })
 	}
 	return nil
 }
@@ -134,28 +123,21 @@ func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
 func (s *Server) ServeTLS(ln net.Listener) error { return s.serve(ln, true) }
 
 func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		ln.Close()
+	if err := s.conns.Listen(ln); err != nil {
 		return ErrServerClosed
 	}
-	s.lns[ln] = struct{}{}
-	s.mu.Unlock()
-	s.probed.Do(func() { go s.upstreamCaps() })
-	return proxy.Serve(ln, "SMTP", s.closing.Load, s.log, func(c net.Conn) { s.accept(c, implicitTLS) })
+	s.probed.Do(func() { s.conns.Go(func(context.Context) { s.upstreamCaps() }) })
+	return proxy.Serve(ln, "SMTP", s.conns.Closing, s.log, func(c net.Conn) { s.accept(c, implicitTLS) })
 }
 
 func (s *Server) accept(c net.Conn, implicitTLS bool) {
 	set := s.settings.Load()
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
+	sess := &session{srv: s, settings: set, sock: c, peer: remoteAddrPort(c), implicitTLS: implicitTLS}
+	switch err := s.conns.Add(sess, set.cfg.MaxConnections); {
+	case errors.Is(err, proxy.ErrClosing):
 		c.Close()
 		return
-	}
-	if set.cfg.MaxConnections > 0 && s.total >= set.cfg.MaxConnections {
-		s.mu.Unlock()
+	case errors.Is(err, proxy.ErrFull):
 		s.log.Warn("smtp: connection refused: too many connections", "client_ip", remoteIP(c).String(), "limit", set.cfg.MaxConnections)
 		if !implicitTLS {
 			// A TLS client could not read a plain-text reply.
@@ -165,13 +147,7 @@ func (s *Server) accept(c net.Conn, implicitTLS bool) {
 		c.Close()
 		return
 	}
-	s.total++
-	sess := &session{srv: s, settings: set, sock: c, peer: remoteAddrPort(c), implicitTLS: implicitTLS}
-	s.conns[sess] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
 		defer s.release(sess)
 		sess.serve()
 	}()
@@ -192,46 +168,23 @@ func (s *Server) admitIP(sess *session, ip netip.Addr) bool {
 
 func (s *Server) release(sess *session) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, sess)
-	s.total--
 	if ip := sess.countedIP; ip.IsValid() {
 		if s.perIP[ip]--; s.perIP[ip] <= 0 {
 			delete(s.perIP, ip)
 		}
 	}
+	s.mu.Unlock()
+	s.conns.Done(sess)
 }
 
 // Shutdown stops accepting connections and tells idle clients 421; the
 // transactions in flight finish until ctx ends, then their connections
 // are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	for ln := range s.lns {
-		ln.Close()
+	if n := s.conns.Shutdown(ctx, (*session).wakeIfIdle, (*session).forceClose); n > 0 {
+		return fmt.Errorf("closed %d SMTP connections still open at shutdown", n)
 	}
-	for sess := range s.conns {
-		sess.wakeIfIdle()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	n := len(s.conns)
-	for sess := range s.conns {
-		sess.forceClose()
-	}
-	s.mu.Unlock()
-	s.cancel()
-	<-done
-	return fmt.Errorf("closed %d SMTP connections still open at shutdown", n)
+	return nil
 }
 
 // upstreamCaps returns what upstream offers, learning it first if need
@@ -250,7 +203,7 @@ func (s *Server) upstreamCaps() caps {
 		return caps{}
 	}
 	set := s.settings.Load()
-	ctx, cancel := context.WithTimeout(s.ctx, min(set.cfg.UpstreamTimeout, 30*time.Second))
+	ctx, cancel := context.WithTimeout(s.conns.Context(), min(set.cfg.UpstreamTimeout, 30*time.Second))
 	defer cancel()
 	up, err := dialUpstream(ctx, set, nil, s.log)
 	if err != nil {

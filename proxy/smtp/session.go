@@ -82,7 +82,7 @@ type transaction struct {
 type param struct{ key, value string }
 
 func (s *session) serve() {
-	s.ctx, s.cancel = context.WithCancel(s.srv.ctx)
+	s.ctx, s.cancel = context.WithCancel(s.srv.conns.Context())
 	defer s.finish()
 	s.log = s.srv.log.With("client_ip", s.peer.Addr().String())
 	ip, port := s.peer.Addr(), s.peer.Port()
@@ -239,7 +239,7 @@ func (r clientReader) Read(p []byte) (int, error) {
 	if err := s.sock.SetReadDeadline(s.deadline); err != nil {
 		return 0, err
 	}
-	if s.idle.Load() && s.srv.closing.Load() {
+	if s.idle.Load() && s.srv.conns.Closing() {
 		return 0, errShutdown
 	}
 	return s.sock.Read(p)
@@ -292,7 +292,7 @@ func (s *session) readFailed(err error) {
 		s.reply(newReply(421, "4.3.2", s.settings.cfg.Hostname+" Service shutting down"))
 		s.bw.Flush()
 	case errors.As(err, &ne) && ne.Timeout():
-		if s.srv.closing.Load() && s.tx == nil {
+		if s.srv.conns.Closing() && s.tx == nil {
 			s.reply(newReply(421, "4.3.2", s.settings.cfg.Hostname+" Service shutting down"))
 		} else {
 			s.log.Info("smtp: connection closed: client timed out", "in_transaction", s.tx != nil)
