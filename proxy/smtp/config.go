@@ -56,6 +56,12 @@ type Config struct {
 	DataTimeout time.Duration `yaml:"data_timeout"`
 	// UpstreamTimeout bounds each wait for upstream, connecting included.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// MaxJunkCommands bounds the commands that move no mail (see
+	// session.junk) a session may send between two messages relayed.
+	MaxJunkCommands int `yaml:"max_junk_commands"`
+	// MaxSessionTime bounds a whole session: no new command is taken
+	// after it.
+	MaxSessionTime time.Duration `yaml:"max_session_time"`
 
 	// Quarantine is what a quarantine verdict does: header, tempfail or reject.
 	Quarantine string `yaml:"quarantine"`
@@ -76,6 +82,8 @@ const (
 	DefaultCommandTimeout      = 5 * time.Minute
 	DefaultDataTimeout         = 10 * time.Minute
 	DefaultUpstreamTimeout     = 5 * time.Minute
+	DefaultMaxJunkCommands     = 100
+	DefaultMaxSessionTime      = time.Hour
 	DefaultQuarantineHeader    = "X-Mailward-Quarantine"
 )
 
@@ -95,6 +103,8 @@ func DefaultConfig() Config {
 		CommandTimeout:      DefaultCommandTimeout,
 		DataTimeout:         DefaultDataTimeout,
 		UpstreamTimeout:     DefaultUpstreamTimeout,
+		MaxJunkCommands:     DefaultMaxJunkCommands,
+		MaxSessionTime:      DefaultMaxSessionTime,
 		Quarantine:          "header",
 		QuarantineHeader:    DefaultQuarantineHeader,
 	}
@@ -129,6 +139,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.UpstreamTimeout == 0 {
 		c.UpstreamTimeout = d.UpstreamTimeout
+	}
+	if c.MaxJunkCommands == 0 {
+		c.MaxJunkCommands = d.MaxJunkCommands
+	}
+	if c.MaxSessionTime == 0 {
+		c.MaxSessionTime = d.MaxSessionTime
 	}
 	if c.Quarantine == "" {
 		c.Quarantine = d.Quarantine
@@ -190,12 +206,12 @@ func (c Config) Problems() config.Problems {
 	if c.MaxMessageSize < 0 {
 		bad("max_message_size", "must not be negative")
 	}
-	for key, n := range map[string]int{"max_recipients": c.MaxRecipients, "max_connections": c.MaxConnections, "max_connections_per_ip": c.MaxConnectionsPerIP} {
+	for key, n := range map[string]int{"max_recipients": c.MaxRecipients, "max_connections": c.MaxConnections, "max_connections_per_ip": c.MaxConnectionsPerIP, "max_junk_commands": c.MaxJunkCommands} {
 		if n < 0 {
 			bad(key, "must not be negative")
 		}
 	}
-	for key, d := range map[string]time.Duration{"command_timeout": c.CommandTimeout, "data_timeout": c.DataTimeout, "upstream_timeout": c.UpstreamTimeout} {
+	for key, d := range map[string]time.Duration{"command_timeout": c.CommandTimeout, "data_timeout": c.DataTimeout, "upstream_timeout": c.UpstreamTimeout, "max_session_time": c.MaxSessionTime} {
 		if d < 0 {
 			bad(key, "must be a positive duration such as 5m")
 		}

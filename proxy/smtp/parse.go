@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 func validHelo(name string) bool {
@@ -14,6 +16,44 @@ func validHelo(name string) bool {
 	}
 	for _, r := range name {
 		if r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHostname accepts a host name as a resolver returns one: labels
+// of letters, digits, '-' and '_' (seen in real PTR names), at most 63
+// octets each and 253 in all, a final dot allowed. What XCLIENT NAME
+// says reaches logs, Received headers and upstream's XCLIENT, so nothing
+// else may pass, CR and LF least of all.
+func validHostname(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// printable accepts a SASL login name: valid UTF-8 without control
+// characters, at most 255 octets.
+func printable(s string) bool {
+	if s == "" || len(s) > 255 || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
 			return false
 		}
 	}
@@ -46,9 +86,12 @@ func parseXclient(arg string, ci clientInfo) (clientInfo, error) {
 			}
 			ci.ip = ip.Unmap()
 		case "NAME":
-			ci.name = v
-			if unavailable {
-				ci.name = ""
+			ci.name = ""
+			if !unavailable {
+				if !validHostname(v) {
+					return ci, fmt.Errorf("bad XCLIENT NAME %q", truncate(v, 60))
+				}
+				ci.name = v
 			}
 		case "PORT":
 			ci.port = 0
@@ -78,9 +121,12 @@ func parseXclient(arg string, ci clientInfo) (clientInfo, error) {
 				}
 			}
 		case "LOGIN":
-			ci.login = v
-			if unavailable {
-				ci.login = ""
+			ci.login = ""
+			if !unavailable {
+				if !printable(v) {
+					return ci, fmt.Errorf("bad XCLIENT LOGIN %q", truncate(v, 60))
+				}
+				ci.login = v
 			}
 		case "REVERSE_NAME", "DESTADDR", "DESTPORT":
 			// Known, and of no use to the checks.

@@ -65,6 +65,14 @@ type session struct {
 	up       *upstream
 	errors   int
 	tx       *transaction
+
+	// started and junk bound what a session may cost: it takes no command
+	// past max_session_time, and no more than max_junk_commands commands
+	// that move no mail (see countJunk) between two messages relayed.
+	started  time.Time
+	junk     int
+	lastCode int // of the last reply written, for countJunk
+	helos    int
 }
 
 // transaction is one message from MAIL to the end of DATA.
@@ -86,6 +94,8 @@ func (s *session) serve() {
 	defer s.finish()
 	s.log = s.srv.log.With("client_ip", s.peer.Addr().String())
 	ip, port := s.peer.Addr(), s.peer.Port()
+	s.started = time.Now()
+	local := false
 	raw := s.sock
 	if s.settings.cfg.ProxyProtocol && s.settings.isTrusted(ip) {
 		raw.SetReadDeadline(time.Now().Add(s.settings.cfg.CommandTimeout))
@@ -101,9 +111,17 @@ func (s *session) serve() {
 			ip, port = h.Src.Addr().Unmap(), h.Src.Port()
 			s.log = s.srv.log.With("client_ip", ip.String(), "proxy", s.peer.Addr().String())
 		}
+		// A header that names no client (v1 UNKNOWN, v2 LOCAL: a health
+		// check, or whoever the balancer could not tell) leaves the session
+		// on the balancer's own address. That address is trusted; the
+		// unknown client behind it is not, and gets no XCLIENT rights.
+		local = h.Local || !h.Src.Addr().IsValid()
 	}
 	s.client = clientInfo{ip: ip, port: port}
-	s.trusted = s.settings.isTrusted(ip)
+	s.trusted = s.settings.isTrusted(ip) && !local
+	if local {
+		s.log.Info("smtp: PROXY header names no client: the session is untrusted", "local", true)
+	}
 	if s.implicitTLS {
 		if !s.handshake() {
 			return
@@ -120,7 +138,20 @@ func (s *session) serve() {
 		return
 	}
 	for {
+		if time.Since(s.started) >= s.settings.cfg.MaxSessionTime {
+			s.log.Warn("smtp: connection closed: session lasted too long", "limit", s.settings.cfg.MaxSessionTime)
+			s.reply(newReply(421, "4.4.2", s.settings.cfg.Hostname+" Error: session lasted too long"))
+			s.bw.Flush()
+			return
+		}
 		line, err := s.readCommand()
+		s.lastCode = 0
+		if err == nil && s.junk >= s.settings.cfg.MaxJunkCommands {
+			s.log.Warn("smtp: connection closed: too many commands that moved no mail", "limit", s.settings.cfg.MaxJunkCommands)
+			s.reply(newReply(421, "4.7.0", s.settings.cfg.Hostname+" Error: too many commands"))
+			s.bw.Flush()
+			return
+		}
 		if errors.Is(err, errLineTooLong) {
 			s.protocolError(newReply(500, "5.5.2", "Error: line too long"))
 		} else if err != nil {
@@ -130,6 +161,7 @@ func (s *session) serve() {
 			s.bw.Flush()
 			return
 		}
+		s.countJunk(line)
 		if s.errors >= maxErrors {
 			s.log.Warn("smtp: connection closed: too many errors", "errors", s.errors)
 			s.reply(newReply(421, "4.7.0", s.settings.cfg.Hostname+" Error: too many errors"))
@@ -256,6 +288,7 @@ func (w clientWriter) Write(p []byte) (int, error) {
 }
 
 func (s *session) reply(r reply) {
+	s.lastCode = r.code
 	if err := r.writeTo(s.bw); err != nil && s.writeErr == nil {
 		s.writeErr = err
 	}
@@ -279,7 +312,11 @@ func (s *session) readCommand() (string, error) {
 			return "", err
 		}
 	}
+	// Not past the session's lifetime either.
 	s.deadline = time.Now().Add(s.settings.cfg.CommandTimeout)
+	if end := s.started.Add(s.settings.cfg.MaxSessionTime); end.Before(s.deadline) {
+		s.deadline = end
+	}
 	s.idle.Store(s.tx == nil)
 	defer s.idle.Store(false)
 	return readLine(s.br, maxLine)
@@ -303,6 +340,27 @@ func (s *session) readFailed(err error) {
 		s.log.Info("smtp: client went away during a transaction", "err", err)
 	default:
 		s.log.Debug("smtp: client went away", "err", err)
+	}
+}
+
+// countJunk counts the command just handled against the junk budget; the
+// next command past it ends the session. A command moves no mail if it was refused (a bad
+// command, a refused sender or recipient, anything after a refused
+// connection, a message refused at its end), or is NOOP, RSET or VRFY,
+// or a HELO/EHLO after the first: each costs a round trip, and refused
+// ones cost checks. A message relayed starts the count again.
+func (s *session) countJunk(line string) {
+	verb, _, _ := strings.Cut(line, " ")
+	verb = strings.ToUpper(verb)
+	switch {
+	case verb == "DATA" && s.lastCode == 250:
+		s.junk = 0
+	case s.lastCode >= 400, verb == "NOOP", verb == "RSET", verb == "VRFY":
+		s.junk++
+	case verb == "HELO" || verb == "EHLO":
+		if s.helos++; s.helos > 1 {
+			s.junk++
+		}
 	}
 }
 
