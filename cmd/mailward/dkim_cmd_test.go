@@ -138,3 +138,20 @@ func TestSigningKeysDocumented(t *testing.T) {
 		}
 	}
 }
+
+// serve --check-config fails on a key file that cannot be loaded, and
+// says where it is configured; serve itself would start.
+func TestCheckConfigMissingKey(t *testing.T) {
+	dir := t.TempDir()
+	good, _ := keygen(t, dir, "example.com", "s1", true)
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\nsigning:\n  keys:\n"+
+		"    - {domain: example.com, selector: s1, key_file: "+good+"}\n"+
+		"    - {domain: example.com, selector: s2, key_file: missing.key}\n")
+	var out, errb bytes.Buffer
+	if code := run([]string{"serve", "--config", cfg, "--check-config"}, &out, &errb); code != 1 {
+		t.Fatalf("check-config with a missing key: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "mailward.yaml:5:") || !strings.Contains(errb.String(), "signing.keys[1].key_file: reading key") {
+		t.Errorf("error does not point at the entry:\n%s", errb.String())
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/resolver"
+	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
 	"github.com/mailward/mailward/signing"
@@ -78,6 +79,18 @@ func (p *parts) settings(cfg *Config) policy.Settings {
 	s := cfg.settings()
 	s.Signing = p.signing
 	return s
+}
+
+// keyErrors names the signing key files that could not be loaded, each
+// at its place in the config.
+func (p *parts) keyErrors(cfg *Config) config.Errors {
+	var errs config.Errors
+	for i, k := range p.signing.Keys() {
+		if k.Err != nil {
+			errs = append(errs, cfg.doc.Errorf(fmt.Sprintf("signing.keys[%d].key_file", i), "%v", k.Err))
+		}
+	}
+	return errs
 }
 
 // buildParts compiles rules and sets up the checks for cfg. Nothing is

@@ -86,6 +86,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		for _, w := range parts.rules.Current().Warnings() {
 			fmt.Fprintf(stderr, "mailward: %s\n", w) // w says "warning"
 		}
+		// serve would start and send such mail unsigned (or defer it);
+		// a check says no.
+		if errs := parts.keyErrors(cfg); len(errs) > 0 {
+			fmt.Fprintf(stderr, "mailward: %v\n", errs)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: OK (%s)\n", cfg.file, parts.summary())
 		return 0
 	}
