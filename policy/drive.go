@@ -79,9 +79,18 @@ func (e *Engine) Drive(ctx context.Context, t Transaction) (*Outcome, error) {
 	v, err := drive(ctx, c, v, t, step)
 	if err == nil && v.Action == Accept && out.Steps[len(out.Steps)-1].Stage != StageEOM {
 		// Accepted before the message: a front still takes it and applies
-		// the edits of end of message (forged results removed, ours added).
-		for _, h := range t.Header {
-			c.HeaderField(h.Name, h.Value)
+		// the edits of end of message (forged results removed, ours added,
+		// the DKIM signature over the body).
+		if out.Steps[len(out.Steps)-1].Stage < StageData {
+			for _, h := range t.Header {
+				c.HeaderField(h.Name, h.Value)
+			}
+			c.EndOfHeaders(ctx)
+		}
+		if t.Body != nil {
+			if _, err := io.Copy(&CRLFWriter{W: bodyWriter{c}}, t.Body); err != nil {
+				return nil, fmt.Errorf("reading body: %w", err)
+			}
 		}
 		v = c.EndOfMessage(ctx)
 	}

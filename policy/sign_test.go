@@ -241,3 +241,25 @@ func TestSignAfterEarlyAccept(t *testing.T) {
 		}
 	}
 }
+
+// Engine.Drive (check, rules test) signs an early-accepted message as the
+// fronts do.
+func TestDriveSignsAfterEarlyAccept(t *testing.T) {
+	for _, st := range []Stage{StageRcpt, StageData} {
+		accept := RulesFunc(func(_ context.Context, s Stage, f *Facts, _ *[]Match) Verdict {
+			if s == st {
+				return Verdict{Action: Accept, Rule: "allow-internal"}
+			}
+			return Verdict{}
+		})
+		r := newSignRig(t, signing.Config{}, accept, "")
+		out := r.send(t, "10.0.0.1", "", false)
+		if out.Verdict.Action != Accept || signatures(out.Verdict) != 1 || len(out.Facts.Headers) != 5 {
+			t.Errorf("accepted at %s: %+v, %d header fields", st, out.Verdict, len(out.Facts.Headers))
+			continue
+		}
+		if !r.verify(t, delivered(out.Verdict)) {
+			t.Errorf("accepted at %s: the signature does not verify", st)
+		}
+	}
+}
