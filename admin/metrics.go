@@ -3,11 +3,13 @@
 package admin
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -26,6 +28,8 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	lastReload   prometheus.Gauge
 	greylist     *prometheus.CounterVec
+	dnsQueries   *prometheus.CounterVec
+	dnsLatency   *prometheus.HistogramVec
 }
 
 // NewMetrics registers every metric, plus the Go runtime and process ones.
@@ -65,9 +69,16 @@ func NewMetrics() *Metrics {
 		greylist: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailward_greylist_total", Help: "Greylisting decisions, by front, outcome (greylisted, passed, skipped) and reason.",
 		}, []string{"front", "outcome", "reason"}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailward_dns_queries_total", Help: "DNS queries sent to the servers (cache misses), by type and outcome (ok, timeout, error).",
+		}, []string{"type", "outcome"}),
+		dnsLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mailward_dns_query_duration_seconds", Help: "Time DNS queries to the servers took, retries included, by type.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"type"}),
 	}
 	r.MustRegister(m.transactions, m.verdicts, m.ruleMatches, m.checkResults, m.signing, m.stageLatency, m.txLatency,
-		m.reloads, m.lastReload, m.greylist, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.reloads, m.lastReload, m.greylist, m.dnsQueries, m.dnsLatency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.lastReload.SetToCurrentTime()
 	return m
 }
@@ -122,6 +133,20 @@ func (m *Metrics) Transaction(front string, v policy.Verdict, f *policy.Facts, m
 // Greylist implements policy.GreylistObserver.
 func (m *Metrics) Greylist(front, outcome, reason string) {
 	m.greylist.WithLabelValues(front, outcome, reason).Inc()
+}
+
+// DNSQuery counts a query sent to the DNS servers; it suits
+// resolver.Resolver.Observe.
+func (m *Metrics) DNSQuery(qtype string, took time.Duration, err error) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, resolver.ErrTimeout):
+		outcome = "timeout"
+	case err != nil:
+		outcome = "error"
+	}
+	m.dnsQueries.WithLabelValues(qtype, outcome).Inc()
+	m.dnsLatency.WithLabelValues(qtype).Observe(took.Seconds())
 }
 
 // BuildInfo registers mailward_build_info, 1 with the build as labels.

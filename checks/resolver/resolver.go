@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -61,6 +62,11 @@ type Resolver struct {
 	flights flightGroup
 	now     func() time.Time
 	shared  Shared // nil unless SetShared
+	// observe, if set, is told of every query sent to the servers.
+	observe atomic.Pointer[QueryObserver]
+	// silent, with SkipSilentServers, holds the servers that let every
+	// attempt of a query time out: they are not asked again.
+	silent *sync.Map
 }
 
 // Answer is the result of a successful query.
@@ -295,7 +301,12 @@ func (r *Resolver) lookup(ctx context.Context, fq string, qtype uint16) (outcome
 		out, ok := r.fromShared(xctx, key)
 		if !ok {
 			var err error
-			if out, err = r.exchange(xctx, fq, qtype); err != nil {
+			start := time.Now()
+			out, err = r.exchange(xctx, fq, qtype)
+			if fn := r.observe.Load(); fn != nil {
+				(*fn)(dns.TypeToString[qtype], time.Since(start), err)
+			}
+			if err != nil {
 				return out, err
 			}
 			r.toShared(xctx, key, out)
@@ -318,14 +329,26 @@ func (r *Resolver) exchange(ctx context.Context, fq string, qtype uint16) (outco
 	m.SetEdns0(ednsSize, false)
 
 	var lastErr error
+	timeouts := map[string]int{}
 	for try := 0; try <= r.retries; try++ {
 		retry := false
 		for _, srv := range r.servers {
+			if r.silent != nil {
+				if _, down := r.silent.Load(srv); down {
+					lastErr = &lookupError{name: strings.TrimSuffix(fq, "."), qtype: dns.TypeToString[qtype], kind: ErrTimeout, cause: fmt.Errorf("%s did not answer earlier queries", srv)}
+					continue
+				}
+			}
 			resp, err := r.exchangeOne(ctx, srv, m)
 			if err != nil {
 				lastErr = r.errorFor(fq, qtype, srv, err)
 				if ctx.Err() != nil {
 					return outcome{}, lastErr
+				}
+				if errors.Is(lastErr, ErrTimeout) {
+					if timeouts[srv]++; timeouts[srv] > r.retries && r.silent != nil {
+						r.silent.Store(srv, true)
+					}
 				}
 				retry = true
 				continue

@@ -97,6 +97,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	defer p.close()
+	// One run need not wait out a dead DNS server at every stage.
+	p.resolver.SkipSilentServers()
 	var explained []rules.Explanation
 	var rs policy.Rules
 	if set := p.rules.Current(); set != nil {

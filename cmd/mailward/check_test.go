@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 
@@ -368,4 +370,30 @@ func TestCheckFlagsMessagesAndExitCode(t *testing.T) {
 type checkVerdict struct {
 	File   string `json:"file"`
 	Action string `json:"action"`
+}
+
+// TestCheckGivesUpOnASilentDNSServer: a DNS server that never answers
+// costs one query's timeout, not one per stage.
+func TestCheckGivesUpOnASilentDNSServer(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close() // it reads nothing and answers nothing
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\ndns:\n  timeout: 500ms\n  retries: -1\n")
+	eml := writeFile(t, dir, "m.eml", "From: a@shop.example\nSubject: hi\n\nbody\n")
+	var out, errb bytes.Buffer
+	begin := time.Now()
+	code := run([]string{"check", "--config", cfg, "--dns", pc.LocalAddr().String(), "--ip", "192.0.2.10", "--helo", "mail.shop.example",
+		"--from", "a@shop.example", "--json", eml}, &out, &errb)
+	took := time.Since(begin)
+	var rep checkVerdict
+	if err := json.Unmarshal(out.Bytes(), &rep); code != 0 || err != nil || rep.Action != "tempfail" {
+		t.Fatalf("exit %d, %v: %s%s", code, err, out.String(), errb.String())
+	}
+	// Asked at every stage, the server would cost 500ms four times over.
+	if took > 1500*time.Millisecond {
+		t.Errorf("check took %v with a silent DNS server and a 500ms timeout", took)
+	}
 }

@@ -26,6 +26,8 @@ type parts struct {
 	closers []func()
 	// dnsStats reads the resolver's cache, for metrics.
 	dnsStats func() resolver.CacheStats
+	// resolver is the one every check asks.
+	resolver *resolver.Resolver
 	// rateLimits counts the outcomes of ratelimit() in these rules.
 	rateLimits rules.RateLimitCounts
 	// health checks shared dependencies, for /healthz: mail flows past
@@ -130,6 +132,7 @@ func rebuildParts(ctx context.Context, cfg *Config, c cache.Cache, log *slog.Log
 		return nil, fmt.Errorf("setting up DNS: %w", err)
 	}
 	p.dnsStats = res.CacheStats
+	p.resolver = res
 	if cfg.Cache.Type == cache.TypeRedis {
 		// A fleet looks each SPF and DMARC record and DKIM key up once per TTL.
 		res.SetShared(c)

@@ -177,6 +177,7 @@ func (d *daemon) run() error {
 	d.setCache(d.cache)
 	d.cacheMetrics()
 	d.live.Store(d.parts)
+	d.parts.resolver.Observe(d.metrics.DNSQuery)
 	d.partsMetrics()
 	d.dnsMetrics()
 	defer func() { d.cache.Close() }()
@@ -420,6 +421,7 @@ func (d *daemon) reload() error {
 	}
 	d.cfg, d.parts = cfg, p
 	d.live.Store(p)
+	p.resolver.Observe(d.metrics.DNSQuery)
 	d.dnsStat.Store(&p.dnsStats)
 	if d.cfg.Policy.Listen != "" {
 		d.noteContentRules()

@@ -421,6 +421,8 @@ func TestMetricsOfRulesAndBuild(t *testing.T) {
 		`mailward_rule_errors_total{rule="fragile"} 1`,
 		`mailward_cache_breaker_state{state="closed"} 1`,
 		`mailward_cache_breaker_state{state="open"} 0`,
+		`mailward_dns_queries_total{outcome="ok",type="PTR"} 1`,
+		`mailward_dns_query_duration_seconds_count{type="PTR"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
