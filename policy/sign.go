@@ -107,7 +107,8 @@ func (c *Conn) signChoice() SignChoice {
 // of ours alone never makes mail ours.
 func (c *Conn) wantSign() bool {
 	t := c.snap.settings.Signing
-	if !t.Enabled() {
+	// A front that never passes the message (SkipContent) has nothing to sign.
+	if !t.Enabled() || c.facts.NoContent {
 		return false
 	}
 	switch c.signChoice() {

@@ -263,3 +263,20 @@ func TestDriveSignsAfterEarlyAccept(t *testing.T) {
 		}
 	}
 }
+
+// A front that never sees the message (the policy service) gets no
+// signing and no warning about a missing From.
+func TestNoSigningWithoutContent(t *testing.T) {
+	r := newSignRig(t, signing.Config{}, nil, "")
+	ctx := context.Background()
+	c, _ := r.engine.Connect(ctx, ConnInfo{IP: netip.MustParseAddr("10.0.0.1"), Front: "policy"})
+	defer c.Close()
+	c.Mail(ctx, "alice@sender.example", MailInfo{AuthUser: "alice"})
+	c.SkipContent()
+	c.Rcpt(ctx, "bob@rcpt.example")
+	c.EndOfHeaders(ctx)
+	v := c.EndOfMessage(ctx)
+	if signatures(v) != 0 || c.Facts().Signing != "" || strings.Contains(r.logs.String(), "not signed") {
+		t.Fatalf("signing without content: %+v, outcome %q\n%s", v, c.Facts().Signing, r.logs.String())
+	}
+}
