@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -91,24 +92,14 @@ func DefaultConfig() Config {
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
-	if c.Type == "" {
-		c.Type = TypeMemory
-	}
+	c.Type = cmp.Or(c.Type, TypeMemory)
 	if c.MaxEntries == 0 && c.MaxBytes == 0 {
 		c.MaxEntries, c.MaxBytes = DefaultMaxEntries, DefaultMaxBytes
 	}
-	if c.Redis.KeyPrefix == "" {
-		c.Redis.KeyPrefix = DefaultKeyPrefix
-	}
-	if c.Redis.Timeout == 0 {
-		c.Redis.Timeout = Duration(DefaultTimeout)
-	}
-	if c.Breaker.Failures == 0 {
-		c.Breaker.Failures = DefaultBreakerFailures
-	}
-	if c.Breaker.Cooldown == 0 {
-		c.Breaker.Cooldown = Duration(DefaultBreakerCooldown)
-	}
+	c.Redis.KeyPrefix = cmp.Or(c.Redis.KeyPrefix, DefaultKeyPrefix)
+	c.Redis.Timeout = cmp.Or(c.Redis.Timeout, Duration(DefaultTimeout))
+	c.Breaker.Failures = cmp.Or(c.Breaker.Failures, DefaultBreakerFailures)
+	c.Breaker.Cooldown = cmp.Or(c.Breaker.Cooldown, Duration(DefaultBreakerCooldown))
 	return c
 }
 

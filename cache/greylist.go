@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,21 +49,11 @@ func DefaultGreylistConfig() GreylistConfig {
 // withDefaults fills zero fields except AutoAllow, where 0 means off.
 func (c GreylistConfig) withDefaults() GreylistConfig {
 	d := DefaultGreylistConfig()
-	if c.Delay == 0 {
-		c.Delay = d.Delay
-	}
-	if c.RetryWindow == 0 {
-		c.RetryWindow = d.RetryWindow
-	}
-	if c.Expiry == 0 {
-		c.Expiry = d.Expiry
-	}
-	if c.NetmaskV4 == 0 {
-		c.NetmaskV4 = d.NetmaskV4
-	}
-	if c.NetmaskV6 == 0 {
-		c.NetmaskV6 = d.NetmaskV6
-	}
+	c.Delay = cmp.Or(c.Delay, d.Delay)
+	c.RetryWindow = cmp.Or(c.RetryWindow, d.RetryWindow)
+	c.Expiry = cmp.Or(c.Expiry, d.Expiry)
+	c.NetmaskV4 = cmp.Or(c.NetmaskV4, d.NetmaskV4)
+	c.NetmaskV6 = cmp.Or(c.NetmaskV6, d.NetmaskV6)
 	return c
 }
 

@@ -86,9 +86,11 @@ type snapshot struct {
 	settings Settings
 	checker  Checker
 	rules    Rules
-	cache    cache.Cache
-	grey     *cache.Greylist
-	rec      Recorder
+	// cache and grey may be shared with other processes (Redis); nil:
+	// none. SetCache sets them, and Update keeps them.
+	cache cache.Cache
+	grey  *cache.Greylist
+	rec   Recorder
 }
 
 // Engine turns check results and rules into verdicts. It is safe for
@@ -100,9 +102,8 @@ type Engine struct {
 	// limits counts messages over a bound, for metrics.
 	limits limitCounts
 	wg     sync.WaitGroup
-	open   sync.Map // front name → *atomic.Int64
-	// cache and grey are shared with other processes; nil: none.
-	mu sync.Mutex // serialises Update and SetCache
+	open   sync.Map   // front name → *atomic.Int64
+	mu     sync.Mutex // serialises Update and SetCache
 }
 
 // NewEngine returns an engine. checker and rules may be nil: no checks, no rules.

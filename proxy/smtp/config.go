@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -113,45 +114,19 @@ func DefaultConfig() Config {
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Hostname == "" {
-		c.Hostname = d.Hostname
-	}
-	if c.UpstreamTLS == "" {
-		c.UpstreamTLS = d.UpstreamTLS
-	}
-	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = d.MaxMessageSize
-	}
-	if c.MaxRecipients == 0 {
-		c.MaxRecipients = d.MaxRecipients
-	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = d.MaxConnections
-	}
-	if c.MaxConnectionsPerIP == 0 {
-		c.MaxConnectionsPerIP = d.MaxConnectionsPerIP
-	}
-	if c.CommandTimeout == 0 {
-		c.CommandTimeout = d.CommandTimeout
-	}
-	if c.DataTimeout == 0 {
-		c.DataTimeout = d.DataTimeout
-	}
-	if c.UpstreamTimeout == 0 {
-		c.UpstreamTimeout = d.UpstreamTimeout
-	}
-	if c.MaxJunkCommands == 0 {
-		c.MaxJunkCommands = d.MaxJunkCommands
-	}
-	if c.MaxSessionTime == 0 {
-		c.MaxSessionTime = d.MaxSessionTime
-	}
-	if c.Quarantine == "" {
-		c.Quarantine = d.Quarantine
-	}
-	if c.QuarantineHeader == "" {
-		c.QuarantineHeader = d.QuarantineHeader
-	}
+	c.Hostname = cmp.Or(c.Hostname, d.Hostname)
+	c.UpstreamTLS = cmp.Or(c.UpstreamTLS, d.UpstreamTLS)
+	c.MaxMessageSize = cmp.Or(c.MaxMessageSize, d.MaxMessageSize)
+	c.MaxRecipients = cmp.Or(c.MaxRecipients, d.MaxRecipients)
+	c.MaxConnections = cmp.Or(c.MaxConnections, d.MaxConnections)
+	c.MaxConnectionsPerIP = cmp.Or(c.MaxConnectionsPerIP, d.MaxConnectionsPerIP)
+	c.CommandTimeout = cmp.Or(c.CommandTimeout, d.CommandTimeout)
+	c.DataTimeout = cmp.Or(c.DataTimeout, d.DataTimeout)
+	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, d.UpstreamTimeout)
+	c.MaxJunkCommands = cmp.Or(c.MaxJunkCommands, d.MaxJunkCommands)
+	c.MaxSessionTime = cmp.Or(c.MaxSessionTime, d.MaxSessionTime)
+	c.Quarantine = cmp.Or(c.Quarantine, d.Quarantine)
+	c.QuarantineHeader = cmp.Or(c.QuarantineHeader, d.QuarantineHeader)
 	return c
 }
 
