@@ -155,3 +155,30 @@ func TestCheckConfigMissingKey(t *testing.T) {
 		t.Errorf("error does not point at the entry:\n%s", errb.String())
 	}
 }
+
+// `mailward check` signs as serve would: an authenticated sender's
+// message shows its DKIM-Signature among the headers added.
+func TestCheckSigns(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := keygen(t, dir, "example.com", "s1", true)
+	dns := testenv.StartDNS(t, "$ORIGIN example.com.\n@ 300 IN SOA ns hostmaster 1 3600 600 86400 60\n")
+	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test.example\ndns: {servers: [\""+dns.Addr()+"\"]}\n"+
+		"signing:\n  internal_networks: []\n  keys: [{domain: example.com, selector: s1, key_file: "+key+"}]\n")
+	msg := writeFile(t, dir, "m.eml", "From: a@example.com\nTo: b@example.net\nSubject: hi\n\nHello.\n")
+	for _, tc := range []struct {
+		auth   string
+		signed bool
+	}{{"alice", true}, {"", false}} {
+		var out, errb bytes.Buffer
+		args := []string{"check", "--config", cfg, "--ip", "192.0.2.1", "--from", "a@example.com", "--rcpt", "b@example.net", "--json", msg}
+		if tc.auth != "" {
+			args = append(args, "--auth-user", tc.auth)
+		}
+		if code := run(args, &out, &errb); code != 0 {
+			t.Fatalf("check: exit %d\n%s%s", code, out.String(), errb.String())
+		}
+		if got := strings.Contains(out.String(), `"name": "DKIM-Signature"`); got != tc.signed {
+			t.Errorf("auth user %q: signed %v, want %v:\n%s", tc.auth, got, tc.signed, out.String())
+		}
+	}
+}
