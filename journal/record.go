@@ -48,6 +48,9 @@ type Record struct {
 	Size             int64        `json:"size,omitempty"`
 	Attachments      []Attachment `json:"attachments,omitempty"`
 	Checks           Checks       `json:"checks"`
+	// Lookups are what rule functions learned from the network, e.g.
+	// "org_domain:example.com": "example.com".
+	Lookups map[string]string `json:"lookups,omitempty"`
 	// Reached is the last stage the engine ran.
 	Reached    string  `json:"reached"`
 	Score      float64 `json:"score"`
@@ -166,7 +169,7 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 		V: Version, Time: fa.Time.UTC(), Front: f.Front, QueueID: fa.QueueID, ClientName: fa.ClientName,
 		Helo: fa.Helo, MailFrom: fa.MailFrom, AuthUser: fa.AuthUser, TLS: fa.TLS, TLSVersion: fa.TLSVersion,
 		Size: fa.Size, Reached: f.Reached.String(), Score: fa.Score, Verdict: verdictOf(f.Verdict),
-		DurationMS: float64(f.Duration.Microseconds()) / 1000,
+		DurationMS: float64(f.Duration.Microseconds()) / 1000, Lookups: fa.Lookups,
 	}
 	if fa.IP.IsValid() {
 		r.IP = fa.IP.String()

@@ -34,7 +34,7 @@ func (r *Replayer) Run(ctx context.Context, files []string, fn func(*Line, *poli
 // Transaction is the line as the driver takes it.
 func (l *Line) Transaction() policy.Transaction {
 	t := policy.Transaction{
-		Conn: policy.ConnInfo{IP: l.c.ip, Name: l.ClientName, Front: l.Front, Time: l.Time, Replay: true},
+		Conn: policy.ConnInfo{IP: l.c.ip, Name: l.ClientName, Front: l.Front, Time: l.Time, Replay: true, Lookups: l.Lookups},
 		Helo: l.Helo,
 		From: l.MailFrom,
 		Mail: policy.MailInfo{AuthUser: l.AuthUser, TLS: l.TLS, TLSVersion: l.TLSVersion, QueueID: l.QueueID, Time: l.Time},

@@ -3,6 +3,8 @@ package journal
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -152,5 +154,59 @@ func TestReplayStopsWhereTheClientLeft(t *testing.T) {
 	}
 	if out.Verdict.Action != policy.Continue || out.Steps[len(out.Steps)-1].Stage != policy.StageRcpt {
 		t.Fatalf("got %s at %s after %+v", out.Verdict.Action, out.Verdict.Stage, out.Steps)
+	}
+}
+
+// TestReplayAnswersLookupsFromTheRecord: org_domain() asks DNS live; a
+// replay, which asks nothing, gets the answers the transaction got.
+func TestReplayAnswersLookupsFromTheRecord(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "r.yaml")
+	os.WriteFile(file, []byte(`rules:
+  - name: other-org
+    when: org_domain(header_from_domain) != org_domain(mail_from_domain)
+    action: score
+    score: 1
+`), 0o600)
+	// Live, the tree walk says each name is its own organization; the
+	// public suffix list the replay would fall back to says both are example.test.
+	walk := func(_ context.Context, d string) string { return d }
+	live, err := rules.Load(rules.Config{Files: []string{file}}, rules.Options{Logger: quiet(), OrgDomain: walk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	w, err := Open(cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e := policy.NewEngine(policy.Settings{}, nil, live, quiet())
+	e.SetRecorder(w)
+	c, _ := e.Connect(ctx, policy.ConnInfo{IP: netip.MustParseAddr("192.0.2.7"), Front: "smtp"})
+	c.Helo(ctx, "h.example.test")
+	c.Mail(ctx, "bounce@esp.example.test", policy.MailInfo{})
+	c.Rcpt(ctx, "a@example.com")
+	c.Header("From", "news@shop.example.test")
+	c.EndOfHeaders(ctx)
+	c.EndOfMessage(ctx)
+	c.Close()
+	w.Close()
+	lines := readAll(t, cfg.Path)
+	if got := lines[0].Lookups["org_domain:shop.example.test"]; got != "shop.example.test" {
+		t.Fatalf("recorded lookups %v", lines[0].Lookups)
+	}
+	replaySet := loadRules(t, file) // no tree walk: the public suffix list
+	out, err := (&Replayer{Rules: replaySet, Log: quiet()}).Replay(ctx, lines[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := matchNames(out.Matches); !slices.Equal(got, []string{"other-org"}) {
+		t.Errorf("replay matched %v, live matched other-org", got)
+	}
+	lines[0].Lookups = nil
+	out, _ = (&Replayer{Rules: replaySet, Log: quiet()}).Replay(ctx, lines[0])
+	if len(out.Matches) != 0 {
+		t.Errorf("without the record the public suffix list should decide: %v", matchNames(out.Matches))
 	}
 }

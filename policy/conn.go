@@ -548,7 +548,7 @@ func (c *Conn) settle(v Verdict) Verdict {
 // run does one stage: checks, then rules, with panics and timeouts turned
 // into the configured fallback rather than a crash or a silent accept.
 func (c *Conn) run(ctx context.Context, st Stage, checks func(context.Context)) (v Verdict) {
-	ctx, cancel := context.WithTimeout(ctx, c.snap.settings.CheckTimeout)
+	ctx, cancel := context.WithTimeout(c.withLookups(ctx), c.snap.settings.CheckTimeout)
 	defer cancel()
 	c.reached = max(c.reached, st)
 	if o := c.e.obs; o != nil {

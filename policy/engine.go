@@ -68,6 +68,9 @@ type ConnInfo struct {
 	// Replay says the transaction is replayed from the journal: no message
 	// content will come, so none is scanned (see Transaction.Replayed).
 	Replay bool
+	// Lookups, for a replay, are the answers rule functions got when the
+	// transaction was live (Facts.Lookups, see Lookup).
+	Lookups map[string]string
 }
 
 // MailInfo is what the front knows at MAIL FROM besides the address.

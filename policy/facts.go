@@ -54,6 +54,9 @@ type Facts struct {
 	// not_in_table, no_from or error; empty when the message was not
 	// one to sign.
 	Signing string `json:"signing,omitempty"`
+	// Lookups are the answers rule functions got from the network in
+	// this message, by key such as "org_domain:example.com" (see Lookup).
+	Lookups map[string]string `json:"-"`
 	// Macros are the MTA's macros, merged over all stages so far.
 	Macros map[string]string `json:"-"`
 	// NoContent says the front never sees the message (a policy

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -52,6 +53,7 @@ func (c *Conn) record(v Verdict) {
 		Rcpts: slices.Clone(c.outcome), Matches: slices.Clone(c.matches), Duration: time.Since(c.started),
 	}
 	f.Facts.Macros = nil
+	f.Facts.Lookups = maps.Clone(f.Facts.Lookups)
 	f.Facts.DNSBL = slices.Clone(f.Facts.DNSBL)
 	f.Facts.Rcpts = slices.Clone(f.Facts.Rcpts)
 	f.Facts.Headers = slices.Clone(f.Facts.Headers)

@@ -67,13 +67,16 @@ func (fs *funcs) orgDomain(args ...any) (any, error) {
 	if d == "" {
 		return "", nil
 	}
-	if fs.org != nil {
-		return fs.org(ctx, d), nil
-	}
-	if o, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
-		return o, nil
-	}
-	return d, nil
+	// Noted in the transaction: a replay of the journal answers the same.
+	return policy.Lookup(ctx, "org_domain:"+d, func() string {
+		if fs.org != nil {
+			return fs.org(ctx, d)
+		}
+		if o, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+			return o
+		}
+		return d
+	}), nil
 }
 
 var funcNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
