@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -141,4 +142,44 @@ tests:
 	if strings.Contains(out.String(), "no transaction matches listed-client") {
 		t.Errorf("listed-client matched the journal:\n%s", out.String())
 	}
+}
+
+// TestJournalExample: the diff in examples/journal/README.md is what its
+// command prints, and the journal replays to the verdicts it recorded.
+// After a change to examples/rules, run the README's command again and
+// put its output in the README.
+func TestJournalExample(t *testing.T) {
+	readme, err := os.ReadFile("../../examples/journal/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"rules", "diff", "--journal", "../../examples/journal/journal.jsonl", "--old", "../../examples/rules",
+		"--new", "../../examples/rules", "../../examples/journal/50-spf-fail.yaml", "--examples", "1", "--max-changes", "0"}, &out, &errb)
+	if code != 1 {
+		t.Errorf("--max-changes 0: exit %d, want 1\n%s", code, errb.String())
+	}
+	// The README shows the output up to the first example, with the
+	// journal's path as it is given from the repository's top.
+	got := strings.Join(strings.Split(strings.ReplaceAll(out.String(), "../../examples/", "examples/"), "\n\n")[:4], "\n\n")
+	if !strings.Contains(string(readme), got) {
+		t.Errorf("examples/journal/README.md does not show what its command prints:\n%s", got)
+	}
+	if !cfgLoads(t, "../../examples/journal/bench.yaml") {
+		return
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"rules", "replay", "--journal", "../../examples/journal/journal.jsonl", "--rules", "../../examples/rules", "--changed"}, &out, &errb); code != 0 || out.Len() > 0 {
+		t.Errorf("the example journal does not replay to its own verdicts (exit %d):\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+func cfgLoads(t *testing.T, file string) bool {
+	t.Helper()
+	if _, err := loadConfig(file); err != nil {
+		t.Errorf("%s: %v", file, err)
+		return false
+	}
+	return true
 }
