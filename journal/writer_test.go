@@ -149,7 +149,8 @@ func TestWriterRecordsAbortedTransaction(t *testing.T) {
 	c.Close()
 	w.Close()
 	lines := readAll(t, cfg.Path)
-	if len(lines) != 1 || lines[0].Reached != "rcpt" || lines[0].Verdict.Action != "continue" || lines[0].Rcpts[0].Action != "reject" {
+	// Every recipient refused: the refusal is what the message came to.
+	if len(lines) != 1 || lines[0].Reached != "rcpt" || lines[0].Verdict.Action != "reject" || lines[0].Rcpts[0].Action != "reject" {
 		t.Fatalf("got %+v", lines)
 	}
 }
