@@ -69,3 +69,46 @@ func Send8BitMIME(t testing.TB, addr, from, to, msg string) {
 	}
 	c.Quit()
 }
+
+// Message is one message of an SMTP session: its envelope and content
+// (CRLF line ends).
+type Message struct {
+	From  string
+	Rcpts []string
+	Data  string
+}
+
+// SMTPSession sends msgs one after the other on one SMTP connection to
+// addr, after EHLO helo, as an MTA relaying a batch does. It returns, for
+// each message, what each RCPT got: nil when accepted. A refused MAIL or
+// DATA, or a broken connection, fails the test.
+func SMTPSession(t testing.TB, addr, helo string, msgs ...Message) [][]error {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello(helo); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]error, len(msgs))
+	for i, m := range msgs {
+		if err := c.Mail(m.From, nil); err != nil {
+			t.Fatalf("message %d: MAIL: %v", i+1, err)
+		}
+		for _, rcpt := range m.Rcpts {
+			out[i] = append(out[i], c.Rcpt(rcpt, nil))
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatalf("message %d: DATA: %v", i+1, err)
+		}
+		io.WriteString(w, m.Data)
+		if err := w.Close(); err != nil {
+			t.Fatalf("message %d: %v", i+1, err)
+		}
+	}
+	c.Quit()
+	return out
+}

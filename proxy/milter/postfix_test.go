@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/emersion/go-smtp"
 
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/resolver"
@@ -158,36 +157,18 @@ func TestPostfixAddsAuthResultsAndRemovesForged(t *testing.T) {
 
 func TestPostfixTwoMessagesOneConnection(t *testing.T) {
 	r := startRig(t)
-	c, err := smtp.Dial(r.postfix.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Hello("multi.test.example"); err != nil {
-		t.Fatal(err)
-	}
+	// The first message's recipient is refused, and the second message
+	// must still see the connection's facts.
+	var batch []testenv.Message
 	for i := 1; i <= 2; i++ {
-		// The first message's recipient is refused, and the second
-		// message must still see the connection's facts.
-		if err := c.Mail("alice@sender.example", nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rcpt("refused@rcpt.example", nil); err == nil {
-			t.Fatal("refused@ was accepted")
-		}
-		if err := c.Rcpt("bob@rcpt.example", nil); err != nil {
-			t.Fatal(err)
-		}
-		w, err := c.Data()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprint(w, message(fmt.Sprintf("message %d", i)))
-		if err := w.Close(); err != nil {
-			t.Fatalf("message %d: %v", i, err)
+		batch = append(batch, testenv.Message{From: "alice@sender.example",
+			Rcpts: []string{"refused@rcpt.example", "bob@rcpt.example"}, Data: message(fmt.Sprintf("message %d", i))})
+	}
+	for i, rcpts := range testenv.SMTPSession(t, r.postfix.SMTPAddr(), "multi.test.example", batch...) {
+		if rcpts[0] == nil || rcpts[1] != nil {
+			t.Fatalf("message %d: RCPT refused@ got %v, bob@ got %v; want only refused@ refused", i+1, rcpts[0], rcpts[1])
 		}
 	}
-	c.Quit()
 	msgs, err := r.sink.Wait(2, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
@@ -150,34 +148,18 @@ func TestPostfixMultiRecipientMessage(t *testing.T) {
 // connection, the connect stage once, the MAIL stage once per message.
 func TestPostfixOneSessionManyMessages(t *testing.T) {
 	r := startRig(t)
-	c, err := smtp.Dial(r.postfix.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Hello("multi.test.example"); err != nil {
-		t.Fatal(err)
-	}
+	rcpts := []string{"one@rcpt.example", "refused@rcpt.example", "two@rcpt.example"}
+	var batch []testenv.Message
 	for i := 1; i <= 2; i++ {
-		if err := c.Mail("alice@sender.example", nil); err != nil {
-			t.Fatal(err)
-		}
-		for _, rcpt := range []string{"one@rcpt.example", "refused@rcpt.example", "two@rcpt.example"} {
-			err := c.Rcpt(rcpt, nil)
-			if refused := strings.HasPrefix(rcpt, "refused@"); refused != (err != nil) {
-				t.Fatalf("message %d, RCPT %s: %v", i, rcpt, err)
+		batch = append(batch, testenv.Message{From: "alice@sender.example", Rcpts: rcpts, Data: testMessage(fmt.Sprintf("message %d", i))})
+	}
+	for i, errs := range testenv.SMTPSession(t, r.postfix.SMTPAddr(), "multi.test.example", batch...) {
+		for j, err := range errs {
+			if refused := strings.HasPrefix(rcpts[j], "refused@"); refused != (err != nil) {
+				t.Fatalf("message %d, RCPT %s: %v", i+1, rcpts[j], err)
 			}
 		}
-		w, err := c.Data()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprint(w, testMessage(fmt.Sprintf("message %d", i)))
-		if err := w.Close(); err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
 	}
-	c.Quit()
 	msgs, err := r.sink.Wait(2, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
