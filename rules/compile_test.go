@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -210,7 +211,7 @@ rules:
 }
 
 func TestDuplicateNamesAcrossFiles(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"a.yaml": "rules:\n  - {name: same, when: 'true', action: accept}\n",
 		"b.yaml": "rules:\n  - name: other\n    when: 'true'\n    action: accept\n  - name: same\n    when: 'true'\n    action: reject\n",
 	})
@@ -248,7 +249,7 @@ func TestExplicitLaterStage(t *testing.T) {
 }
 
 func TestMissingFiles(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"a.yaml": "rules: []\n"})
+	dir := testenv.WriteFiles(t, map[string]string{"a.yaml": "rules: []\n"})
 	if _, err := Load(Config{Files: []string{"missing.yaml"}}, Options{BaseDir: dir}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("a named file that is missing: %v", err)
 	}
@@ -291,6 +292,6 @@ rules:
 	ps = loadProblems(t, "x-d: &d {acton: reject}\nrules:\n  - {<<: *d, name: a, when: 'true'}\n")
 	wantProblem(t, ps, 1, 10, `unknown rule key "acton"`)
 	// A mapping that merges itself must end in an error, not a crash.
-	dir := writeFiles(t, map[string]string{"r.yaml": "x-a: &a\n  name: a\n  <<: *a\nrules:\n  - *a\n"})
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": "x-a: &a\n  name: a\n  <<: *a\nrules:\n  - *a\n"})
 	Load(Config{Files: []string{"r.yaml"}}, Options{BaseDir: dir})
 }

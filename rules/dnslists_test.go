@@ -3,13 +3,14 @@ package rules
 import (
 	"testing"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
 // A rule reading a domain list runs once the sender's domain has been
 // looked up; one reading only IP lists stays at connect.
 func TestDNSListStages(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"rules.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"rules.yaml": `
 rules:
   - {name: ip-list, when: '"zen.test" in dnsbl', action: reject}
   - {name: ip-list-names, when: '"sbl" in dnsbl_names["zen.test"]', action: reject}
@@ -25,7 +26,7 @@ rules:
 	}
 	wantProblem(t, err.(Problems), 9, 59, "stage helo is too early: the rule uses dnsbl zone dbl.test (a domain list")
 
-	dir = writeFiles(t, map[string]string{"rules.yaml": `
+	dir = testenv.WriteFiles(t, map[string]string{"rules.yaml": `
 rules:
   - {name: ip-list, when: '"zen.test" in dnsbl', action: reject}
   - {name: ip-list-names, when: '"sbl" in dnsbl_names["zen.test"]', action: reject}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,24 +14,9 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
-
-// writeFiles writes name → content into a new directory and returns it.
-func writeFiles(t testing.TB, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 // loadRules loads one rule file with the given content (and other files
 // beside it) and fails the test on any error.
@@ -42,7 +26,7 @@ func loadRules(t testing.TB, content string, others ...string) *Set {
 	for i := 0; i+1 < len(others); i += 2 {
 		files[others[i]] = others[i+1]
 	}
-	dir := writeFiles(t, files)
+	dir := testenv.WriteFiles(t, files)
 	s, err := Load(Config{Files: []string{"rules.yaml"}}, Options{BaseDir: dir})
 	if err != nil {
 		t.Fatalf("load: %v", err)
@@ -53,7 +37,7 @@ func loadRules(t testing.TB, content string, others ...string) *Set {
 // loadProblems loads content expecting it to fail and returns the problems.
 func loadProblems(t testing.TB, content string) Problems {
 	t.Helper()
-	dir := writeFiles(t, map[string]string{"rules.yaml": content})
+	dir := testenv.WriteFiles(t, map[string]string{"rules.yaml": content})
 	_, err := Load(Config{Files: []string{"rules.yaml"}}, Options{BaseDir: dir})
 	if err == nil {
 		t.Fatalf("load of\n%s\nsucceeded; want an error", content)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -51,7 +52,7 @@ func heloVerdict(s *Set, helo string) policy.Action {
 }
 
 func TestHolderReload(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"r.yaml": goodRules})
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": goodRules})
 	h := NewHolder(Config{Files: []string{"*.yaml"}}, Options{BaseDir: dir})
 	if h.Current() != nil {
 		t.Fatal("a set before Load")
@@ -101,7 +102,7 @@ func TestHolderReload(t *testing.T) {
 }
 
 func TestHolderConcurrentUse(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"r.yaml": goodRules})
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": goodRules})
 	h := NewHolder(Config{Files: []string{"r.yaml"}}, Options{BaseDir: dir})
 	if err := h.Load(Config{Files: []string{"r.yaml"}}); err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func TestHolderConcurrentUse(t *testing.T) {
 }
 
 func TestWatch(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"rules/r.yaml": goodRules, "lists/hosts.txt": "x.example\n"})
+	dir := testenv.WriteFiles(t, map[string]string{"rules/r.yaml": goodRules, "lists/hosts.txt": "x.example\n"})
 	cfg := Config{Files: []string{"rules/*.yaml"}, Lists: map[string]ListConfig{"hosts": {File: "lists/hosts.txt", Type: "domain"}}}
 	h := NewHolder(cfg, Options{BaseDir: dir})
 	if err := h.Load(cfg); err != nil {

@@ -4,11 +4,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 func lintOf(t *testing.T, files map[string]string, lo LintOptions, paths ...string) Problems {
 	t.Helper()
-	dir := writeFiles(t, files)
+	dir := testenv.WriteFiles(t, files)
 	for i, p := range paths {
 		paths[i] = filepath.Join(dir, p)
 	}

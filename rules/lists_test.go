@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -123,7 +124,7 @@ func TestBadListLines(t *testing.T) {
 }
 
 func TestListsInRules(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"lists/nets.txt":    "198.51.100.0/24\n",
 		"lists/domains.txt": "*.partner.example\n",
 		"rules/r.yaml": `
@@ -177,7 +178,7 @@ rules:
 	// in_cidr needs an ip list; a list declared twice is an error.
 	cfg.Lists["local"] = ListConfig{File: "lists/nets.txt", Type: "ip"}
 	cfg.Lists["domains"] = ListConfig{File: "lists/domains.txt", Type: "domain"}
-	dir2 := writeFiles(t, map[string]string{"lists/domains.txt": "x.example\n", "lists/nets.txt": "10.0.0.0/8\n",
+	dir2 := testenv.WriteFiles(t, map[string]string{"lists/domains.txt": "x.example\n", "lists/nets.txt": "10.0.0.0/8\n",
 		"rules/r.yaml": "rules:\n  - {name: a, when: 'in_cidr(ip, \"domains\")', action: accept}\n"})
 	_, err = Load(Config{Files: []string{"rules/r.yaml"}, Lists: cfg.Lists}, Options{BaseDir: dir2})
 	if err == nil || !strings.Contains(err.Error(), `in_cidr needs an ip list; "domains" is a domain list`) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -22,7 +23,7 @@ func memCache(t testing.TB) cache.Cache {
 
 func loadWith(t testing.TB, c cache.Cache, content string) (*Set, error) {
 	t.Helper()
-	dir := writeFiles(t, map[string]string{"rules.yaml": content})
+	dir := testenv.WriteFiles(t, map[string]string{"rules.yaml": content})
 	return Load(Config{Files: []string{"rules.yaml"}}, Options{BaseDir: dir, Functions: []Func{RateLimitFunc(c, discardLog())}, Logger: discardLog()})
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 // readmeCalls is a call of each function rules/README.md documents, as a
@@ -56,7 +57,7 @@ func TestReadmeNamesCompile(t *testing.T) {
 	for i, e := range exprs {
 		rules.WriteString("  - name: r" + strconv.Itoa(i) + "\n    stage: eom\n    when: '" + strings.ReplaceAll(e, "'", "''") + "'\n    action: score\n    score: 1\n")
 	}
-	dir := writeFiles(t, map[string]string{"r.yaml": rules.String(), "partners.txt": "partner.example\n"})
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": rules.String(), "partners.txt": "partner.example\n"})
 	mem := cache.NewMemory(cache.Config{}, cache.Options{})
 	defer mem.Close()
 	_, err = Load(Config{Files: []string{"r.yaml"}}, Options{BaseDir: dir, Functions: []Func{RateLimitFunc(mem, nil)}})

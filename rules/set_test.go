@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -142,7 +143,7 @@ rules:
 
 func TestMonitorMode(t *testing.T) {
 	var logs bytes.Buffer
-	dir := writeFiles(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: watch-reject
     when: helo endsWith ".org"
@@ -221,7 +222,7 @@ rules:
 
 func TestRuntimeErrorSkipsOnlyThatRule(t *testing.T) {
 	var logs bytes.Buffer
-	dir := writeFiles(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: broken
     when: dnsbl["nothere.example"][0] == "127.0.0.2"
@@ -315,7 +316,7 @@ func TestOrgDomainAndExtraFunctions(t *testing.T) {
 			},
 		}},
 	}
-	dir := writeFiles(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: org
     when: org_domain(mail_from_domain) == "org.example"

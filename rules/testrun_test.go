@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -68,7 +69,7 @@ tests:
 `
 
 func TestRunTests(t *testing.T) {
-	dir := writeFiles(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"rules.yaml":   testedRules,
 		"partners.txt": "partner.example\n",
 		"rules_test.yaml": `
@@ -126,7 +127,7 @@ tests:
 }
 
 func TestRunTestsUsesEngineSettings(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: bad-helo
     when: helo == "bad"
@@ -161,7 +162,7 @@ tests:
 }
 
 func TestRunTestsBadInput(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - {name: a, when: 'helo == "x"', action: reject}
 tests:

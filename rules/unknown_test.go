@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -91,7 +92,7 @@ tests:
 `
 
 func TestUnknownFactsNeverBounce(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"rules.yaml": unknownRules})
+	dir := testenv.WriteFiles(t, map[string]string{"rules.yaml": unknownRules})
 	results, err := RunTests(context.Background(), []string{filepath.Join(dir, "rules.yaml")}, TestOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +110,7 @@ func TestUnknownFactsNeverBounce(t *testing.T) {
 // The threshold of the config is the engine's: it too answers on_error
 // when the score only reaches it through rules that read unknown facts.
 func TestUnknownFactsThreshold(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"rules.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"rules.yaml": `
 rules:
   - name: spf-not-pass
     when: 'spf != "pass"'
