@@ -184,22 +184,32 @@ func (m *Memory) check(key string) (string, error) {
 
 // Get implements Cache.
 func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	val, _, ok, err := m.get(key, false)
+	return val, ok, err
+}
+
+// get looks key up as Get does; decoded asks for the value SetValue
+// kept instead of a copy of the bytes.
+func (m *Memory) get(key string, decoded bool) ([]byte, any, bool, error) {
 	key, err := m.check(key)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	now := m.nowNS()
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.live(key, now)
-	if e == nil || e.kind != kindBytes {
+	if e == nil || e.kind != kindBytes || decoded && e.obj == nil {
 		s.misses++
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	s.touch(e)
 	s.hits++
-	return append([]byte(nil), e.val...), true, nil
+	if decoded {
+		return nil, e.obj, true, nil
+	}
+	return append([]byte(nil), e.val...), nil, true, nil
 }
 
 // Set implements Cache. A value larger than a shard's byte bound gets
@@ -245,22 +255,8 @@ func (m *Memory) SetValue(ctx context.Context, key string, value []byte, v any, 
 
 // GetValue implements Decoded.
 func (m *Memory) GetValue(ctx context.Context, key string) (any, bool, error) {
-	key, err := m.check(key)
-	if err != nil {
-		return nil, false, err
-	}
-	now := m.nowNS()
-	s := m.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.live(key, now)
-	if e == nil || e.kind != kindBytes || e.obj == nil {
-		s.misses++
-		return nil, false, nil
-	}
-	s.touch(e)
-	s.hits++
-	return e.obj, true, nil
+	_, v, ok, err := m.get(key, true)
+	return v, ok, err
 }
 
 // Delete implements Cache.
