@@ -71,6 +71,11 @@ func FuzzVerifier(f *testing.F) {
 	f.Add(signSHA1(f, message, keys.rsa2048, "example.com", "rsa2048"), uint16(1))
 	f.Add("DKIM-Signature: v=1\r\n\r\n", uint16(3))
 	f.Add("DKIM-Signature: x\r\n", uint16(2))
+	// Shapes that once cost minutes or let a forgery through.
+	f.Add(signRaw(f, message, keys.rsa2048, rawHead, " xb=c29tZXRoaW5n;"), uint16(5))
+	f.Add("DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=rsa2048; h=from"+strings.Repeat(":a", 150)+"; bh=AAAA; b=AAAA\r\n"+
+		strings.Repeat("a:\r\n", 50)+message, uint16(64))
+	f.Add("X-Long: a\r\n"+strings.Repeat(" x\r\n", 500)+signed, uint16(9))
 	f.Fuzz(func(t *testing.T, msg string, chunk uint16) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
