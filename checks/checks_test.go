@@ -3,9 +3,6 @@ package checks
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -26,29 +23,16 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zone := fmt.Sprintf(`
-$TTL 300
+	auth := testenv.NewAuthZone(t, `
 $ORIGIN example.test.
-@            IN SOA ns hostmaster 1 3600 600 86400 60
-@            IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
 @            IN MX  10 mx
-mx           IN A   192.0.2.1
 mx           IN TXT "v=spf1 a -all"
-sel._domainkey IN TXT "v=DKIM1; k=ed25519; p=%s"
-_dmarc       IN TXT "v=DMARC1; p=reject"
-$ORIGIN 2.0.192.in-addr.arpa.
-@            IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60
-1            IN PTR mx.example.test.
 $ORIGIN bl.test.
 @            IN SOA ns hostmaster 1 3600 600 86400 60
 1.2.0.192    IN A   127.0.0.2
 spam.test    IN A   127.0.1.2
-`, base64.StdEncoding.EncodeToString(pub))
-	srv := testenv.StartDNS(t, zone)
+`)
+	srv := testenv.StartDNS(t, auth.Zone)
 	cfg.DNS = resolver.Config{Servers: []string{srv.Addr()}, Timeout: 200 * time.Millisecond, Retries: -1}
 	r, err := resolver.New(cfg.DNS)
 	if err != nil {
@@ -58,7 +42,7 @@ spam.test    IN A   127.0.1.2
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, suite: s, key: key}
+	return &fixture{srv: srv, suite: s, key: auth.Key}
 }
 
 func listsConfig() Config {

@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -52,28 +49,13 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zone := fmt.Sprintf(`
-$TTL 300
-$ORIGIN example.test.
-@            IN SOA ns hostmaster 1 3600 600 86400 60
-@            IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
-mx           IN A   192.0.2.1
-sel._domainkey IN TXT "v=DKIM1; k=ed25519; p=%s"
-_dmarc       IN TXT "v=DMARC1; p=reject"
-$ORIGIN 2.0.192.in-addr.arpa.
-@            IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60
-1            IN PTR mx.example.test.
-`, base64.StdEncoding.EncodeToString(pub))
+	auth := testenv.NewAuthZone(t, "")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(testRules), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return &world{
-		dns: testenv.StartDNS(t, zone), key: key, dir: dir,
+		dns: testenv.StartDNS(t, auth.Zone), key: auth.Key, dir: dir,
 		grey: cache.GreylistConfig{Delay: cache.Duration(time.Second), RetryWindow: cache.Duration(time.Hour)},
 	}
 }

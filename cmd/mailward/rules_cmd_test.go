@@ -7,23 +7,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-)
 
-// rulesDir writes files (name → content) into a new directory.
-func rulesDir(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
+	"github.com/mailward/mailward/internal/testenv"
+)
 
 func runRules(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
@@ -50,7 +36,7 @@ tests:
 `
 
 func TestRulesLint(t *testing.T) {
-	dir := rulesDir(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"good/r.yaml":       cmdRules,
 		"good/partners.txt": "partner.example\n",
 		"bad/r.yaml":        "rules:\n  - name: a\n    when: helo == 1\n    action: reject\n  - name: b\n    when: 'true'\n    action: reject\n  - name: c\n    when: ip == \"x\"\n    action: reject\n",
@@ -81,14 +67,14 @@ func TestRulesLint(t *testing.T) {
 	}
 
 	// Warnings alone exit 0.
-	dir2 := rulesDir(t, map[string]string{"r.yaml": "rules:\n  - {name: a, when: 'true', action: accept}\n  - {name: b, when: 'true', action: reject}\n"})
+	dir2 := testenv.WriteFiles(t, map[string]string{"r.yaml": "rules:\n  - {name: a, when: 'true', action: accept}\n  - {name: b, when: 'true', action: reject}\n"})
 	if code, out, _ := runRules("lint", filepath.Join(dir2, "r.yaml")); code != 0 || !strings.Contains(out, "warning: rule b can never match") || !strings.HasSuffix(out, "SUCCESS: no errors, 1 warning\n") {
 		t.Errorf("warnings: exit %d, out %q", code, out)
 	}
 }
 
 func TestRulesLintWithConfig(t *testing.T) {
-	dir := rulesDir(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"rules/r.yaml":  "rules:\n  - {name: a, when: 'in_list(\"vip\", rcpt)', action: accept}\n",
 		"vip.txt":       "boss@example.net\n",
 		"unused.txt":    "x.example\n",
@@ -110,7 +96,7 @@ func TestRulesLintWithConfig(t *testing.T) {
 }
 
 func TestRulesTest(t *testing.T) {
-	dir := rulesDir(t, map[string]string{
+	dir := testenv.WriteFiles(t, map[string]string{
 		"rules/r.yaml":       cmdRules,
 		"rules/partners.txt": "partner.example\n",
 		"rules/r_test.yaml": `
@@ -149,7 +135,7 @@ tests:
 }
 
 func TestRulesRateLimit(t *testing.T) {
-	dir := rulesDir(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: burst
     when: ratelimit("from:" + mail_from, 1, "1h")
@@ -167,7 +153,7 @@ rules:
 // TestRulesTestsStartFresh: each test counts its rate limits alone, and
 // expects an added header as read, not RFC 2047-encoded.
 func TestRulesTestsStartFresh(t *testing.T) {
-	dir := rulesDir(t, map[string]string{"r.yaml": `
+	dir := testenv.WriteFiles(t, map[string]string{"r.yaml": `
 rules:
   - name: burst
     when: ratelimit("from:" + mail_from, 1, "1h")
