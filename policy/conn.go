@@ -30,6 +30,8 @@ type Conn struct {
 	// refused is the last refusal of a recipient, for the log line of a
 	// message whose every recipient was refused.
 	refused Verdict
+	// greyNote says what greylisting did with the message, for its log line.
+	greyNote string
 
 	// connFinal holds a final verdict given at connect or HELO: it answers
 	// every later stage of the connection.
@@ -465,6 +467,7 @@ func (c *Conn) resetMessage() {
 	}
 	c.outcome = nil
 	c.refused = Verdict{}
+	c.greyNote = ""
 	c.msgFinal = nil
 	c.headerBlock = c.headerBlock[:0]
 	c.pendingHeaders = append([]HeaderEdit(nil), c.connHeaders...)

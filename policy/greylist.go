@@ -118,6 +118,10 @@ type GreylistObserver interface {
 }
 
 func (c *Conn) greylisted(outcome, reason string) {
+	c.greyNote = outcome
+	if reason != "" {
+		c.greyNote += " (" + reason + ")"
+	}
 	if o, ok := c.e.obs.(GreylistObserver); ok {
 		o.Greylist(c.info.Front, outcome, reason)
 	}

@@ -38,6 +38,9 @@ func (c *Conn) logTransaction(v Verdict) {
 	if f.Signing != "" {
 		attrs = append(attrs, slog.String("dkim_sign", f.Signing))
 	}
+	if c.greyNote != "" {
+		attrs = append(attrs, slog.String("greylist", c.greyNote))
+	}
 	if o := c.e.obs; o != nil {
 		o.Transaction(c.info.Front, v, f, c.matches, time.Since(c.started))
 	}

@@ -104,7 +104,8 @@ func TestGreylistedClientThatQuits(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("%v\n%s", err, buf.String())
 	}
-	if line["verdict"] != "tempfail" || line["stage"] != "rcpt" || line["code"] != 451.0 || !strings.Contains(line["reason"].(string), "greylisted (new)") {
+	if line["verdict"] != "tempfail" || line["stage"] != "rcpt" || line["code"] != 451.0 || !strings.Contains(line["reason"].(string), "greylisted (new)") ||
+		line["greylist"] != "greylisted (new)" {
 		t.Errorf("log line: %s", buf.String())
 	}
 	if got := strings.Join(obs.seen, ", "); got != "greylist greylisted new, transaction tempfail" {
