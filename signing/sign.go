@@ -63,10 +63,10 @@ func (m *Message) Sign(header []Field, now time.Time) ([]Signature, error) {
 		return nil, fmt.Errorf("the message has %d From fields; DKIM signs exactly one", n)
 	}
 	bh := base64.StdEncoding.EncodeToString(m.body.sum())
-	names := m.signedNames(header)
+	picks := m.signedFields(header)
 	var out []Signature
 	for _, k := range m.keys {
-		v, err := m.signOne(k, header, names, bh, now)
+		v, err := m.signOne(k, picks, bh, now)
 		if err != nil {
 			return out, fmt.Errorf("signing with %s: %w", k, err)
 		}
@@ -75,27 +75,46 @@ func (m *Message) Sign(header []Field, now time.Time) ([]Signature, error) {
 	return out, nil
 }
 
-// signedNames is h=: each configured field as often as it occurs, and
-// the over-signed ones once more.
-func (m *Message) signedNames(header []Field) []string {
-	var names []string
-	for _, h := range m.t.headers {
-		n := countFold(header, h)
-		if containsFold(m.t.oversign, h) {
-			n++
-		}
-		for range n {
-			names = append(names, h)
-		}
-	}
-	return names
+// maxPerName bounds the fields of one name signed: a header of
+// thousands of To fields gets a signature of reasonable size, in time
+// linear in the header.
+const maxPerName = 50
+
+// pick is one h= entry and the field it covers, from the bottom up (RFC
+// 6376 5.4.2); nil for an over-signed entry that covers none.
+type pick struct {
+	name  string
+	field *Field
 }
 
-func (m *Message) signOne(k *Key, header []Field, names []string, bh string, now time.Time) (string, error) {
+// signedFields is h=: each configured field as often as it occurs (at
+// most maxPerName), and the over-signed ones once more.
+func (m *Message) signedFields(header []Field) []pick {
+	var out []pick
+	for _, h := range m.t.headers {
+		n := 0
+		for i := len(header) - 1; i >= 0 && n < maxPerName; i-- {
+			if strings.EqualFold(header[i].Name, h) {
+				out = append(out, pick{h, &header[i]})
+				n++
+			}
+		}
+		if n < maxPerName && containsFold(m.t.oversign, h) {
+			out = append(out, pick{name: h})
+		}
+	}
+	return out
+}
+
+func (m *Message) signOne(k *Key, picks []pick, bh string, now time.Time) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "v=1; a=%s-sha256; c=%s/%s; d=%s; s=%s;\r\n\tt=%d;", k.Algorithm(), m.t.headerCan, m.t.bodyCan, k.SDID(m.from), k.Selector, now.Unix())
 	if m.t.expire > 0 {
 		fmt.Fprintf(&b, " x=%d;", now.Add(m.t.expire).Unix())
+	}
+	names := make([]string, len(picks))
+	for i, p := range picks {
+		names[i] = p.name
 	}
 	b.WriteString(foldList(" h=", names, ":"))
 	b.WriteString(";\r\n\tbh=" + bh + ";\r\n\tb=")
@@ -106,15 +125,9 @@ func (m *Message) signOne(k *Key, header []Field, names []string, bh string, now
 	if m.t.headerCan == simple {
 		canonHeader = simpleHeader
 	}
-	// Fields of one name are signed from the bottom up (RFC 6376 5.4.2).
-	// names holds each name's repeats together, so a run count does.
-	for i, name := range names {
-		n := 0
-		for j := i - 1; j >= 0 && names[j] == name; j-- {
-			n++
-		}
-		if f, ok := nthFromBottom(header, name, n); ok {
-			hh.Write([]byte(canonHeader(f.Name, f.Raw)))
+	for _, p := range picks {
+		if p.field != nil {
+			hh.Write([]byte(canonHeader(p.field.Name, p.field.Raw)))
 		}
 	}
 	sigField := canonHeader("DKIM-Signature", " "+unsigned)
@@ -132,18 +145,6 @@ func (m *Message) signOne(k *Key, header []Field, names []string, bh string, now
 		return "", err
 	}
 	return unsigned + foldBase64(base64.StdEncoding.EncodeToString(sig)), nil
-}
-
-func nthFromBottom(header []Field, name string, n int) (Field, bool) {
-	for i := len(header) - 1; i >= 0; i-- {
-		if strings.EqualFold(header[i].Name, name) {
-			if n == 0 {
-				return header[i], true
-			}
-			n--
-		}
-	}
-	return Field{}, false
 }
 
 func countFold(header []Field, name string) int {

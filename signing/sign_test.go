@@ -306,3 +306,22 @@ func TestHeadersListedTwice(t *testing.T) {
 		t.Fatalf("does not verify:\n%s", msg)
 	}
 }
+
+// Thousands of fields of one name: at most maxPerName are signed and the
+// signature verifies.
+func TestManyFieldsOfOneName(t *testing.T) {
+	r := newRig(t, Config{}, "ed1")
+	h := append([]Field(nil), sampleHeader...)
+	for i := range 5000 {
+		h = append(h, Field{Name: "To", Raw: fmt.Sprintf(" r%d@rcpt.example", i)})
+	}
+	msg := r.sign(t, h, "Hi.\r\n", 0)
+	i := strings.Index(msg, "h=")
+	hTag := msg[i : i+strings.Index(msg[i:], ";")]
+	if n := strings.Count(hTag, "To"); n != maxPerName {
+		t.Errorf("%d To in h=, want %d", n, maxPerName)
+	}
+	if r.verify(t, msg) != 1 {
+		t.Error("does not verify")
+	}
+}

@@ -141,7 +141,7 @@ func Load(cfg Config, baseDir string, prev *Table, log *slog.Logger) (*Table, er
 		p, _ := parseNetwork(n)
 		t.internal = append(t.internal, p)
 	}
-	// Each name once: Message.Sign counts a name's repeats in h= as a run.
+	// Each name once: listed twice, its fields would be hashed twice.
 	for _, h := range cfg.Headers {
 		if !containsFold(t.headers, h) {
 			t.headers = append(t.headers, h)
