@@ -36,6 +36,9 @@ type Diff struct {
 	To       time.Time        `json:"to"`
 	Verdicts []*VerdictChange `json:"verdict_changes"`
 	Rules    []*RuleChange    `json:"rule_changes"`
+	// Omitted are the header fields the journal left out
+	// (journal.omit_headers): rules that read them saw no value.
+	Omitted []string `json:"omitted_headers"`
 }
 
 // VerdictChange counts the transactions whose verdict went From → To.
@@ -115,6 +118,11 @@ func (d *Differ) add(ctx context.Context, l *Line, oldOut, newOut *policy.Outcom
 		d.verdict, d.rule = map[[2]string]*VerdictChange{}, map[string]*RuleChange{}
 	}
 	d.diff.Transactions++
+	for _, h := range l.Omitted {
+		if !slices.Contains(d.diff.Omitted, h) {
+			d.diff.Omitted = append(d.diff.Omitted, h)
+		}
+	}
 	if d.diff.From.IsZero() || l.Time.Before(d.diff.From) {
 		d.diff.From = l.Time
 	}
@@ -180,6 +188,10 @@ func (d *Differ) Result() *Diff {
 	}
 	if out.Rules == nil {
 		out.Rules = []*RuleChange{}
+	}
+	out.Omitted = slices.Clone(out.Omitted)
+	if out.Omitted == nil {
+		out.Omitted = []string{}
 	}
 	return &out
 }

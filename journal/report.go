@@ -86,6 +86,9 @@ func (d *Diff) Print(w io.Writer) {
 		period = d.From.Format(time.RFC3339) + " to " + d.To.Format(time.RFC3339)
 	}
 	fmt.Fprintf(w, "%d transactions (%s), %d with another verdict\n", d.Transactions, period, d.Changed)
+	if len(d.Omitted) > 0 {
+		fmt.Fprintf(w, "(the journal leaves out %s: rules that read them saw no value)\n", strings.Join(d.Omitted, ", "))
+	}
 	if len(d.Verdicts) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
