@@ -25,6 +25,17 @@ type Attachment struct {
 	Size        int64  `json:"size"`
 }
 
+// URL is one link found in the message (eom), normalised: the host is
+// lower-case with A-labels, an IP literal without brackets.
+type URL struct {
+	Scheme string `json:"scheme"`
+	Host   string `json:"host"`
+	// Domain is the registrable domain of Host (the public suffix list,
+	// as URI blocklists expect); "" for an IP literal.
+	Domain string `json:"domain,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
 // Facts is everything known about a transaction so far. Each field says the
 // stage at which it becomes known; before that it holds its zero value.
 type Facts struct {
@@ -46,10 +57,13 @@ type Facts struct {
 	Headers     []Header       `json:"-"`               // data (end of headers)
 	Size        int64          `json:"size"`            // eom: header and body bytes
 	Attachments []Attachment   `json:"attachments,omitempty"`
-	DKIM        []dkim.Result  `json:"dkim,omitempty"`
-	DMARC       *dmarc.Result  `json:"dmarc,omitempty"`
-	QueueID     string         `json:"queue_id,omitempty"` // whenever the MTA tells it
-	Score       float64        `json:"score"`
+	// URLs are the links found in the message's text parts (eom), each
+	// once, in order of first appearance, at most content.max_urls.
+	URLs    []URL         `json:"urls,omitempty"`
+	DKIM    []dkim.Result `json:"dkim,omitempty"`
+	DMARC   *dmarc.Result `json:"dmarc,omitempty"`
+	QueueID string        `json:"queue_id,omitempty"` // whenever the MTA tells it
+	Score   float64       `json:"score"`
 	// Signing is how DKIM signing ended (eom): signed, missing_key,
 	// not_in_table, no_from or error; empty when the message was not
 	// one to sign.
