@@ -3,6 +3,8 @@ package rules
 import (
 	"strings"
 
+	"github.com/mailward/mailward/checks/dnsbl"
+
 	"github.com/mailward/mailward/policy"
 )
 
@@ -67,22 +69,12 @@ var variables = [numVars]variable{
 	// names arrive (see dnslists.go for the stage of a rule naming one).
 	vDNSBL: {name: "dnsbl", stage: policy.StageConnect, unknown: listsUnknown,
 		fill: func(st *state, f *policy.Facts) {
-			for _, r := range f.DNSBL {
-				if len(r.Codes) > 0 {
-					st.dnsbl[r.Zone] = appendCopy(st.dnsbl[r.Zone], r.Codes)
-				}
-			}
-			st.env.DNSBL = st.dnsbl
+			st.env.DNSBL = byZone(st.dnsbl, f.DNSBL, func(r *dnsbl.Result) []string { return r.Codes })
 		},
 		value: func(e *env) any { return e.DNSBL }},
 	vDNSBLNames: {name: "dnsbl_names", stage: policy.StageConnect, unknown: listsUnknown,
 		fill: func(st *state, f *policy.Facts) {
-			for _, r := range f.DNSBL {
-				if len(r.Names) > 0 {
-					st.names[r.Zone] = appendCopy(st.names[r.Zone], r.Names)
-				}
-			}
-			st.env.DNSBLNames = st.names
+			st.env.DNSBLNames = byZone(st.names, f.DNSBL, func(r *dnsbl.Result) []string { return r.Names })
 		},
 		value: func(e *env) any { return e.DNSBLNames }},
 	vDNSBLErrors: {name: "dnsbl_errors", stage: policy.StageConnect, unknown: listsUnknown,
@@ -252,10 +244,18 @@ func resultUnknown(check string, temperror bool) string {
 	return ""
 }
 
-// appendCopy appends to a slice of the state's maps without ever writing
-// into the facts' own arrays.
-func appendCopy(old, more []string) []string {
-	return append(old[:len(old):len(old)], more...)
+// byZone gathers what pick takes from each list's answers into m, by
+// zone: a zone can answer for several names (the client, HELO, sender
+// domain). Appending copies, so as never to write into the facts' own
+// arrays.
+func byZone(m map[string][]string, results []dnsbl.Result, pick func(*dnsbl.Result) []string) map[string][]string {
+	for i := range results {
+		if more := pick(&results[i]); len(more) > 0 {
+			old := m[results[i].Zone]
+			m[results[i].Zone] = append(old[:len(old):len(old)], more...)
+		}
+	}
+	return m
 }
 
 // unknownText says which of the variables r reads f leaves unknown
