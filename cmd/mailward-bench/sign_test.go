@@ -60,8 +60,8 @@ _dmarc 300 IN TXT "v=DMARC1; p=reject"
 	start := func(name, signingSection string) *proc {
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
 		cfg := filepath.Join(dir, name+".yaml")
-		text := "hostname: mw.bench.test\nlog: {level: warn}\nadmin: {listen: \"\"}\nmilter: {listen: \"inet:" + addr + "\"}\n" +
-			"dns: {servers: [\"" + dns.Addr() + "\"]}\n" + signingSection
+		text := testenv.BaseConfig(dns.Addr()) + "log: {level: warn}\nadmin: {listen: \"\"}\nmilter: {listen: \"inet:" + addr + "\"}\n" +
+			signingSection
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			b.Fatal(err)
 		}

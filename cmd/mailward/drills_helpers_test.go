@@ -51,14 +51,8 @@ func startDrill(t *testing.T, extra string, files map[string]string) *drillEnv {
 		writeFile(t, e.dir, name, content)
 	}
 	// Only the fixture server is asked; extra may set other dns keys.
-	servers := "dns:\n  servers: [\"" + e.dns.Addr() + "\"]\n"
-	if strings.Contains(extra, "dns:\n") {
-		extra = strings.Replace(extra, "dns:\n", servers, 1)
-	} else {
-		extra += servers
-	}
-	e.cfg = writeFile(t, e.dir, "mailward.yaml", "hostname: mw.test.example\nmilter:\n  listen: inet:"+e.addr+
-		"\nadmin:\n  listen: "+adminAddr+"\n"+extra)
+	e.cfg = writeFile(t, e.dir, "mailward.yaml", testenv.Config(t, testenv.BaseConfig(e.dns.Addr()),
+		"milter:\n  listen: inet:"+e.addr+"\nadmin:\n  listen: "+adminAddr+"\n", extra))
 	e.p = startProc(t, e.cfg, e.addr)
 	waitHTTP(t, e.admin+"/healthz")
 	return e

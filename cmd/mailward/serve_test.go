@@ -193,7 +193,7 @@ good.example. IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
 // fixture DNS server: tests never query the internet.
 func baseConfig(t *testing.T, addr string) string {
 	dns := testenv.StartDNS(t, fixtureZone)
-	return "hostname: mw.test.example\nmilter:\n  listen: inet:" + addr + "\ndns:\n  servers: [\"" + dns.Addr() + "\"]\n"
+	return testenv.BaseConfig(dns.Addr()) + "milter:\n  listen: inet:" + addr + "\n"
 }
 
 func httpDo(t *testing.T, method, url string) (int, string) {
