@@ -3,7 +3,6 @@ package milter
 import (
 	"context"
 	"encoding/binary"
-	"strings"
 	"testing"
 	"time"
 
@@ -78,19 +77,11 @@ func TestEarlyAcceptRemovesForgedResults(t *testing.T) {
 	}
 }
 
-// forgedSpellings claim our authserv-id in ways a naive match misses.
-var forgedSpellings = []string{
-	`Authentication-Results: "mw.test.example"; dkim=pass header.d=bank1.test`,
-	`Authentication-Results: "mw.test\.ex\ample"; dkim=pass header.d=bank2.test`,
-	`Authentication-Results : mw.test.example; dkim=pass header.d=bank3.test`,
-	`Authentication-Results:(comment)MW.TEST.EXAMPLE; dkim=pass header.d=bank4.test`,
-}
-
 // Through Postfix: every spelling of a forged result is deleted, and
 // only those (the MTA counts fields by name as the engine does).
 func TestPostfixRemovesForgedSpellings(t *testing.T) {
 	r := startRig(t)
-	body := message("forged spellings", append([]string{"Authentication-Results: other.example; spf=pass"}, forgedSpellings...)...)
+	body := message("forged spellings", append([]string{testenv.OtherResults}, testenv.ForgedResults("mw.test.example")...)...)
 	out, err := testenv.Swaks(t, r.postfix.SMTPAddr(), "--from", "alice@sender.example", "--to", "bob@rcpt.example", "--data", body)
 	if err != nil {
 		t.Fatalf("swaks: %v\n%s", err, out)
@@ -99,11 +90,5 @@ func TestPostfixRemovesForgedSpellings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := msgs[0].Header()
-	if strings.Contains(h, "header.d=bank") {
-		t.Errorf("a forged Authentication-Results is still there:\n%s", h)
-	}
-	if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
-		t.Errorf("another server's Authentication-Results was removed:\n%s", h)
-	}
+	testenv.CheckResults(t, msgs[0].Header(), "mw.test.example", true)
 }

@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +20,7 @@ func TestEarlyAcceptDropsForgedResults(t *testing.T) {
 			sink := testenv.StartSink(t)
 			_, addr := startProxy(t, Config{Upstream: sink.Addr()})
 			c := dialClient(t, tc.client, addr)
-			body := message("early accept",
-				"Authentication-Results: other.example; spf=pass smtp.mailfrom=sender.example",
-				"Authentication-Results: "+authservID+"; dkim=pass header.d=bank.test; dmarc=pass header.from=bank.test")
+			body := message("early accept", append([]string{testenv.OtherResults}, testenv.ForgedResults(authservID)...)...)
 			if err := send(t, c, tc.from, []string{"bob@rcpt.example"}, body); err != nil {
 				t.Fatal(err)
 			}
@@ -32,16 +29,7 @@ func TestEarlyAcceptDropsForgedResults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := msgs[0].Header()
-			if strings.Contains(h, "header.d=bank.test") {
-				t.Errorf("forged Authentication-Results reached upstream:\n%s", h)
-			}
-			if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
-				t.Errorf("another server's Authentication-Results was dropped:\n%s", h)
-			}
-			if !strings.Contains(h, "Authentication-Results: "+authservID+";") {
-				t.Errorf("no Authentication-Results of ours:\n%s", h)
-			}
+			testenv.CheckResults(t, msgs[0].Header(), authservID, true)
 		})
 	}
 }
@@ -53,12 +41,7 @@ func TestForgedSpellingsDropped(t *testing.T) {
 	sink := testenv.StartSink(t)
 	_, addr := startProxy(t, Config{Upstream: sink.Addr()})
 	c := dialClient(t, "127.0.0.9", addr)
-	body := message("forged spellings",
-		"Authentication-Results: other.example; spf=pass",
-		`Authentication-Results: "`+authservID+`"; dkim=pass header.d=bank1.test`,
-		`Authentication-Results: "mw.test\.ex\ample"; dkim=pass header.d=bank2.test`,
-		"Authentication-Results : "+authservID+"; dkim=pass header.d=bank3.test",
-		"Authentication-Results\t:(c)"+strings.ToUpper(authservID)+"; dkim=pass header.d=bank4.test")
+	body := message("forged spellings", append([]string{testenv.OtherResults}, testenv.ForgedResults(authservID)...)...)
 	if err := send(t, c, "alice@sender.example", []string{"bob@rcpt.example"}, body); err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +50,5 @@ func TestForgedSpellingsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := msgs[0].Header()
-	if strings.Contains(h, "header.d=bank") {
-		t.Errorf("a forged Authentication-Results reached upstream:\n%s", h)
-	}
-	if !strings.Contains(h, "Authentication-Results: other.example; spf=pass") {
-		t.Errorf("another server's Authentication-Results was dropped:\n%s", h)
-	}
+	testenv.CheckResults(t, msgs[0].Header(), authservID, true)
 }
