@@ -1,0 +1,119 @@
+package deliver
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+// testRelay is a Go SMTP server standing in for the reports relay. It
+// can answer the first DATA commands with an error and offer STARTTLS.
+type testRelay struct {
+	srv  *smtp.Server
+	addr string
+
+	mu    sync.Mutex
+	msgs  []relayed
+	fail  []*smtp.SMTPError // answers to the next DATA commands, in order
+	tries int               // DATA commands seen
+}
+
+type relayed struct {
+	testenv.SinkMessage
+	TLS  bool
+	HELO string
+}
+
+// startRelay starts a relay; with cert it offers STARTTLS.
+func startRelay(t *testing.T, cert *testenv.TestCert) *testRelay {
+	t.Helper()
+	r := &testRelay{}
+	r.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &relaySession{relay: r, conn: c}, nil
+	}))
+	r.srv.Domain = "relay.test"
+	r.srv.ReadTimeout = 30 * time.Second
+	r.srv.WriteTimeout = 30 * time.Second
+	r.srv.MaxMessageBytes = 10 << 20
+	r.srv.AllowInsecureAuth = true
+	if cert != nil {
+		pair, err := tls.LoadX509KeyPair(cert.CertFile, cert.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = l.Addr().String()
+	go r.srv.Serve(l)
+	t.Cleanup(func() { r.srv.Close() })
+	return r
+}
+
+// failNext makes the next DATA commands fail with these codes.
+func (r *testRelay) failNext(codes ...int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range codes {
+		e := &smtp.SMTPError{Code: c, EnhancedCode: smtp.EnhancedCode{c / 100, 0, 0}, Message: "scripted failure"}
+		r.fail = append(r.fail, e)
+	}
+}
+
+func (r *testRelay) messages() []relayed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]relayed(nil), r.msgs...)
+}
+
+func (r *testRelay) attempts() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tries
+}
+
+type relaySession struct {
+	relay *testRelay
+	conn  *smtp.Conn
+	from  string
+	to    []string
+}
+
+func (s *relaySession) Reset()        { s.from, s.to = "", nil }
+func (s *relaySession) Logout() error { return nil }
+func (s *relaySession) Mail(from string, _ *smtp.MailOptions) error {
+	s.from = from
+	return nil
+}
+func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
+func (s *relaySession) Data(rd io.Reader) error {
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	r := s.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tries++
+	if len(r.fail) > 0 {
+		e := r.fail[0]
+		r.fail = r.fail[1:]
+		return e
+	}
+	_, isTLS := s.conn.TLSConnectionState()
+	r.msgs = append(r.msgs, relayed{SinkMessage: testenv.SinkMessage{From: s.from, To: s.to, Data: b}, TLS: isTLS, HELO: s.conn.Hostname()})
+	return nil
+}
