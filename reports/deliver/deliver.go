@@ -236,7 +236,7 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 				continue
 			}
 			if err := s.deliverOne(ctx, p, d.Address); err != nil {
-				d.Reason, d.Temporary = err.Error(), isTemporary(err) && ctx.Err() == nil
+				d.Reason, d.Temporary = err.Error(), isTemporary(err)
 				if d.Temporary {
 					retry = append(retry, d)
 				} else {

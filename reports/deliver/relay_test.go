@@ -65,7 +65,10 @@ func (r *testRelay) failNext(codes ...int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range codes {
-		e := &smtp.SMTPError{Code: c, EnhancedCode: smtp.EnhancedCode{c / 100, 0, 0}, Message: "scripted failure"}
+		var e *smtp.SMTPError // 0: take the message
+		if c != 0 {
+			e = &smtp.SMTPError{Code: c, EnhancedCode: smtp.EnhancedCode{c / 100, 0, 0}, Message: "scripted failure"}
+		}
 		r.fail = append(r.fail, e)
 	}
 }
@@ -111,7 +114,9 @@ func (s *relaySession) Data(rd io.Reader) error {
 	if len(r.fail) > 0 {
 		e := r.fail[0]
 		r.fail = r.fail[1:]
-		return e
+		if e != nil {
+			return e
+		}
 	}
 	_, isTLS := s.conn.TLSConnectionState()
 	r.msgs = append(r.msgs, relayed{SinkMessage: testenv.SinkMessage{From: s.from, To: s.to, Data: b}, TLS: isTLS, HELO: s.conn.Hostname()})
