@@ -10,7 +10,9 @@ import (
 	"github.com/mailward/mailward/internal/config"
 )
 
-// Config holds the delivery keys of the reports: section.
+// Config holds the delivery keys of the reports: section. Start from
+// DefaultConfig: there Retries and MaxPerHour hold their defaults, while
+// zero, as a file may set them, means no retries and no cap.
 type Config struct {
 	// Relay is the SMTP server (HOST:PORT) reports are handed to.
 	Relay string `yaml:"relay"`

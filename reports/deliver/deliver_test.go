@@ -317,3 +317,21 @@ func equalDurations(a, b []time.Duration) bool {
 	}
 	return true
 }
+
+// TestCancelEndsBackoffWait: with the real clock, a Send waiting an hour
+// to retry returns as soon as its context ends.
+func TestCancelEndsBackoffWait(t *testing.T) {
+	f := newFixture(t, nil, func(c *Config) { c.RetryBackoff = cache.Duration(time.Hour) })
+	f.sender.sleep = sleepCtx
+	f.relay.failNext(451)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	err := f.sender.Send(ctx, testReport("mailto:dmarc@example.com"))
+	if err == nil || !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Send: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Send returned %s after cancel", d)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/idna"
 )
 
 // payload is a report ready to be mailed: compressed once, addressed per
@@ -26,6 +28,10 @@ type payload struct {
 
 // newPayload compresses r and names it per RFC 9990 section 2.5.2.
 func newPayload(r Report, submitter string) (*payload, error) {
+	// The Subject and file name want a domain-name: A-labels.
+	if d, err := idna.Lookup.ToASCII(strings.TrimSuffix(r.PolicyDomain, ".")); err == nil {
+		r.PolicyDomain = strings.ToLower(d)
+	}
 	if err := checkReport(r); err != nil {
 		return nil, err
 	}

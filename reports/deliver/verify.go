@@ -98,6 +98,11 @@ func (s *Sender) orgDomain(ctx context.Context, domain string) (string, error) {
 	return "", refuse("finding the organizational domain of %s: %v", domain, err)
 }
 
+// RUA returns the URIs of the rua tag of a DMARC Policy Record's text as
+// published, "!size" suffixes included, for Report.RUA. (checks/dmarc's
+// Record.RUA drops the suffixes.)
+func RUA(record string) []string { return ruaTag(record) }
+
 // ruaTag returns the URIs of a record's rua tag as written.
 func ruaTag(txt string) []string {
 	for spec := range strings.SplitSeq(txt, ";") {
