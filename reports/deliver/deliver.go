@@ -217,43 +217,45 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 	}
 	log := s.log.With("policy_domain", r.PolicyDomain, "report_id", r.ReportID)
 	var failed []Destination
+	// settled holds the destinations this Send is done with: sent,
+	// refused or failed for good. A retry, which plans again, skips them.
+	settled := map[string]bool{}
 	for attempt := 0; ; attempt++ {
-		dests := s.plan(ctx, p)
 		var retry []Destination
-		for _, d := range dests {
+		for _, d := range s.plan(ctx, p) {
+			key := d.URI + "\x00" + strings.ToLower(d.Address)
+			if settled[key] || settled[strings.ToLower(d.Address)] && d.Accepted {
+				continue
+			}
 			if !d.Accepted {
 				if d.Temporary {
 					retry = append(retry, d)
 					continue
 				}
-				if attempt == 0 {
-					s.metrics.refused.Inc()
-					log.Info("dmarc report destination refused", "uri", d.URI, "reason", d.Reason)
-				}
-				continue
-			}
-			if s.delivered(p, d.Address) {
+				settled[key] = true
+				s.metrics.refused.Inc()
+				log.Info("dmarc report destination refused", "uri", d.URI, "reason", d.Reason)
 				continue
 			}
 			if err := s.deliverOne(ctx, p, d.Address); err != nil {
 				d.Reason, d.Temporary = err.Error(), isTemporary(err)
 				if d.Temporary {
 					retry = append(retry, d)
-				} else {
-					failed = append(failed, d)
-					s.metrics.failed.Inc()
-					log.Warn("dmarc report not delivered", "to", d.Address, "err", err)
+					continue
 				}
+				settled[strings.ToLower(d.Address)] = true
+				failed = append(failed, d)
+				s.metrics.failed.Inc()
+				log.Warn("dmarc report not delivered", "to", d.Address, "err", err)
 				continue
 			}
-			p.sent = append(p.sent, strings.ToLower(d.Address))
+			settled[strings.ToLower(d.Address)] = true
 			s.metrics.sent.Inc()
 			log.Info("dmarc report sent", "to", d.Address, "bytes", len(p.gz))
 		}
 		if len(retry) == 0 {
 			break
 		}
-		wait := s.backoff(attempt)
 		if attempt >= s.cfg.Retries || ctx.Err() != nil {
 			for _, d := range retry {
 				s.metrics.failed.Inc()
@@ -262,6 +264,7 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 			failed = append(failed, retry...)
 			break
 		}
+		wait := s.backoff(attempt)
 		for _, d := range retry {
 			log.Info("dmarc report delivery deferred", "uri", d.URI, "to", d.Address, "retry_in", wait, "err", d.Reason)
 		}
@@ -278,16 +281,6 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 		return &SendError{ReportID: r.ReportID, Failed: failed}
 	}
 	return nil
-}
-
-// delivered reports whether this Send already got the report to addr.
-func (s *Sender) delivered(p *payload, addr string) bool {
-	for _, a := range p.sent {
-		if a == strings.ToLower(addr) {
-			return true
-		}
-	}
-	return false
 }
 
 // deliverOne waits for the rate cap, then relays one message.

@@ -335,3 +335,26 @@ func TestCancelEndsBackoffWait(t *testing.T) {
 		t.Errorf("Send returned %s after cancel", d)
 	}
 }
+
+// TestRetryDoesNotResendOrRetryFinalOutcomes: when one destination is
+// retried, the one that got its report and the one refused with a 5xx
+// are left alone.
+func TestRetryDoesNotResendOrRetryFinalOutcomes(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	f.relay.failNext(0, 550, 451) // a@ taken, b@ refused for good, c@ deferred once
+	err := f.sender.Send(context.Background(), testReport("mailto:a@example.com", "mailto:b@example.com", "mailto:c@example.com"))
+	var se *SendError
+	if !errors.As(err, &se) || len(se.Failed) != 1 || se.Failed[0].Address != "b@example.com" || se.Temporary() {
+		t.Fatalf("Send: %v, want a permanent failure for b@example.com only", err)
+	}
+	if n := f.relay.attempts(); n != 4 {
+		t.Errorf("%d DATA commands, want 4 (a, b, c, c again)", n)
+	}
+	var to []string
+	for _, m := range f.relay.messages() {
+		to = append(to, m.To[0])
+	}
+	if strings.Join(to, ",") != "a@example.com,c@example.com" {
+		t.Errorf("delivered to %v", to)
+	}
+}

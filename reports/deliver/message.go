@@ -23,7 +23,6 @@ type payload struct {
 	filename string
 	gz       []byte
 	report   Report
-	sent     []string // addresses, lower-cased, delivered to so far
 }
 
 // newPayload compresses r and names it per RFC 9990 section 2.5.2.

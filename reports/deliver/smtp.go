@@ -108,7 +108,7 @@ func (s *Sender) sendOne(ctx context.Context, from, to string, msg []byte) (err 
 	if err := c.cmd("MAIL", 250, "%s", mailCmd); err != nil {
 		return err
 	}
-	if err := c.cmd("RCPT", 250, "RCPT TO:<%s>", to); err != nil {
+	if err := c.cmd("RCPT", 25, "RCPT TO:<%s>", to); err != nil { // 250 or 251
 		return err
 	}
 	if err := c.cmd("DATA", 354, "DATA"); err != nil {
