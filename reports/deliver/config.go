@@ -28,6 +28,11 @@ type Config struct {
 	// TLSCAFile is a PEM file of the CAs that verify the relay's
 	// certificate under starttls: require; empty: the system's.
 	TLSCAFile string `yaml:"tls_ca_file"`
+	// Username, with PasswordFile, logs in to the relay (AUTH PLAIN),
+	// only ever over TLS.
+	Username string `yaml:"username"`
+	// PasswordFile holds the relay password on its first line.
+	PasswordFile string `yaml:"password_file"`
 	// Timeout bounds one SMTP session with the relay.
 	Timeout cache.Duration `yaml:"timeout"`
 	// Retries is how many times a delivery is tried again after a 4xx
@@ -118,6 +123,14 @@ func (c Config) Validate() error {
 	case "", StartTLSOpportunistic, StartTLSRequire, StartTLSOff:
 	default:
 		ps.Add("starttls", "%q: want opportunistic, require or off", c.StartTLS)
+	}
+	switch {
+	case c.Username != "" && c.PasswordFile == "":
+		ps.Add("password_file", "required with username: the file holding the relay password")
+	case c.Username == "" && c.PasswordFile != "":
+		ps.Add("username", "required with password_file")
+	case c.Username != "" && c.StartTLS == StartTLSOff:
+		ps.Add("starttls", "off with username: the password would cross the network in clear")
 	}
 	if c.Timeout < 0 {
 		ps.Add("timeout", "%s: must not be negative", c.Timeout)

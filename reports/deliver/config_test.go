@@ -72,6 +72,15 @@ func TestConfigRequiresRelayAndFrom(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	login := good
+	login.Username = "reports"
+	if err := login.Validate(); err == nil || !strings.Contains(err.Error(), "password_file: required with username") {
+		t.Errorf("username without password_file: %v", err)
+	}
+	login.PasswordFile, login.StartTLS = "/nonexistent", StartTLSOff
+	if err := login.Validate(); err == nil || !strings.Contains(err.Error(), "starttls: off with username") {
+		t.Errorf("username with starttls: off: %v", err)
+	}
 	if _, err := New(good, Deps{}); err == nil {
 		t.Error("New without a resolver succeeded")
 	}

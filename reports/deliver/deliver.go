@@ -67,6 +67,7 @@ type Sender struct {
 	from    string
 	domain  string // From's domain: the Submitter
 	roots   *x509.CertPool
+	pass    string // the relay password, with cfg.Username
 	metrics *metrics
 	rate    *limiter
 	// sleep waits d or until ctx ends; tests leave it as is.
@@ -104,6 +105,17 @@ func New(cfg Config, deps Deps) (*Sender, error) {
 		s.roots = x509.NewCertPool()
 		if !s.roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("tls_ca_file %s holds no PEM certificate", cfg.TLSCAFile)
+		}
+	}
+	if cfg.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading password_file: %w", err)
+		}
+		s.pass, _, _ = strings.Cut(string(b), "\n")
+		s.pass = strings.TrimSuffix(s.pass, "\r")
+		if s.pass == "" {
+			return nil, fmt.Errorf("password_file %s: the first line, the password, is empty", cfg.PasswordFile)
 		}
 	}
 	m, err := newMetrics(deps.Metrics)

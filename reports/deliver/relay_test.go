@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailward/mailward/internal/testenv"
@@ -23,6 +24,9 @@ type testRelay struct {
 	msgs  []relayed
 	fail  []*smtp.SMTPError // answers to the next DATA commands, in order
 	tries int               // DATA commands seen
+	// password, if set, is required of user "reports" before MAIL.
+	password string
+	logins   []string // passwords tried
 }
 
 type relayed struct {
@@ -86,15 +90,45 @@ func (r *testRelay) attempts() int {
 }
 
 type relaySession struct {
-	relay *testRelay
-	conn  *smtp.Conn
-	from  string
-	to    []string
+	relay  *testRelay
+	conn   *smtp.Conn
+	from   string
+	to     []string
+	authed bool
+}
+
+func (s *relaySession) AuthMechanisms() []string {
+	s.relay.mu.Lock()
+	defer s.relay.mu.Unlock()
+	if s.relay.password == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (s *relaySession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		r := s.relay
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.logins = append(r.logins, pass)
+		if user != "reports" || pass != r.password {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
+		}
+		s.authed = true
+		return nil
+	}), nil
 }
 
 func (s *relaySession) Reset()        { s.from, s.to = "", nil }
 func (s *relaySession) Logout() error { return nil }
 func (s *relaySession) Mail(from string, _ *smtp.MailOptions) error {
+	s.relay.mu.Lock()
+	need := s.relay.password != ""
+	s.relay.mu.Unlock()
+	if need && !s.authed {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
 	s.from = from
 	return nil
 }

@@ -3,10 +3,12 @@ package deliver
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +99,12 @@ func (s *Sender) sendOne(ctx context.Context, from, to string, msg []byte) (err 
 			return permanentError{fmt.Errorf("relay %s does not offer STARTTLS, which starttls: require demands", s.cfg.Relay)}
 		}
 	}
+	if s.cfg.Username != "" {
+		if err := c.auth(s.cfg.Username, s.pass); err != nil {
+			c.cmd("QUIT", 221, "QUIT")
+			return err
+		}
+	}
 	mailCmd := "MAIL FROM:<" + from + ">"
 	if v, ok := c.ext["SIZE"]; ok {
 		if limit, err := strconv.ParseInt(v, 10, 64); err == nil && limit > 0 && int64(len(msg)) > limit {
@@ -172,6 +180,22 @@ func (c *relay) hello(name string) error {
 		c.ext[strings.ToUpper(k)] = v
 	}
 	return nil
+}
+
+// auth logs in with AUTH PLAIN (RFC 4616), never in clear.
+func (c *relay) auth(user, pass string) error {
+	if !c.tls {
+		return permanentError{errors.New("not sending the relay password in clear: the relay offered no STARTTLS")}
+	}
+	if !slices.Contains(strings.Fields(strings.ToUpper(c.ext["AUTH"])), "PLAIN") {
+		return permanentError{fmt.Errorf("the relay does not offer AUTH PLAIN (it offers %q)", c.ext["AUTH"])}
+	}
+	resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+	if err := c.text.PrintfLine("AUTH PLAIN %s", resp); err != nil {
+		return fmt.Errorf("sending AUTH to the relay: %w", err)
+	}
+	_, _, err := c.read("AUTH", 235)
+	return err
 }
 
 // startTLS upgrades the session. A failed handshake is not retried under

@@ -69,3 +69,39 @@ func TestStartTLSRequired(t *testing.T) {
 		}
 	})
 }
+
+func TestRelayLogin(t *testing.T) {
+	cert := testenv.SelfSignedCert(t, "127.0.0.1")
+	pwfile := testenv.WriteFiles(t, map[string]string{"pw": "s3cret\n"}) + "/pw"
+	login := func(c *Config) { c.Username, c.PasswordFile = "reports", pwfile }
+	t.Run("over TLS", func(t *testing.T) {
+		f := newFixture(t, cert, login)
+		f.relay.password = "s3cret"
+		if err := f.sender.Send(context.Background(), testReport("mailto:dmarc@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		if msgs := f.relay.messages(); len(msgs) != 1 || !msgs[0].TLS {
+			t.Fatalf("relayed %+v", msgs)
+		}
+	})
+	t.Run("wrong password is final", func(t *testing.T) {
+		f := newFixture(t, cert, login)
+		f.relay.password = "other"
+		err := f.sender.Send(context.Background(), testReport("mailto:dmarc@example.com"))
+		var se *SendError
+		if !errors.As(err, &se) || se.Temporary() || !strings.Contains(err.Error(), "535") {
+			t.Fatalf("Send: %v, want a permanent 535 failure", err)
+		}
+	})
+	t.Run("never in clear", func(t *testing.T) {
+		f := newFixture(t, nil, login)
+		f.relay.password = "s3cret"
+		err := f.sender.Send(context.Background(), testReport("mailto:dmarc@example.com"))
+		if err == nil || !strings.Contains(err.Error(), "in clear") {
+			t.Fatalf("Send: %v, want a refusal to log in without TLS", err)
+		}
+		if len(f.relay.logins) != 0 {
+			t.Errorf("the password crossed in clear: %v", f.relay.logins)
+		}
+	})
+}
