@@ -3,6 +3,7 @@ package deliver
 import (
 	"crypto/tls"
 	"io"
+	"log"
 	"net"
 	"sync"
 	"testing"
@@ -43,6 +44,8 @@ func startRelay(t *testing.T, cert *testenv.TestCert) *testRelay {
 		return &relaySession{relay: r, conn: c}, nil
 	}))
 	r.srv.Domain = "relay.test"
+	// Sessions the client breaks off on purpose are no news.
+	r.srv.ErrorLog = log.New(io.Discard, "", 0)
 	r.srv.ReadTimeout = 30 * time.Second
 	r.srv.WriteTimeout = 30 * time.Second
 	r.srv.MaxMessageBytes = 10 << 20
