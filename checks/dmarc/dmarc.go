@@ -179,6 +179,7 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 	}
 	res.Testing = rec.Testing
 	res.Policy = downgrade(policy, rec.Testing)
+	res.Record = rec
 
 	// Identifier alignment (sections 4.4 and 4.10.2).
 	var ids []identifier
@@ -192,6 +193,7 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 		}
 	}
 	var unsure, unaligned []string
+	var pass string
 	for _, id := range ids {
 		if id.result != "pass" && id.result != "temperror" {
 			continue
@@ -203,9 +205,16 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 		aligned, err := c.aligned(ctx, w, domain, res.OrgDomain, walkErr, id.domain, mode)
 		switch {
 		case aligned && id.result == "pass":
-			res.Result = "pass"
-			res.Reason = fmt.Sprintf("%s pass for %s, aligned (%s)", id.method, id.domain, modeName(mode))
-			return res
+			// Every identifier is looked at, so that a report can say
+			// whether SPF and DKIM each aligned; the first pass explains.
+			if pass == "" {
+				pass = fmt.Sprintf("%s pass for %s, aligned (%s)", id.method, id.domain, modeName(mode))
+			}
+			if id.method == "spf" {
+				res.SPFAligned = true
+			} else {
+				res.DKIMAligned = true
+			}
 		case err != nil:
 			unsure = append(unsure, fmt.Sprintf("cannot tell whether %s domain %s aligns: %v", id.method, id.domain, err))
 		case aligned:
@@ -213,6 +222,10 @@ func (c *Checker) evaluate(ctx context.Context, w *walker, domain string, spfRes
 		case id.result == "pass":
 			unaligned = append(unaligned, fmt.Sprintf("%s pass for %s", id.method, id.domain))
 		}
+	}
+	if pass != "" {
+		res.Result, res.Reason = "pass", pass
+		return res
 	}
 	if len(unsure) > 0 {
 		res.Result, res.Reason = "temperror", strings.Join(unsure, "; ")

@@ -20,6 +20,9 @@ type Record struct {
 	RUA     []string // the syntactically valid URIs of rua=
 	RUF     []string // the syntactically valid URIs of ruf=
 	FO      string
+	// Text is the record as published, for what needs a tag as written
+	// (report delivery reads rua= with its "!size" suffixes).
+	Text string
 }
 
 // ErrNotDMARC is returned by ParseRecord for text that is not a DMARC
@@ -35,7 +38,7 @@ func ParseRecord(txt string) (*Record, error) {
 	if !ok || !strings.EqualFold(trimWSP(name), "v") || trimWSP(value) != "DMARC1" {
 		return nil, ErrNotDMARC
 	}
-	rec := &Record{ADKIM: "r", ASPF: "r", PSD: "u"}
+	rec := &Record{ADKIM: "r", ASPF: "r", PSD: "u", Text: txt}
 	seen := map[string]bool{}
 	for _, spec := range specs[1:] {
 		name, value, ok := strings.Cut(spec, "=")

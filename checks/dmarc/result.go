@@ -16,4 +16,11 @@ type Result struct {
 	Testing bool `json:"testing"`
 	// Reason says why, e.g. "no From header" or "dkim and spf not aligned".
 	Reason string `json:"reason,omitempty"`
+	// SPFAligned and DKIMAligned say which identifiers gave an aligned
+	// pass; aggregate reports carry both (RFC 9990 policy_evaluated).
+	SPFAligned  bool `json:"spf_aligned,omitempty"`
+	DKIMAligned bool `json:"dkim_aligned,omitempty"`
+	// Record is the DMARC Policy Record found at PolicyDomain, nil when
+	// none applied; aggregate reports publish its tags. Shared: read only.
+	Record *Record `json:"-"`
 }

@@ -1,0 +1,72 @@
+package reports
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailward/mailward/policy"
+)
+
+// DefaultQueue is how many finished transactions may wait for the
+// aggregating goroutine.
+const DefaultQueue = 4096
+
+// Recorder is a policy.Recorder that adds every DMARC evaluation to
+// Aggregates on a goroutine of its own, so that recording never slows
+// mail: when the queue is full the transaction is dropped and counted.
+type Recorder struct {
+	agg     *Aggregates
+	enforce bool
+	queue   chan *policy.Finished
+	done    sync.WaitGroup
+	once    sync.Once
+	dropped atomic.Int64
+}
+
+// NewRecorder starts recording into agg; enforce is dmarc.enforce, which
+// says why a failing message was not refused. Close stops it.
+func NewRecorder(agg *Aggregates, enforce bool, queue int) *Recorder {
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	r := &Recorder{agg: agg, enforce: enforce, queue: make(chan *policy.Finished, queue)}
+	r.done.Add(1)
+	go r.loop()
+	return r
+}
+
+// Record implements policy.Recorder; it never blocks.
+func (r *Recorder) Record(f *policy.Finished) {
+	if f.Facts.DMARC == nil {
+		return
+	}
+	select {
+	case r.queue <- f:
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+func (r *Recorder) loop() {
+	defer r.done.Done()
+	for f := range r.queue {
+		if o, ok := Observe(f, r.enforce); ok {
+			t := f.Facts.Time
+			if t.IsZero() {
+				t = time.Now()
+			}
+			r.agg.Add(t, o)
+		}
+	}
+}
+
+// Dropped is how many transactions a full queue or a bound of the
+// aggregates kept out.
+func (r *Recorder) Dropped() int64 { return r.dropped.Load() + r.agg.Dropped() }
+
+// Close records what is queued and stops.
+func (r *Recorder) Close() {
+	r.once.Do(func() { close(r.queue) })
+	r.done.Wait()
+}
