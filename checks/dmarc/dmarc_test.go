@@ -494,3 +494,30 @@ func TestLongFromDomain(t *testing.T) {
 		t.Errorf("%.0f allocations for a huge domain", allocs)
 	}
 }
+
+// TestAlignmentOfEach: aggregate reports say for SPF and DKIM each
+// whether it gave an aligned pass, so evaluation looks at both even
+// after the first pass; and the record found comes with the result.
+func TestAlignmentOfEach(t *testing.T) {
+	c, _ := start(t, rrTXT("_dmarc.example.com", "v=DMARC1; p=reject; rua=mailto:d@example.com!10m"))
+	for _, tc := range []struct {
+		name       string
+		spf        *spf.Result
+		dkim       []dkim.Result
+		spfA, dkA  bool
+		wantResult string
+	}{
+		{"both", spfPass("example.com"), []dkim.Result{dkimRes("pass", "example.com")}, true, true, "pass"},
+		{"spf only", spfPass("example.com"), []dkim.Result{dkimRes("pass", "other.example")}, true, false, "pass"},
+		{"dkim only", spfFail("example.com"), []dkim.Result{dkimRes("fail", "example.com"), dkimRes("pass", "example.com")}, false, true, "pass"},
+		{"neither", spfFail("example.com"), nil, false, false, "fail"},
+	} {
+		got := check(t, c, "a@example.com", tc.spf, tc.dkim...)
+		if got.Result != tc.wantResult || got.SPFAligned != tc.spfA || got.DKIMAligned != tc.dkA {
+			t.Errorf("%s: %s spf_aligned=%v dkim_aligned=%v; want %s %v %v", tc.name, got.Result, got.SPFAligned, got.DKIMAligned, tc.wantResult, tc.spfA, tc.dkA)
+		}
+		if got.Record == nil || got.Record.Text != "v=DMARC1; p=reject; rua=mailto:d@example.com!10m" {
+			t.Errorf("%s: record %+v", tc.name, got.Record)
+		}
+	}
+}
