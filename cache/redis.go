@@ -333,3 +333,11 @@ type clientLog struct{ log *slog.Logger }
 func (l clientLog) Printf(ctx context.Context, format string, args ...any) {
 	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, args...))
 }
+
+// Shared runs fn with the client and the key prefix, through the breaker
+// and within the timeout like every operation here, for a package that
+// keeps data of its own in the fleet's Redis (DMARC report aggregates).
+// Its keys must start with prefix.
+func (r *Redis) Shared(ctx context.Context, op string, fn func(ctx context.Context, c redis.UniversalClient, prefix string) error) error {
+	return r.run(ctx, op, "", func(ctx context.Context) error { return fn(ctx, r.client, r.prefix) })
+}

@@ -28,12 +28,12 @@ func PeriodStart(t time.Time, interval time.Duration) time.Time {
 
 // Domain is the aggregate of one policy domain over one period.
 type Domain struct {
-	Begin  time.Time
-	Policy Policy
+	Begin  time.Time `json:"begin"`
+	Policy Policy    `json:"policy"`
 	// Rows count messages by what they showed (the row's JSON).
-	Rows map[string]int64
+	Rows map[string]int64 `json:"rows"`
 	// Passed counts messages that passed DMARC.
-	Passed int64
+	Passed int64 `json:"passed"`
 }
 
 // Aggregates holds the periods' aggregates in memory. It is safe for
@@ -138,12 +138,78 @@ func (a *Aggregates) Current() []*Domain {
 }
 
 // end is when the period starting at begin ends.
-func (a *Aggregates) end(begin time.Time) time.Time {
-	if a.interval <= 0 || a.interval >= 24*time.Hour {
-		return begin.Add(24 * time.Hour)
-	}
-	return begin.Add(a.interval)
-}
+func (a *Aggregates) end(begin time.Time) time.Time { return periodEnd(begin, a.interval) }
 
 // End is when d's period ends.
 func (a *Aggregates) End(d *Domain) time.Time { return a.end(d.Begin) }
+
+// endedKeys lists the aggregates of periods ended by now.
+func (a *Aggregates) endedKeys(now time.Time) []Key {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Key
+	for _, begin := range slices.SortedFunc(maps.Keys(a.periods), time.Time.Compare) {
+		if a.end(begin).After(now) {
+			continue
+		}
+		for _, name := range slices.Sorted(maps.Keys(a.periods[begin])) {
+			out = append(out, Key{Begin: begin, Domain: name})
+		}
+	}
+	return out
+}
+
+// get returns a copy of k's aggregate, nil if there is none.
+func (a *Aggregates) get(k Key) *Domain {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	d := a.periods[k.Begin.UTC()][k.Domain]
+	if d == nil {
+		return nil
+	}
+	c := *d
+	c.Rows = maps.Clone(d.Rows)
+	return &c
+}
+
+// remove forgets k's aggregate.
+func (a *Aggregates) remove(k Key) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	begin := k.Begin.UTC()
+	delete(a.periods[begin], k.Domain)
+	if len(a.periods[begin]) == 0 {
+		delete(a.periods, begin)
+	}
+}
+
+// restore adds a saved aggregate back, within the bounds; it returns
+// how many rows the bounds kept out.
+func (a *Aggregates) restore(d *Domain) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	begin := d.Begin.UTC()
+	doms := a.periods[begin]
+	if doms == nil {
+		doms = map[string]*Domain{}
+		a.periods[begin] = doms
+	}
+	cur := doms[d.Policy.Domain]
+	if cur == nil {
+		if len(doms) >= a.maxDomains {
+			return len(d.Rows)
+		}
+		cur = &Domain{Begin: begin, Policy: d.Policy, Rows: map[string]int64{}}
+		doms[d.Policy.Domain] = cur
+	}
+	cur.Passed += d.Passed
+	lost := 0
+	for k, n := range d.Rows {
+		if _, ok := cur.Rows[k]; !ok && len(cur.Rows) >= a.maxRows || n <= 0 {
+			lost++
+			continue
+		}
+		cur.Rows[k] += n
+	}
+	return lost
+}

@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +17,7 @@ const DefaultQueue = 4096
 // Aggregates on a goroutine of its own, so that recording never slows
 // mail: when the queue is full the transaction is dropped and counted.
 type Recorder struct {
-	agg     *Aggregates
+	store   Store
 	enforce bool
 	queue   chan *policy.Finished
 	done    sync.WaitGroup
@@ -24,13 +25,13 @@ type Recorder struct {
 	dropped atomic.Int64
 }
 
-// NewRecorder starts recording into agg; enforce is dmarc.enforce, which
+// NewRecorder starts recording into store; enforce is dmarc.enforce, which
 // says why a failing message was not refused. Close stops it.
-func NewRecorder(agg *Aggregates, enforce bool, queue int) *Recorder {
+func NewRecorder(store Store, enforce bool, queue int) *Recorder {
 	if queue <= 0 {
 		queue = DefaultQueue
 	}
-	r := &Recorder{agg: agg, enforce: enforce, queue: make(chan *policy.Finished, queue)}
+	r := &Recorder{store: store, enforce: enforce, queue: make(chan *policy.Finished, queue)}
 	r.done.Add(1)
 	go r.loop()
 	return r
@@ -56,14 +57,15 @@ func (r *Recorder) loop() {
 			if t.IsZero() {
 				t = time.Now()
 			}
-			r.agg.Add(t, o)
+			// Store faults and bounds are counted by the store.
+			_ = r.store.Add(context.Background(), t, o)
 		}
 	}
 }
 
 // Dropped is how many transactions a full queue or a bound of the
 // aggregates kept out.
-func (r *Recorder) Dropped() int64 { return r.dropped.Load() + r.agg.Dropped() }
+func (r *Recorder) Dropped() int64 { return r.dropped.Load() + r.store.Dropped() }
 
 // Close records what is queued and stops.
 func (r *Recorder) Close() {

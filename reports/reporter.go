@@ -2,6 +2,7 @@ package reports
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -17,49 +18,103 @@ type Sender interface {
 
 // Reporter builds the reports of ended periods and hands them to a
 // Sender. A report that cannot be built or sent is logged and counted;
-// nothing here touches mail.
+// nothing here touches mail. Instances sharing a Redis store each run
+// one: the store's lock lets exactly one build and send each report.
 type Reporter struct {
-	Agg  *Aggregates
-	Meta Meta
-	Send Sender
-	Log  *slog.Logger
+	Store Store
+	Meta  Meta
+	Send  Sender
+	Log   *slog.Logger
 	// Suppress lists domains never reported to, their subdomains too.
 	Suppress []string
 	// RequirePass suppresses the report of a domain none of whose mail
 	// passed DMARC in the period.
 	RequirePass bool
+	// Domain, if set, limits the Reporter to that policy domain.
+	Domain string
 
-	Built, Suppressed, Failed atomic.Int64
+	Built, Sent, Suppressed, Failed atomic.Int64
 }
 
 // Due builds and sends the reports of every period ended by now. It
-// returns how many reports it handed to the Sender.
-func (r *Reporter) Due(ctx context.Context, now time.Time) int {
+// returns how many reports it handed to the Sender, and an error when
+// the store could not be read (the reports wait for the next call).
+func (r *Reporter) Due(ctx context.Context, now time.Time) (int, error) {
+	keys, err := r.Store.Ended(ctx, now)
 	n := 0
-	for _, d := range r.Agg.Ended(now, true) {
-		if why := r.suppressed(d); why != "" {
-			r.Suppressed.Add(1)
-			r.log().Info("dmarc report suppressed", "policy_domain", d.Policy.Domain, "reason", why)
+	for _, k := range keys {
+		if r.Domain != "" && !strings.EqualFold(strings.TrimSuffix(r.Domain, "."), k.Domain) {
 			continue
 		}
-		end := r.Agg.End(d)
-		doc, err := Build(r.Meta, d, end)
-		if err != nil {
-			r.Failed.Add(1)
-			r.log().Warn("dmarc report not built", "policy_domain", d.Policy.Domain, "err", err)
-			continue
+		ok, kerr := r.one(ctx, k)
+		if kerr != nil {
+			r.log().Warn("dmarc report left for later", "policy_domain", k.Domain, "err", kerr)
+			err = errors.Join(err, kerr)
 		}
-		r.Built.Add(1)
-		rep := deliver.Report{PolicyDomain: d.Policy.Domain, ReportID: ReportID(r.Meta.Submitter, d.Policy.Domain, d.Begin),
-			Begin: d.Begin, End: end.Add(-time.Second), XML: doc, RUA: d.Policy.RUA}
-		if err := r.Send.Send(ctx, rep); err != nil {
-			r.Failed.Add(1)
-			r.log().Warn("dmarc report not sent", "policy_domain", d.Policy.Domain, "err", err)
+		if ok {
+			n++
 		}
-		n++
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return n
+	return n, err
 }
+
+// one reports k if this instance gets its lock. The report is marked
+// done before it is sent: a crash while sending loses it, but no report
+// ever goes out twice.
+func (r *Reporter) one(ctx context.Context, k Key) (bool, error) {
+	release, ok, err := r.Store.Claim(ctx, k)
+	if err != nil || !ok {
+		return false, err
+	}
+	defer release()
+	d, err := r.Store.Load(ctx, k)
+	if err != nil {
+		return false, err
+	}
+	if err := r.Store.Done(ctx, k); err != nil {
+		return false, err
+	}
+	if d == nil || len(d.Rows) == 0 {
+		return false, nil
+	}
+	if why := r.suppressed(d); why != "" {
+		r.Suppressed.Add(1)
+		r.log().Info("dmarc report suppressed", "policy_domain", d.Policy.Domain, "reason", why)
+		return false, nil
+	}
+	rep, err := r.Report(d)
+	if err != nil {
+		r.Failed.Add(1)
+		r.log().Warn("dmarc report not built", "policy_domain", d.Policy.Domain, "err", err)
+		return false, nil
+	}
+	r.Built.Add(1)
+	if err := r.Send.Send(ctx, rep); err != nil {
+		r.Failed.Add(1)
+		r.log().Warn("dmarc report not sent", "policy_domain", d.Policy.Domain, "report_id", rep.ReportID, "err", err)
+		return true, nil
+	}
+	r.Sent.Add(1)
+	return true, nil
+}
+
+// Report builds d's report, ending with its period or, for the running
+// period of a preview, now.
+func (r *Reporter) Report(d *Domain) (deliver.Report, error) {
+	end := r.Store.End(d.Begin)
+	doc, err := Build(r.Meta, d, end)
+	if err != nil {
+		return deliver.Report{}, err
+	}
+	return deliver.Report{PolicyDomain: d.Policy.Domain, ReportID: ReportID(r.Meta.Submitter, d.Policy.Domain, d.Begin),
+		Begin: d.Begin, End: end.Add(-time.Second), XML: doc, RUA: d.Policy.RUA}, nil
+}
+
+// Why says why d gets no report, "" when it does.
+func (r *Reporter) Why(d *Domain) string { return r.suppressed(d) }
 
 // suppressed says why d gets no report, "" when it does.
 func (r *Reporter) suppressed(d *Domain) string {

@@ -16,23 +16,26 @@ func (s *sent) Send(_ context.Context, r deliver.Report) error { *s = append(*s,
 // TestReporterSuppresses: the suppression list and require-pass keep
 // reports from domains; the rest get one report per period.
 func TestReporterSuppresses(t *testing.T) {
-	agg := NewAggregates(24*time.Hour, 0, 0)
+	store, err := NewLocal(LocalConfig{Interval: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	add := func(domain, result string) {
 		o, _ := Observe(finished(t, testRecord, result, policy.Accept, "192.0.2.1"), false)
 		o.Policy.Domain = domain
-		agg.Add(at, o)
+		store.Add(context.Background(), at, o)
 	}
 	add("example.com", "pass")
 	add("sub.quiet.example", "pass")
 	add("forged.example", "fail")
 	var s sent
-	r := &Reporter{Agg: agg, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s,
+	r := &Reporter{Store: store, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s,
 		Suppress: []string{"quiet.example"}, RequirePass: true}
-	if n := r.Due(context.Background(), at); n != 0 {
+	if n, _ := r.Due(context.Background(), at); n != 0 {
 		t.Fatalf("%d reports before the period ended", n)
 	}
-	if n := r.Due(context.Background(), at.Add(24*time.Hour)); n != 1 {
+	if n, _ := r.Due(context.Background(), at.Add(24*time.Hour)); n != 1 {
 		t.Fatalf("%d reports, want 1", n)
 	}
 	if s[0].PolicyDomain != "example.com" || len(s[0].RUA) != 2 || s[0].End.Sub(s[0].Begin) != 24*time.Hour-time.Second {
@@ -42,7 +45,7 @@ func TestReporterSuppresses(t *testing.T) {
 		t.Errorf("built %d, suppressed %d", r.Built.Load(), r.Suppressed.Load())
 	}
 	validate(t, s[0].XML)
-	if n := r.Due(context.Background(), at.Add(48*time.Hour)); n != 0 {
+	if n, _ := r.Due(context.Background(), at.Add(48*time.Hour)); n != 0 {
 		t.Errorf("the period was reported again")
 	}
 }

@@ -85,7 +85,7 @@ func TestObserveDisposition(t *testing.T) {
 // validates it against the RFC 9990 schema with xmllint.
 func TestReportValidates(t *testing.T) {
 	agg := NewAggregates(24*time.Hour, 0, 0)
-	rec := NewRecorder(agg, true, 0)
+	rec := NewRecorder(&Local{agg: agg}, true, 0)
 	for range 3 {
 		rec.Record(finished(t, testRecord, "pass", policy.Accept, "192.0.2.1"))
 	}

@@ -1,0 +1,355 @@
+package reports
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailward/mailward/cache"
+)
+
+// Defaults of a Redis store.
+const (
+	// DefaultKeep is how long an aggregate waits, after its period ended,
+	// for an instance to report it before Redis lets it expire.
+	DefaultKeep = 7 * 24 * time.Hour
+	// DefaultLockTTL bounds how long a report's lock outlives an instance
+	// that died holding it.
+	DefaultLockTTL = 10 * time.Minute
+	// scanCount is how many fields one HSCAN asks for, so that no single
+	// operation outlasts the cache timeout on a large report.
+	scanCount = 1000
+)
+
+// Every key shares the hash tag {dmarc}: Redis Cluster keeps them in one
+// slot, so that one script may touch a report's hash and its indexes.
+const (
+	keyPeriods = "{dmarc}:periods"  // set of period begins (unix seconds)
+	keyDomains = "{dmarc}:domains:" // + begin: set of the period's policy domains
+	keyAgg     = "{dmarc}:agg:"     // + begin:domain: hash of row JSON → count, "policy", "passed"
+	keySent    = "{dmarc}:sent:"    // + begin:domain: the report was done
+	keyLock    = "{dmarc}:lock:"    // + begin:domain: the instance building it
+	fieldPol   = "policy"
+	fieldPass  = "passed"
+)
+
+// addScript counts one row in one atomic step, within the bounds, and
+// refuses a period already reported (a late message).
+var addScript = redis.NewScript(`
+local agg, doms, periods, sent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local maxRows, maxDoms, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[4])
+if redis.call('EXISTS', sent) == 1 then return 2 end
+if redis.call('SISMEMBER', doms, ARGV[7]) == 0 and redis.call('SCARD', doms) >= maxDoms then return 0 end
+if redis.call('HEXISTS', agg, ARGV[1]) == 0 and redis.call('HLEN', agg) >= maxRows + 2 then return 0 end
+redis.call('HINCRBY', agg, ARGV[1], 1)
+redis.call('HSET', agg, 'policy', ARGV[2])
+redis.call('HINCRBY', agg, 'passed', ARGV[3])
+redis.call('SADD', doms, ARGV[7])
+redis.call('SADD', periods, ARGV[8])
+redis.call('PEXPIRE', agg, ttl)
+redis.call('PEXPIRE', doms, ttl)
+redis.call('PEXPIRE', periods, ttl)
+return 1
+`)
+
+// releaseScript deletes the lock only if it is still ours.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// RedisConfig sets up a Redis store.
+type RedisConfig struct {
+	Interval   time.Duration
+	MaxRows    int
+	MaxDomains int
+	// Keep and LockTTL: 0 takes DefaultKeep and DefaultLockTTL.
+	Keep    time.Duration
+	LockTTL time.Duration
+	Log     *slog.Logger
+}
+
+// Redis is the Store of a fleet: every instance adds to the same
+// aggregates in the cache's Redis, and a lock per report lets exactly
+// one build and send it.
+type Redis struct {
+	rc      *cache.Redis
+	cfg     RedisConfig
+	log     *slog.Logger
+	dropped atomic.Int64
+	now     func() time.Time
+}
+
+// NewRedis keeps the aggregates in rc, the cache's Redis.
+func NewRedis(rc *cache.Redis, cfg RedisConfig) *Redis {
+	if cfg.MaxRows <= 0 {
+		cfg.MaxRows = DefaultMaxRows
+	}
+	if cfg.MaxDomains <= 0 {
+		cfg.MaxDomains = DefaultMaxDomains
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = DefaultKeep
+	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = DefaultLockTTL
+	}
+	r := &Redis{rc: rc, cfg: cfg, log: cfg.Log, now: time.Now}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+func keyOf(k Key) string {
+	return strconv.FormatInt(k.Begin.Unix(), 10) + ":" + k.Domain
+}
+
+// ttl is how long a key of the period beginning at begin lives from now:
+// until Keep after its end.
+func (r *Redis) ttl(begin time.Time, extra time.Duration) time.Duration {
+	return max(time.Second, periodEnd(begin, r.cfg.Interval).Add(r.cfg.Keep+extra).Sub(r.now()))
+}
+
+// Add implements Store.
+func (r *Redis) Add(ctx context.Context, t time.Time, o Observation) error {
+	row, err := json.Marshal(o.Row)
+	if err != nil {
+		return fmt.Errorf("encoding a report row: %w", err)
+	}
+	pol, err := json.Marshal(o.Policy)
+	if err != nil {
+		return fmt.Errorf("encoding a report policy: %w", err)
+	}
+	begin := PeriodStart(t, r.cfg.Interval)
+	k := Key{Begin: begin, Domain: o.Policy.Domain}
+	b := strconv.FormatInt(begin.Unix(), 10)
+	passed := 0
+	if o.Passed {
+		passed = 1
+	}
+	var res int64
+	err = r.rc.Shared(ctx, "dmarc report add", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		var err error
+		res, err = addScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k)},
+			row, pol, passed, r.ttl(begin, 0).Milliseconds(), r.cfg.MaxRows, r.cfg.MaxDomains, o.Policy.Domain, b).Int64()
+		return err
+	})
+	switch {
+	case err != nil:
+		r.dropped.Add(1)
+		return fmt.Errorf("adding to the DMARC report of %s: %w", o.Policy.Domain, err)
+	case res == 0:
+		r.dropped.Add(1)
+		return ErrBound
+	case res == 2:
+		// Its period was reported already: too late to count.
+		r.dropped.Add(1)
+		return nil
+	}
+	return nil
+}
+
+// Ended implements Store.
+func (r *Redis) Ended(ctx context.Context, now time.Time) ([]Key, error) {
+	var begins []string
+	err := r.rc.Shared(ctx, "dmarc report periods", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		var err error
+		begins, err = c.SMembers(ctx, p+keyPeriods).Result()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing DMARC report periods: %w", err)
+	}
+	var keys []Key
+	for _, b := range sortedBegins(begins) {
+		if periodEnd(b, r.cfg.Interval).After(now) {
+			continue
+		}
+		ks, err := r.domains(ctx, b)
+		if err != nil {
+			return keys, err
+		}
+		keys = append(keys, ks...)
+	}
+	return keys, nil
+}
+
+// domains lists the period's policy domains; a period none are left of
+// is taken off the list.
+func (r *Redis) domains(ctx context.Context, begin time.Time) ([]Key, error) {
+	b := strconv.FormatInt(begin.Unix(), 10)
+	var names []string
+	err := r.rc.Shared(ctx, "dmarc report domains", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		var err error
+		names, err = c.SMembers(ctx, p+keyDomains+b).Result()
+		if err == nil && len(names) == 0 {
+			err = c.SRem(ctx, p+keyPeriods, b).Err()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the DMARC reports of the period %s: %w", begin.Format(time.RFC3339), err)
+	}
+	keys := make([]Key, 0, len(names))
+	for _, n := range sortedStrings(names) {
+		keys = append(keys, Key{Begin: begin, Domain: n})
+	}
+	return keys, nil
+}
+
+// Claim implements Store with SET NX PX and a random token; a report
+// already done is cleaned up and refused.
+func (r *Redis) Claim(ctx context.Context, k Key) (func(), bool, error) {
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	var ok, sent bool
+	err := r.rc.Shared(ctx, "dmarc report lock", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		var err error
+		ok, err = c.SetNX(ctx, p+keyLock+keyOf(k), token, r.cfg.LockTTL).Result()
+		if err != nil || !ok {
+			return err
+		}
+		n, err := c.Exists(ctx, p+keySent+keyOf(k)).Result()
+		sent = n == 1
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("locking the DMARC report of %s: %w", k.Domain, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	release := func() {
+		// Released even when the caller's context has ended.
+		ctx := context.WithoutCancel(ctx)
+		err := r.rc.Shared(ctx, "dmarc report unlock", func(ctx context.Context, c redis.UniversalClient, p string) error {
+			return releaseScript.Run(ctx, c, []string{p + keyLock + keyOf(k)}, token).Err()
+		})
+		if err != nil {
+			r.log.Warn("DMARC report lock not released; it expires", "policy_domain", k.Domain, "err", err)
+		}
+	}
+	if sent {
+		// A late message made the aggregate again; it is not reported.
+		err := r.forget(ctx, k)
+		release()
+		return nil, false, err
+	}
+	return release, true, nil
+}
+
+// Load implements Store, a scan at a time.
+func (r *Redis) Load(ctx context.Context, k Key) (*Domain, error) {
+	d := &Domain{Begin: k.Begin.UTC(), Rows: map[string]int64{}}
+	var cursor uint64
+	seen := false
+	for {
+		var fields []string
+		err := r.rc.Shared(ctx, "dmarc report load", func(ctx context.Context, c redis.UniversalClient, p string) error {
+			var err error
+			fields, cursor, err = c.HScan(ctx, p+keyAgg+keyOf(k), cursor, "", scanCount).Result()
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("loading the DMARC report of %s: %w", k.Domain, err)
+		}
+		for i := 0; i+1 < len(fields); i += 2 {
+			f, v := fields[i], fields[i+1]
+			seen = true
+			switch f {
+			case fieldPol:
+				if err := json.Unmarshal([]byte(v), &d.Policy); err != nil {
+					return nil, fmt.Errorf("reading the stored policy of %s: %w", k.Domain, err)
+				}
+			case fieldPass:
+				d.Passed, _ = strconv.ParseInt(v, 10, 64)
+			default:
+				if len(d.Rows) >= r.cfg.MaxRows {
+					continue
+				}
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err == nil && n > 0 {
+					d.Rows[f] = n
+				}
+			}
+		}
+		if cursor == 0 {
+			break
+		}
+	}
+	if !seen {
+		return nil, nil
+	}
+	if d.Policy.Domain == "" {
+		d.Policy.Domain = k.Domain
+	}
+	return d, nil
+}
+
+// Done implements Store: the mark outlives the aggregate's keys, so
+// that a late message cannot make the report again.
+func (r *Redis) Done(ctx context.Context, k Key) error {
+	err := r.rc.Shared(ctx, "dmarc report done", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		return c.Set(ctx, p+keySent+keyOf(k), "1", r.ttl(k.Begin, 24*time.Hour)).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+	}
+	return r.forget(ctx, k)
+}
+
+// forget deletes k's aggregate and takes it off its period's list.
+func (r *Redis) forget(ctx context.Context, k Key) error {
+	b := strconv.FormatInt(k.Begin.Unix(), 10)
+	err := r.rc.Shared(ctx, "dmarc report forget", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		_, err := c.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			tx.Del(ctx, p+keyAgg+keyOf(k))
+			tx.SRem(ctx, p+keyDomains+b, k.Domain)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("deleting the DMARC report aggregate of %s: %w", k.Domain, err)
+	}
+	return nil
+}
+
+// Current implements Store.
+func (r *Redis) Current(ctx context.Context) ([]*Domain, error) {
+	keys, err := r.Ended(ctx, time.Unix(1<<40, 0))
+	if err != nil {
+		return nil, err
+	}
+	var out []*Domain
+	for _, k := range keys {
+		d, err := r.Load(ctx, k)
+		if err != nil {
+			return out, err
+		}
+		if d != nil {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// End implements Store.
+func (r *Redis) End(begin time.Time) time.Time { return periodEnd(begin, r.cfg.Interval) }
+
+// Dropped implements Store.
+func (r *Redis) Dropped() int64 { return r.dropped.Load() }
+
+// Close implements Store; the cache owns the client.
+func (r *Redis) Close() error { return nil }

@@ -1,0 +1,282 @@
+package reports
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/internal/testenv"
+	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/reports/deliver"
+)
+
+// observe is an observation of domain from ip.
+func observe(t *testing.T, domain, ip, result string) Observation {
+	t.Helper()
+	o, ok := Observe(finished(t, testRecord, result, policy.Accept, ip), true)
+	if !ok {
+		t.Fatal("not observed")
+	}
+	o.Policy.Domain = domain
+	return o
+}
+
+// countRows sums a report's counts from its XML.
+func countRows(t *testing.T, doc []byte) int {
+	t.Helper()
+	n := 0
+	for _, part := range strings.Split(string(doc), "<count>")[1:] {
+		var c int
+		fmt.Sscanf(part, "%d", &c)
+		n += c
+	}
+	return n
+}
+
+// lockedSent is a Sender safe for concurrent use that takes its time,
+// so that competing reporters overlap.
+type lockedSent struct {
+	mu   sync.Mutex
+	reps []deliver.Report
+	wait time.Duration
+}
+
+func (s *lockedSent) Send(ctx context.Context, r deliver.Report) error {
+	time.Sleep(s.wait)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reps = append(s.reps, r)
+	return nil
+}
+
+// TestLocalRestartLosesNothing: aggregates saved on Close are there
+// after a restart in the middle of the period, and a reported period
+// is not reported again after the next restart.
+func TestLocalRestartLosesNothing(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reports.json")
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	open := func() *Local {
+		l, err := NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := open()
+	for _, ip := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+		if err := l.Add(ctx, at, observe(t, "example.com", ip, "pass")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Add(ctx, at, observe(t, "example.org", "192.0.2.9", "fail"))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open()
+	l.Add(ctx, at.Add(time.Hour), observe(t, "example.com", "192.0.2.1", "fail"))
+	var s sent
+	r := &Reporter{Store: l, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s}
+	if n, err := r.Due(ctx, at.Add(24*time.Hour)); n != 2 || err != nil {
+		t.Fatalf("%d reports (%v), want 2", n, err)
+	}
+	if s[0].PolicyDomain != "example.com" || countRows(t, s[0].XML) != 4 || countRows(t, s[1].XML) != 1 {
+		t.Errorf("counts %d and %d, want 4 and 1:\n%s", countRows(t, s[0].XML), countRows(t, s[1].XML), s[0].XML)
+	}
+	validate(t, s[0].XML)
+	// A crash now, without Close: Done saved already.
+	l = open()
+	defer l.Close()
+	if ks, _ := l.Ended(ctx, at.Add(48*time.Hour)); len(ks) != 0 {
+		t.Errorf("reported periods back after a restart: %v", ks)
+	}
+}
+
+// TestLocalSnapshotPeriodic: the store saves on its own, so a crash
+// loses at most one snapshot interval.
+func TestLocalSnapshotPeriodic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "reports.json")
+	l, err := NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path, SnapshotEvery: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Add(context.Background(), time.Now(), observe(t, "example.com", "192.0.2.1", "pass"))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), "example.com") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot written")
+		}
+	}
+	l2, err := NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if ds, _ := l2.Current(context.Background()); len(ds) != 1 || ds[0].Rows == nil {
+		t.Errorf("loaded %v", ds)
+	}
+}
+
+// TestLocalBadFile: an unreadable store is moved aside; mailward starts.
+func TestLocalBadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "reports.json")
+	os.WriteFile(path, []byte("{not json"), 0o600)
+	l, err := NewLocal(LocalConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := os.Stat(path + ".bad"); err != nil {
+		t.Errorf("not moved aside: %v", err)
+	}
+}
+
+func newRedisStore(t *testing.T, addr string, cfg RedisConfig) *Redis {
+	t.Helper()
+	cc := cache.DefaultConfig()
+	cc.Type = cache.TypeRedis
+	cc.Redis.Addrs = []string{addr}
+	cc.Redis.Timeout = cache.Duration(2 * time.Second)
+	rc, err := cache.NewRedis(cc, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	return NewRedis(rc, cfg)
+}
+
+// TestRedisFleetOneReport: two instances share one Redis; both record,
+// both run their Reporter at the same moment, and each domain gets
+// exactly one report holding every message of both.
+func TestRedisFleetOneReport(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	ctx := context.Background()
+	at := time.Now().Add(-24 * time.Hour)
+	domains := []string{"a.example", "b.example", "c.example", "d.example"}
+	var stores [2]*Redis
+	for i := range stores {
+		stores[i] = newRedisStore(t, srv.Addr(), RedisConfig{Interval: 24 * time.Hour})
+	}
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		rec := NewRecorder(st, true, 0)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 25 {
+				for _, d := range domains {
+					f := finished(t, testRecord, "pass", policy.Accept, fmt.Sprintf("192.0.2.%d", 1+(i+j)%3))
+					f.Facts.Time = at
+					f.Facts.DMARC.PolicyDomain = d
+					rec.Record(f)
+				}
+			}
+			rec.Close()
+			if rec.Dropped() != 0 {
+				t.Errorf("instance %d dropped %d", i, rec.Dropped())
+			}
+		}()
+	}
+	wg.Wait()
+	s := &lockedSent{wait: 50 * time.Millisecond}
+	var reporters [2]*Reporter
+	for i, st := range stores {
+		reporters[i] = &Reporter{Store: st, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: s}
+	}
+	for _, r := range reporters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Due(ctx, time.Now()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{}
+	for _, r := range s.reps {
+		got[r.PolicyDomain]++
+		if n := countRows(t, r.XML); n != 50 {
+			t.Errorf("%s: %d messages in the report, want 50", r.PolicyDomain, n)
+		}
+	}
+	for _, d := range domains {
+		if got[d] != 1 {
+			t.Errorf("%s: %d reports, want exactly 1", d, got[d])
+		}
+	}
+	if b := reporters[0].Built.Load() + reporters[1].Built.Load(); b != int64(len(domains)) {
+		t.Errorf("built %d", b)
+	}
+	validate(t, s.reps[0].XML)
+	// Again, and after a late message for the reported period: nothing.
+	stores[0].Add(ctx, at, observe(t, "a.example", "192.0.2.1", "pass"))
+	for _, r := range reporters {
+		if n, err := r.Due(ctx, time.Now()); n != 0 || err != nil {
+			t.Errorf("%d more reports (%v)", n, err)
+		}
+	}
+	if len(s.reps) != len(domains) {
+		t.Errorf("%d reports sent in all", len(s.reps))
+	}
+}
+
+// TestRedisKeysExpire: every key the store writes has a TTL, and a
+// lock held by another instance keeps a report from being built.
+func TestRedisKeysExpire(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	ctx := context.Background()
+	st := newRedisStore(t, srv.Addr(), RedisConfig{Interval: time.Hour, MaxRows: 2, MaxDomains: 1})
+	at := time.Now().Add(-2 * time.Hour)
+	for i, ip := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
+		if err := st.Add(ctx, at, observe(t, "example.com", ip, "pass")); (err == nil) != (i < 2) {
+			t.Errorf("row %d: %v", i, err)
+		}
+	}
+	if err := st.Add(ctx, at, observe(t, "other.example", "192.0.2.1", "pass")); err != ErrBound {
+		t.Errorf("a second domain past max_domains 1: %v", err)
+	}
+	keys := strings.Fields(srv.MustDo("KEYS", "*"))
+	if len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	for _, k := range strings.Fields(srv.MustDo("KEYS", "*")) {
+		if ttl := srv.MustDo("PTTL", k); strings.HasPrefix(ttl, "-") {
+			t.Errorf("%s has no TTL (%s)", k, ttl)
+		}
+	}
+	ks, err := st.Ended(ctx, time.Now())
+	if err != nil || len(ks) != 1 {
+		t.Fatalf("ended %v, %v", ks, err)
+	}
+	release, ok, err := st.Claim(ctx, ks[0])
+	if !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if _, ok, _ := st.Claim(ctx, ks[0]); ok {
+		t.Error("two holders of one lock")
+	}
+	release()
+	release2, ok, _ := st.Claim(ctx, ks[0])
+	if !ok {
+		t.Fatal("lock not released")
+	}
+	defer release2()
+	if err := st.Done(ctx, ks[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range strings.Fields(srv.MustDo("KEYS", "*")) {
+		if ttl := srv.MustDo("PTTL", k); strings.HasPrefix(ttl, "-") {
+			t.Errorf("%s has no TTL (%s)", k, ttl)
+		}
+	}
+}
