@@ -1,0 +1,106 @@
+package content
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// The bounds: whatever the message, the scan keeps at most its bounds
+// and says which one it met; what it found before stands.
+
+func TestHugeBase64Part(t *testing.T) {
+	text := strings.Repeat("spam spam http://huge.example/ spam\n", 200000) // 7 MB
+	enc := base64.StdEncoding.EncodeToString([]byte(text))
+	var b strings.Builder
+	b.WriteString("Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\r\n")
+	r := scan(t, Options{MaxTextBytes: 1000}, b.String(), 64<<10)
+	if len(r.Text) != 1000 || r.Text != text[:1000] {
+		t.Errorf("text of %d bytes kept, want the first 1000", len(r.Text))
+	}
+	if !strings.HasPrefix(r.Limit, "text over 1000 bytes") || len(r.URLs) != 1 {
+		t.Errorf("limit %q, URLs %+v", r.Limit, r.URLs)
+	}
+}
+
+func TestLongLine(t *testing.T) {
+	msg := "Subject: x\r\n\r\n" + strings.Repeat("x", 5<<20) + " http://end.example/"
+	r := scan(t, Options{}, msg, 1<<20)
+	if len(r.Text) != DefaultMaxTextBytes || len(r.URLs) != 1 {
+		t.Errorf("text %d bytes, URLs %+v", len(r.Text), r.URLs)
+	}
+}
+
+func TestDeepNesting(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: multipart/mixed; boundary=b0\r\n\r\n")
+	for i := 1; i <= 1000; i++ {
+		fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nhttp://level%d.example/\r\n--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i, i-1, i)
+	}
+	r := scan(t, Options{MaxDepth: 5}, b.String(), 4096)
+	if r.Limit != "MIME parts nested more than 5 deep" || len(r.URLs) != 5 {
+		t.Errorf("limit %q, %d URLs", r.Limit, len(r.URLs))
+	}
+}
+
+func TestManyParts(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for i := 0; i < 5000; i++ {
+		fmt.Fprintf(&b, "--b\r\nContent-Type: text/plain\r\n\r\nhttp://p%d.example/\r\n", i)
+	}
+	r := scan(t, Options{MaxParts: 50}, b.String(), 4096)
+	if r.Limit != "more than 50 MIME parts" || r.TextParts != 49 || len(r.URLs) != 49 {
+		t.Errorf("limit %q, %d parts, %d URLs", r.Limit, r.TextParts, len(r.URLs))
+	}
+}
+
+func TestManyLinks(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: text/html\r\n\r\n")
+	for i := 0; i < 100000; i++ {
+		fmt.Fprintf(&b, "<a href=\"http://l%d.example/\">x</a>\r\n", i)
+	}
+	r := scan(t, Options{MaxTextBytes: 4 << 20}, b.String(), 64<<10)
+	if len(r.URLs) != DefaultMaxURLs || r.URLCount != maxCandidates {
+		t.Errorf("%d URLs kept, %d counted", len(r.URLs), r.URLCount)
+	}
+	if r.URLs[0].Host != "l0.example" || r.URLs[99].Host != "l99.example" {
+		t.Errorf("not the first ones: %+v ... %+v", r.URLs[0], r.URLs[99])
+	}
+	if r.Limit == "" {
+		t.Error("no limit reported")
+	}
+}
+
+func TestDuplicateLinks(t *testing.T) {
+	msg := "\r\n" + strings.Repeat("http://same.example/x http://SAME.example/x www.same.example\r\n", 50000)
+	r := scan(t, Options{}, msg, 64<<10)
+	if len(r.URLs) != 2 || r.URLCount != 2 {
+		t.Errorf("%+v, count %d", r.URLs, r.URLCount)
+	}
+}
+
+func TestPathologicalHTML(t *testing.T) {
+	for name, body := range map[string]string{
+		"open tags":     strings.Repeat("<div><a href=x>", 200000),
+		"one long tag":  "<a href=\"http://x.example/" + strings.Repeat("a", 2<<20) + "\">",
+		"lone brackets": strings.Repeat("<", 3<<20),
+		"comments":      strings.Repeat("<!--", 500000),
+		"attributes":    "<p " + strings.Repeat("a=b ", 500000) + ">",
+		"entities":      strings.Repeat("&amp;&#x41;&bogus;", 200000),
+		"script":        "<script>" + strings.Repeat("</scrip", 300000),
+	} {
+		msg := "Content-Type: text/html\r\n\r\n" + body
+		r := scan(t, Options{}, msg, 64<<10)
+		if len(r.Text) > DefaultMaxTextBytes || len(r.URLs) > DefaultMaxURLs {
+			t.Errorf("%s: text %d bytes, %d URLs", name, len(r.Text), len(r.URLs))
+		}
+	}
+}

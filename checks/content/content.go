@@ -1,0 +1,217 @@
+// Package content reads what a message says as it streams: the decoded
+// text of its text parts, the links in them, and signs of deceit (link
+// text naming another domain than the link, a From display name naming
+// another address than the From).
+package content
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"unicode/utf8"
+)
+
+// Defaults of the bounds (Options).
+const (
+	DefaultMaxTextBytes = 256 << 10
+	DefaultMaxURLs      = 100
+	DefaultMaxDepth     = 20
+	DefaultMaxParts     = 1000
+)
+
+const (
+	// maxCandidates bounds the links looked at per message: past it,
+	// url_count stops growing and no more are normalised.
+	maxCandidates = 10000
+	// htmlFactor: an HTML part is kept, for the tokenizer, up to this
+	// many times MaxTextBytes of decoded markup per message.
+	htmlFactor = 4
+)
+
+// Options bound a scan. Zero or negative values take the defaults.
+type Options struct {
+	MaxTextBytes int // decoded text kept per message
+	MaxURLs      int // distinct URLs kept per message
+	MaxDepth     int // multipart nesting
+	MaxParts     int // MIME parts
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxTextBytes <= 0 {
+		o.MaxTextBytes = DefaultMaxTextBytes
+	}
+	if o.MaxURLs <= 0 {
+		o.MaxURLs = DefaultMaxURLs
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = DefaultMaxDepth
+	}
+	if o.MaxParts <= 0 {
+		o.MaxParts = DefaultMaxParts
+	}
+	return o
+}
+
+// Validate reports a bound out of range, for config checks.
+func (o Options) Validate() error {
+	if o.MaxTextBytes < 0 || o.MaxTextBytes > 64<<20 {
+		return fmt.Errorf("max_text_bytes %d: must be 1 to 67108864", o.MaxTextBytes)
+	}
+	if o.MaxURLs < 0 || o.MaxURLs > maxCandidates {
+		return fmt.Errorf("max_urls %d: must be 1 to %d", o.MaxURLs, maxCandidates)
+	}
+	return nil
+}
+
+// URL is one link, normalised: scheme and host lower-case, the host in
+// A-labels, percent-decoded, an IP literal without brackets.
+type URL struct {
+	Scheme string `json:"scheme"`
+	Host   string `json:"host"`
+	// Domain is the registrable domain of Host by the public suffix
+	// list; "" for an IP literal or a name with none.
+	Domain string `json:"domain,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Summary is what the scan found besides the text and the URLs.
+type Summary struct {
+	HTML      bool `json:"html"`       // a text/html part was read
+	TextParts int  `json:"text_parts"` // text/* parts read (not attachments)
+	// URLCount is the number of distinct links found, of the first
+	// 10,000 looked at; URLs keeps the first MaxURLs of them.
+	URLCount int `json:"url_count"`
+	// PhishLinks counts HTML links whose visible text names another
+	// registrable domain than their href.
+	PhishLinks int `json:"phish_links"`
+	// FromDisplayMismatch: the From display name holds an address or a
+	// domain of another registrable domain than the From address.
+	FromDisplayMismatch bool `json:"from_display_mismatch"`
+	// Limit says which bound cut the scan, or "": what was found up to
+	// it stands.
+	Limit string `json:"limit,omitempty"`
+}
+
+// Result is the scan of one message.
+type Result struct {
+	Text string // decoded text of the text parts, at most MaxTextBytes
+	URLs []URL  // distinct, in order of first appearance, at most MaxURLs
+	Summary
+}
+
+// Scanner reads one message, header block then body, as it is written.
+// It works in the writer's goroutine and never keeps more than its
+// bounds: the cost is linear in the message.
+type Scanner struct {
+	o      Options
+	walk   walker
+	text   []byte
+	limit  string
+	res    Result
+	seen   map[uint64]struct{} // distinct links so far, by hash
+	seed   maphash.Seed
+	cands  int
+	html   []byte // the HTML part being read
+	htmlN  int    // HTML bytes kept so far in the message
+	from   string // the top-level From field, unfolded
+	inFrom bool
+	words  wordScanner
+}
+
+// NewScanner starts the scan of one message.
+func NewScanner(o Options) *Scanner {
+	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, seed: maphash.MakeSeed()}
+	s.walk.init(s)
+	s.words.s = s
+	return s
+}
+
+// Write takes the next bytes of the message; it never fails.
+func (s *Scanner) Write(p []byte) (int, error) {
+	s.walk.Write(p)
+	return len(p), nil
+}
+
+// Finish ends the message and returns what was found.
+func (s *Scanner) Finish() *Result {
+	s.walk.finish()
+	s.res.Text = string(s.text)
+	s.res.Limit = s.limit
+	s.res.FromDisplayMismatch = fromMismatch(s.from)
+	r := s.res
+	s.Close()
+	return &r
+}
+
+// Close abandons the message.
+func (s *Scanner) Close() {
+	s.text, s.html, s.seen = nil, nil, nil
+	s.walk = walker{}
+}
+
+// setLimit records the first bound passed.
+func (s *Scanner) setLimit(format string, args ...any) {
+	if s.limit == "" {
+		s.limit = fmt.Sprintf(format, args...)
+	}
+}
+
+// addText keeps decoded text, up to the bound, and looks for links in it.
+func (s *Scanner) addText(b []byte) {
+	if !utf8.Valid(b) {
+		// The charset stage gives UTF-8; this keeps rules safe from
+		// whatever reaches here otherwise.
+		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	}
+	s.words.write(b)
+	room := s.o.MaxTextBytes - len(s.text)
+	if room <= 0 {
+		if len(b) > 0 {
+			s.setLimit("text over %d bytes", s.o.MaxTextBytes)
+		}
+		return
+	}
+	if len(b) > room {
+		b = b[:validCut(b, room)]
+		s.setLimit("text over %d bytes", s.o.MaxTextBytes)
+	}
+	s.text = append(s.text, b...)
+}
+
+// validCut returns n or less so that b[:n] does not end inside a UTF-8
+// sequence.
+func validCut(b []byte, n int) int {
+	for i := 0; i < 3 && n > 0 && b[n]&0xC0 == 0x80; i++ {
+		n--
+	}
+	return n
+}
+
+// link takes one candidate link as written; attr says it is an HTML
+// attribute (a relative one is not a link out).
+func (s *Scanner) link(raw string, attr bool) (URL, bool) {
+	if s.cands >= maxCandidates {
+		s.setLimit("more than %d links", maxCandidates)
+		return URL{}, false
+	}
+	s.cands++
+	u, ok := Normalize(raw, attr)
+	if !ok {
+		return URL{}, false
+	}
+	// Told apart by a 64-bit hash: a collision, one link in 2^64, costs
+	// a link; the set stays small whatever the links' length.
+	h := maphash.String(s.seed, u.Scheme+"://"+u.Host+u.Path)
+	if _, dup := s.seen[h]; dup {
+		return u, true
+	}
+	s.seen[h] = struct{}{}
+	s.res.URLCount++
+	if len(s.res.URLs) < s.o.MaxURLs {
+		u.Domain = registrable(u.Host)
+		s.res.URLs = append(s.res.URLs, u)
+	} else {
+		s.setLimit("more than %d URLs", s.o.MaxURLs)
+	}
+	return u, true
+}

@@ -1,0 +1,207 @@
+package content
+
+import (
+	"encoding/base64"
+	"fmt"
+	"mime/quotedprintable"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// scan feeds msg in pieces of n bytes, to cut lines, escapes and
+// characters anywhere.
+func scan(t testing.TB, o Options, msg string, n int) *Result {
+	t.Helper()
+	s := NewScanner(o)
+	for len(msg) > 0 {
+		k := min(n, len(msg))
+		s.Write([]byte(msg[:k]))
+		msg = msg[k:]
+	}
+	return s.Finish()
+}
+
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+
+const multipart = `From: "PayPal Service" <service@paypal.com>
+To: you@example.org
+Subject: hello
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b1"
+
+--b1
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+Caf=E9 au lait, see http://Example.COM/a?x=3D1 and www.shop.example.co.uk.=
+ Also hxxp://evil[.]example/x
+--b1
+Content-Type: text/html; charset=utf-8
+Content-Transfer-Encoding: base64
+
+%s
+--b1--
+`
+
+const htmlBody = `<html><head><title>T</title><style>p{color:red}</style><script>var u="http://script.example/";</script></head>
+<body><p>Hello&nbsp;<b>there</b></p><a href="https://login.evil.example/x">https://www.paypal.com/signin</a>
+<a href="https://www.paypal.com/help">PayPal help</a><img src="//cdn.example.net/i.png"><a href="/relative">r</a>
+<a href="http://xn--bcher-kva.example/">b</a><a href="http://BÜCHER.example/">b2</a><a href="http://[2001:db8::1]:8080/p">v6</a></body></html>`
+
+func TestMultipart(t *testing.T) {
+	msg := crlf(fmt.Sprintf(multipart, base64.StdEncoding.EncodeToString([]byte(htmlBody))))
+	want := []URL{
+		{Scheme: "http", Host: "example.com", Domain: "example.com", Path: "/a"},
+		{Scheme: "http", Host: "www.shop.example.co.uk", Domain: "example.co.uk"},
+		{Scheme: "http", Host: "evil.example", Domain: "evil.example", Path: "/x"},
+		{Scheme: "https", Host: "login.evil.example", Domain: "evil.example", Path: "/x"},
+		{Scheme: "https", Host: "www.paypal.com", Domain: "paypal.com", Path: "/signin"},
+		{Scheme: "https", Host: "www.paypal.com", Domain: "paypal.com", Path: "/help"},
+		{Scheme: "http", Host: "cdn.example.net", Domain: "example.net", Path: "/i.png"},
+		{Scheme: "http", Host: "xn--bcher-kva.example", Domain: "xn--bcher-kva.example", Path: "/"},
+		{Scheme: "http", Host: "2001:db8::1", Path: "/p"},
+	}
+	for _, n := range []int{1, 3, 7, 64, 1 << 20} {
+		r := scan(t, Options{}, msg, n)
+		if !reflect.DeepEqual(r.URLs, want) {
+			t.Errorf("pieces of %d: URLs\n got %+v\nwant %+v", n, r.URLs, want)
+		}
+		if !strings.Contains(r.Text, "Café au lait") || !strings.Contains(r.Text, "Hello\u00a0there") {
+			t.Errorf("pieces of %d: text %q", n, r.Text)
+		}
+		for _, hidden := range []string{"color:red", "script.example", "var u"} {
+			if strings.Contains(r.Text, hidden) {
+				t.Errorf("pieces of %d: text shows %q", n, hidden)
+			}
+		}
+		if !r.HTML || r.TextParts != 2 || r.URLCount != len(want) || r.PhishLinks != 1 || r.Limit != "" {
+			t.Errorf("pieces of %d: summary %+v", n, r.Summary)
+		}
+		if r.FromDisplayMismatch {
+			t.Errorf("pieces of %d: display name without a domain counted as a mismatch", n)
+		}
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		attr bool
+		want URL
+		ok   bool
+	}{
+		{"HTTP://User:pw@WWW.Example.COM:80/Path?q#f", false, URL{Scheme: "http", Host: "www.example.com", Path: "/Path"}, true},
+		{"https://paypal.com@evil.example/", false, URL{Scheme: "https", Host: "evil.example", Path: "/"}, true},
+		{"http://%65vil.example/", false, URL{Scheme: "http", Host: "evil.example", Path: "/"}, true},
+		{"http://3232235777/", false, URL{Scheme: "http", Host: "192.168.1.1", Path: "/"}, true},
+		{"http://192.168.1.1./x", false, URL{Scheme: "http", Host: "192.168.1.1", Path: "/x"}, true},
+		{"hxxps://bad[.]example\\x", false, URL{Scheme: "https", Host: "bad.example", Path: "/x"}, true},
+		{"http://münchen.example", false, URL{Scheme: "http", Host: "xn--mnchen-3ya.example"}, true},
+		{"http://ex\u3002example/", false, URL{Scheme: "http", Host: "ex.example", Path: "/"}, true},
+		{"www.example.org", false, URL{Scheme: "http", Host: "www.example.org"}, true},
+		{"www.example.org", true, URL{}, false},
+		{"//cdn.example/", true, URL{Scheme: "http", Host: "cdn.example", Path: "/"}, true},
+		{"//cdn.example/", false, URL{}, false},
+		{"mailto:a@b.example", true, URL{}, false},
+		{"ftp://a.example/", false, URL{}, false},
+		{"javascript:alert(1)", true, URL{}, false},
+		{"http://", false, URL{}, false},
+		{"http://a..b/", false, URL{}, false},
+		{"http://a b/", false, URL{}, false},
+	} {
+		got, ok := Normalize(c.raw, c.attr)
+		if ok != c.ok || got != c.want {
+			t.Errorf("Normalize(%q, %v) = %+v, %v; want %+v, %v", c.raw, c.attr, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+func TestRegistrable(t *testing.T) {
+	for host, want := range map[string]string{
+		"www.example.co.uk": "example.co.uk",
+		"a.b.example.com":   "example.com",
+		"com":               "",
+		"192.0.2.1":         "",
+		"2001:db8::1":       "",
+		"foo.blogspot.com":  "foo.blogspot.com",
+	} {
+		if got := registrable(host); got != want {
+			t.Errorf("registrable(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
+
+func TestFromDisplayMismatch(t *testing.T) {
+	for field, want := range map[string]bool{
+		`"service@paypal.com" <x@evil.example>`:          true,
+		`"PayPal.com" <x@evil.example>`:                  true,
+		`"PayPal.com" <x@mail.paypal.com>`:               false,
+		`"Jane Doe" <jane@example.org>`:                  false,
+		`"J. Doe (v1.2)" <jane@example.org>`:             false,
+		`=?utf-8?q?support=40bank=2Ecom?= <a@b.example>`: true,
+		`jane@example.org`:                               false,
+		`not an address`:                                 false,
+	} {
+		msg := crlf("From: " + field + "\nSubject: x\n\nbody\n")
+		if got := scan(t, Options{}, msg, 1<<20).FromDisplayMismatch; got != want {
+			t.Errorf("From: %s: mismatch %v, want %v", field, got, want)
+		}
+	}
+}
+
+func TestQuotedPrintable(t *testing.T) {
+	text := strings.Repeat("Grüße, ein langer Satz mit = Zeichen und http://qp.example/a-very-long-path-", 20) + "\nEnde\n"
+	var b strings.Builder
+	w := quotedprintable.NewWriter(&b)
+	w.Write([]byte(text))
+	w.Close()
+	msg := crlf("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n") + b.String()
+	for _, n := range []int{1, 2, 5, 100} {
+		r := scan(t, Options{}, msg, n)
+		if strings.TrimRight(r.Text, "\n") != strings.TrimRight(text, "\n") {
+			t.Fatalf("pieces of %d: decoded\n%q\nwant\n%q", n, r.Text, text)
+		}
+	}
+}
+
+func TestCharsets(t *testing.T) {
+	for _, c := range []struct{ charset, body, want string }{
+		{"windows-1252", "\x93quoted\x94 \x80", "\u201cquoted\u201d €"},
+		{"koi8-r", "\xf0\xd2\xc9\xd7\xc5\xd4", "Привет"},
+		{"shift_jis", "\x82\xb1\x82\xf1\x82\xc9\x82\xbf\x82\xcd", "こんにちは"},
+		{"utf-8", "ok \xff bad", "ok \ufffd bad"},
+		{"x-unknown", "plain", "plain"},
+	} {
+		msg := crlf("Content-Type: text/plain; charset=" + c.charset + "\n\n" + c.body + "\n")
+		for _, n := range []int{1, 1 << 10} {
+			if got := strings.TrimSpace(scan(t, Options{}, msg, n).Text); got != c.want {
+				t.Errorf("%s, pieces of %d: %q, want %q", c.charset, n, got, c.want)
+			}
+		}
+	}
+}
+
+func TestAttachmentsNotRead(t *testing.T) {
+	msg := crlf(`Content-Type: multipart/mixed; boundary=x
+
+--x
+Content-Type: text/plain
+
+see http://body.example/
+--x
+Content-Type: text/plain; name=notes.txt
+Content-Disposition: attachment; filename=notes.txt
+
+http://attached.example/
+--x
+Content-Type: application/octet-stream
+
+http://binary.example/
+--x--
+`)
+	r := scan(t, Options{}, msg, 1<<20)
+	if len(r.URLs) != 1 || r.URLs[0].Host != "body.example" || r.TextParts != 1 {
+		t.Errorf("got %+v", r)
+	}
+}

@@ -1,0 +1,185 @@
+package content
+
+import (
+	"bytes"
+	"strings"
+
+	"golang.org/x/net/html"
+	"golang.org/x/net/html/atom"
+)
+
+const (
+	// maxToken bounds one token of the tokenizer (a tag with its
+	// attributes, a run of text): past it the part is read no further.
+	maxToken = 64 << 10
+	// anchorKeep is how much of a link's visible text is kept to see
+	// which domain it shows.
+	anchorKeep = 512
+)
+
+// addHTML keeps the markup of an HTML part for the tokenizer, which
+// reads a whole part: at most htmlFactor × MaxTextBytes per message.
+func (s *Scanner) addHTML(b []byte) {
+	room := htmlFactor*s.o.MaxTextBytes - s.htmlN
+	if len(b) > room {
+		b = b[:max(room, 0)]
+		s.setLimit("HTML over %d bytes", htmlFactor*s.o.MaxTextBytes)
+	}
+	s.html = append(s.html, b...)
+	s.htmlN += len(b)
+}
+
+// endHTML reads the HTML part kept: its text as the reader sees it
+// (scripts, styles and the title dropped), the links of
+// href and src attributes, and links whose text shows another domain.
+func (s *Scanner) endHTML() {
+	s.scanHTML(s.html)
+	s.html = s.html[:0]
+}
+
+func (s *Scanner) scanHTML(markup []byte) {
+	z := html.NewTokenizer(bytes.NewReader(markup))
+	z.SetMaxBuf(maxToken)
+	var (
+		skip    int // inside script, style, head's title etc.
+		anchor  bool
+		href    URL
+		hrefOK  bool
+		visible []byte
+	)
+	endAnchor := func() {
+		if anchor && hrefOK && href.Domain != "" {
+			if d := shownDomain(visible); d != "" && d != href.Domain {
+				s.res.PhishLinks++
+			}
+		}
+		anchor, hrefOK, visible = false, false, visible[:0]
+	}
+	for {
+		tt := z.Next()
+		switch tt {
+		case html.ErrorToken:
+			if z.Err() == html.ErrBufferExceeded {
+				s.setLimit("HTML token over %d bytes", maxToken)
+			}
+			endAnchor()
+			s.addText([]byte{'\n'})
+			return
+		case html.TextToken:
+			if skip > 0 {
+				continue
+			}
+			t := z.Text()
+			s.addText(t)
+			if anchor && len(visible) < anchorKeep {
+				visible = append(visible, t[:min(len(t), anchorKeep-len(visible))]...)
+			}
+		case html.StartTagToken, html.SelfClosingTagToken:
+			name, hasAttr := z.TagName()
+			a := atom.Lookup(name)
+			switch a {
+			case atom.Script, atom.Style, atom.Title:
+				if tt == html.StartTagToken {
+					skip++
+				}
+				continue
+			case atom.A:
+				endAnchor()
+			}
+			if block(a) {
+				s.addText([]byte{'\n'})
+			}
+			for hasAttr {
+				var key, val []byte
+				key, val, hasAttr = z.TagAttr()
+				if !linkAttr(a, key) {
+					continue
+				}
+				u, ok := s.link(string(val), true)
+				if a == atom.A && string(key) == "href" && ok {
+					anchor, href, hrefOK = true, u, true
+					href.Domain = registrable(u.Host)
+				}
+			}
+			if a == atom.A && !hrefOK {
+				anchor = true // a link that goes nowhere shows no deceit
+			}
+		case html.EndTagToken:
+			name, _ := z.TagName()
+			a := atom.Lookup(name)
+			switch a {
+			case atom.Script, atom.Style, atom.Title:
+				if skip > 0 {
+					skip--
+				}
+				continue
+			case atom.A:
+				endAnchor()
+			}
+			if block(a) {
+				s.addText([]byte{'\n'})
+			}
+		}
+	}
+}
+
+// linkAttr says an attribute holds a link out.
+func linkAttr(a atom.Atom, key []byte) bool {
+	switch string(key) {
+	case "href":
+		return a == atom.A || a == atom.Area
+	case "src":
+		return a == atom.Img || a == atom.Iframe || a == atom.Frame || a == atom.Embed || a == atom.Script || a == atom.Source
+	case "background":
+		return true
+	case "action":
+		return a == atom.Form
+	}
+	return false
+}
+
+// block says an element breaks the text as a reader shows it.
+func block(a atom.Atom) bool {
+	switch a {
+	case atom.Br, atom.P, atom.Div, atom.Tr, atom.Td, atom.Th, atom.Li, atom.Table,
+		atom.H1, atom.H2, atom.H3, atom.H4, atom.H5, atom.H6, atom.Blockquote, atom.Hr,
+		atom.Ul, atom.Ol, atom.Pre, atom.Section, atom.Article, atom.Header, atom.Footer:
+		return true
+	}
+	return false
+}
+
+// shownDomain returns the registrable domain a link's visible text
+// shows, if it shows one: a URL, an address or a bare domain name.
+func shownDomain(text []byte) string {
+	t := strings.TrimSpace(string(text))
+	if t == "" || len(t) > anchorKeep {
+		return ""
+	}
+	for _, w := range strings.Fields(t) {
+		w = strings.Trim(w, `.,;:!?()[]{}<>"'`)
+		if i := strings.LastIndexByte(w, '@'); i >= 0 && !strings.Contains(w, "/") {
+			w = w[i+1:]
+		}
+		var host string
+		if strings.Contains(w, "://") || hasPrefixFold(w, "www.") {
+			u, ok := Normalize(w, false)
+			if !ok {
+				continue
+			}
+			host = u.Host
+		} else if looksLikeDomain(w) {
+			u, ok := Normalize("http://"+w, false)
+			if !ok {
+				continue
+			}
+			host = u.Host
+		} else {
+			continue
+		}
+		if d := registrable(host); d != "" {
+			return d
+		}
+	}
+	return ""
+}

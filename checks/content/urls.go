@@ -1,0 +1,280 @@
+package content
+
+import (
+	"bytes"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/net/publicsuffix"
+)
+
+const (
+	// maxWord bounds a run of text without a break looked at for a link.
+	maxWord = 4 << 10
+	// maxPath bounds the path kept of a URL.
+	maxPath = 1 << 10
+)
+
+// wordScanner cuts the decoded text into runs without white space or
+// quotes and looks for links in each.
+type wordScanner struct {
+	s    *Scanner
+	word []byte
+	long bool // the run passed maxWord: the rest of it is not kept
+}
+
+func isBreak(c byte) bool {
+	return c <= ' ' || c == '<' || c == '>' || c == '"' || c == '`' || c == 0x7F
+}
+
+func (w *wordScanner) write(b []byte) {
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && !isBreak(b[i]) {
+			i++
+		}
+		w.add(b[:i])
+		if i == len(b) {
+			return
+		}
+		w.end()
+		b = b[i+1:]
+	}
+}
+
+func (w *wordScanner) add(b []byte) {
+	if room := maxWord - len(w.word); len(b) > room {
+		b = b[:room]
+		w.long = true
+	}
+	w.word = append(w.word, b...)
+}
+
+func (w *wordScanner) end() {
+	if len(w.word) >= 4 {
+		w.s.findLinks(w.word)
+	}
+	w.word, w.long = w.word[:0], false
+}
+
+// starts are what a link in text begins with, lower-case.
+var starts = []string{"http://", "https://", "hxxp://", "hxxps://", "www.", "www[.]"}
+
+// findLinks finds each link in a run of text: one that begins inside
+// another (a redirector's target) is a link too.
+func (s *Scanner) findLinks(word []byte) {
+	for i := 0; i+4 <= len(word); i++ {
+		c := word[i] | 0x20
+		if c != 'h' && c != 'w' {
+			continue
+		}
+		if c == 'w' && i > 0 && isHostByte(word[i-1]) {
+			continue // "awww.", "1.www." is not the start of a name
+		}
+		for _, p := range starts {
+			if len(word)-i >= len(p) && hasPrefixFold(string(word[i:i+len(p)]), p) {
+				s.link(trimLink(string(word[i:])), false)
+				// On past the host: "www." in "http://www.x" is not
+				// another link, a link in the path is.
+				j := i + len(p)
+				for j < len(word) && !strings.ContainsRune(`/?#\`, rune(word[j])) {
+					j++
+				}
+				i = j - 1
+				break
+			}
+		}
+	}
+}
+
+func isHostByte(c byte) bool {
+	return 'a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.'
+}
+
+// trimLink drops what ends a sentence rather than a link.
+func trimLink(s string) string {
+	return strings.TrimRight(s, `.,;:!?)]}'*`)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+var lookup = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(false))
+
+// Normalize reads one link as written. attr says it is an HTML
+// attribute value, where "//host/..." is a link and "www.host" is not.
+// Only http and https links count; hxxp and "[.]" are undone.
+func Normalize(raw string, attr bool) (URL, bool) {
+	if len(raw) > maxWord {
+		raw = raw[:maxWord]
+	}
+	raw = strings.TrimSpace(raw)
+	if strings.ContainsAny(raw, "\t\r\n") {
+		// Browsers drop these from a URL.
+		raw = strings.NewReplacer("\t", "", "\r", "", "\n", "").Replace(raw)
+	}
+	var u URL
+	var rest string
+	switch i := strings.Index(raw, "://"); {
+	case i > 0 && i <= 6:
+		u.Scheme = strings.ToLower(raw[:i])
+		rest = raw[i+3:]
+	case attr && strings.HasPrefix(raw, "//"):
+		u.Scheme, rest = "http", raw[2:]
+	case !attr && (hasPrefixFold(raw, "www.") || hasPrefixFold(raw, "www[.]")):
+		u.Scheme, rest = "http", raw
+	default:
+		return URL{}, false
+	}
+	switch u.Scheme {
+	case "http", "https":
+	case "hxxp", "hxxps":
+		u.Scheme = "http" + u.Scheme[4:]
+	default:
+		return URL{}, false
+	}
+	end := strings.IndexAny(rest, `/?#\`)
+	if end < 0 {
+		end = len(rest)
+	}
+	auth, path := rest[:end], rest[end:]
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	if len(path) > maxPath {
+		path = path[:maxPath]
+	}
+	u.Path = strings.ReplaceAll(path, `\`, "/")
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		auth = auth[i+1:]
+	}
+	host, ok := hostOf(auth)
+	if !ok {
+		return URL{}, false
+	}
+	u.Host = host
+	return u, true
+}
+
+// hostOf returns the normalised host of an authority without userinfo.
+func hostOf(auth string) (string, bool) {
+	auth = strings.ReplaceAll(auth, "[.]", ".")
+	var host string
+	if strings.HasPrefix(auth, "[") {
+		i := strings.IndexByte(auth, ']')
+		if i < 0 {
+			return "", false
+		}
+		a, err := netip.ParseAddr(auth[1:i])
+		if err != nil {
+			return "", false
+		}
+		return a.WithZone("").String(), true
+	}
+	host = auth
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	if strings.IndexByte(host, '%') >= 0 {
+		host = percentDecode(host)
+	}
+	host = strings.TrimRight(host, ".")
+	if host == "" || len(host) > 253*4 {
+		return "", false
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.String(), true
+	}
+	if n, err := strconv.ParseUint(host, 10, 32); err == nil {
+		// "http://3232235777/": browsers read a number as an IPv4 address.
+		return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}).String(), true
+	}
+	ascii := true
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		host = strings.ToLower(host)
+	} else {
+		a, err := lookup.ToASCII(host)
+		if err != nil {
+			if a, err = idna.Punycode.ToASCII(strings.ToLower(host)); err != nil {
+				return "", false
+			}
+		}
+		host = strings.ToLower(a)
+	}
+	if len(host) > 253 {
+		return "", false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "", false
+		}
+	}
+	if strings.HasPrefix(host, ".") || strings.Contains(host, "..") {
+		return "", false
+	}
+	return host, true
+}
+
+func percentDecode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			h, ok1 := unhex(s[i+1])
+			l, ok2 := unhex(s[i+2])
+			if ok1 && ok2 {
+				b.WriteByte(h<<4 | l)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// registrable returns the registrable domain of a host by the public
+// suffix list, or "" for an IP address or a public suffix itself.
+func registrable(host string) string {
+	if host == "" || strings.IndexByte(host, ':') >= 0 {
+		return ""
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	d, err := publicsuffix.EffectiveTLDPlusOne(host)
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// looksLikeDomain says a word is a domain name with a known public
+// suffix ("paypal.com", not "e.g" or "v1.2").
+func looksLikeDomain(w string) bool {
+	if len(w) < 4 || len(w) > 253 || strings.IndexByte(w, '.') < 0 {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if !(isHostByte(c) || c >= 0x80) {
+			return false
+		}
+	}
+	w = strings.ToLower(w)
+	suffix, icann := publicsuffix.PublicSuffix(w)
+	if !icann || suffix == w || strings.IndexByte(suffix, '.') < 0 && len(suffix) < 2 {
+		return false
+	}
+	// A number is not a name: "1.5" has no letters in its last label.
+	return bytes.ContainsAny([]byte(suffix), "abcdefghijklmnopqrstuvwxyz") || strings.HasPrefix(suffix, "xn--")
+}
