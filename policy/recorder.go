@@ -61,3 +61,32 @@ func (c *Conn) record(v Verdict) {
 	f.Facts.Attachments = slices.Clone(f.Facts.Attachments)
 	r.Record(f)
 }
+
+// Recorders hands every finished transaction to each of its recorders
+// in turn (the journal, DMARC reports). They share the Finished, so none
+// may change it; each must return at once, as Record always must.
+type Recorders []Recorder
+
+// Record implements Recorder.
+func (rs Recorders) Record(f *Finished) {
+	for _, r := range rs {
+		r.Record(f)
+	}
+}
+
+// JoinRecorders returns one Recorder for the non-nil ones given, nil for none.
+func JoinRecorders(rs ...Recorder) Recorder {
+	var out Recorders
+	for _, r := range rs {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return nil
+	case 1:
+		return out[0]
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -36,7 +37,14 @@ type LocalConfig struct {
 	// start, so that a restart in the middle of a period loses nothing.
 	Path          string
 	SnapshotEvery time.Duration
-	Log           *slog.Logger
+	// ReadOnly loads the file and never writes it: a preview beside a
+	// running instance.
+	ReadOnly bool
+	// Exclusive locks the file (flock on Path+".lock") for as long as
+	// the store is open, and fails when another process holds it: two
+	// processes sending from one file would both report its periods.
+	Exclusive bool
+	Log       *slog.Logger
 }
 
 // Local is the Store of one instance: the aggregates in memory, saved
@@ -49,6 +57,7 @@ type Local struct {
 	// dirty says something changed since the last save.
 	dirty   atomic.Bool
 	dropped atomic.Int64
+	lock    *os.File
 	stop    chan struct{}
 	done    sync.WaitGroup
 	once    sync.Once
@@ -75,8 +84,23 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.Path == "" {
 		return l, nil
 	}
+	if cfg.Exclusive && !cfg.ReadOnly {
+		f, err := os.OpenFile(cfg.Path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("locking the DMARC report store: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("the DMARC report store %s is in use by another process (mailward serve?): %w", cfg.Path, err)
+		}
+		l.lock = f
+	}
 	if err := l.load(); err != nil {
+		l.unlock()
 		return nil, err
+	}
+	if cfg.ReadOnly {
+		return l, nil
 	}
 	l.done.Add(1)
 	go l.loop()
@@ -105,6 +129,9 @@ func (l *Local) load() error {
 	case err != nil || s.Version != snapshotVersion:
 		if err == nil {
 			err = fmt.Errorf("version %d, want %d", s.Version, snapshotVersion)
+		}
+		if l.cfg.ReadOnly {
+			return fmt.Errorf("reading the DMARC report store %s: %w", l.cfg.Path, err)
 		}
 		bad := l.cfg.Path + ".bad"
 		l.log.Error("DMARC report store unreadable; moved aside, starting empty", "path", l.cfg.Path, "moved_to", bad, "err", err)
@@ -147,7 +174,7 @@ func (l *Local) loop() {
 // Save writes the aggregates to the file, atomically: a new file
 // renamed over the old, so a crash leaves one or the other whole.
 func (l *Local) Save() error {
-	if l.cfg.Path == "" {
+	if l.cfg.Path == "" || l.cfg.ReadOnly {
 		return nil
 	}
 	l.save.Lock()
@@ -242,6 +269,14 @@ func (l *Local) Close() error {
 		close(l.stop)
 		l.done.Wait()
 		err = l.Save()
+		l.unlock()
 	})
 	return err
+}
+
+func (l *Local) unlock() {
+	if l.lock != nil {
+		l.lock.Close() // closing releases the flock
+		l.lock = nil
+	}
 }

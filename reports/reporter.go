@@ -137,3 +137,33 @@ func (r *Reporter) log() *slog.Logger {
 	}
 	return r.Log
 }
+
+// Defaults of Run.
+const (
+	// DefaultCheckEvery is how often Run looks for ended periods.
+	DefaultCheckEvery = time.Minute
+	// DefaultSettle is how long after a period's end Run waits, so that
+	// every instance's queued messages and a few seconds of clock skew
+	// are in the aggregate before it is built.
+	DefaultSettle = time.Minute
+)
+
+// Run reports due periods every check until ctx ends: each period once
+// it ended settle ago. A report that fails is logged; the loop goes on.
+func (r *Reporter) Run(ctx context.Context, check, settle time.Duration) {
+	if check <= 0 {
+		check = DefaultCheckEvery
+	}
+	t := time.NewTicker(check)
+	defer t.Stop()
+	for {
+		if _, err := r.Due(ctx, time.Now().Add(-settle)); err != nil && ctx.Err() == nil {
+			r.log().Warn("dmarc reports: the store could not be read; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

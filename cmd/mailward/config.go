@@ -21,6 +21,7 @@ import (
 	"github.com/mailward/mailward/proxy/milter"
 	"github.com/mailward/mailward/proxy/policyd"
 	smtpproxy "github.com/mailward/mailward/proxy/smtp"
+	"github.com/mailward/mailward/reports"
 	"github.com/mailward/mailward/rules"
 	"github.com/mailward/mailward/signing"
 )
@@ -49,6 +50,7 @@ type Config struct {
 	Greylist    cache.GreylistConfig `yaml:"greylist"`
 	Signing     signing.Config       `yaml:"signing"`
 	Journal     journal.Config       `yaml:"journal"`
+	Reports     reports.Config       `yaml:"reports"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -106,6 +108,7 @@ func defaultConfig() *Config {
 		Greylist: cache.DefaultGreylistConfig(),
 		Signing:  signing.DefaultConfig(),
 		Journal:  journal.DefaultConfig(),
+		Reports:  reports.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
 		DNS:      def.DNS,
 		SPF:      def.SPF,
@@ -162,7 +165,7 @@ func (c *Config) warnings() []string {
 	if !strings.Contains(c.Hostname, ".") {
 		out = append(out, fmt.Sprintf("%s: hostname %q has no dot: Authentication-Results name this host by it (authserv-id), so set it to the fully qualified name", c.doc.Pos("hostname"), c.Hostname))
 	}
-	return out
+	return append(out, c.reportWarnings()...)
 }
 
 func (c *Config) validate() error {
@@ -214,6 +217,7 @@ func (c *Config) validate() error {
 	errs = append(errs, c.doc.Locate("cache", c.Cache.Validate())...)
 	errs = append(errs, c.doc.Locate("greylist", c.Greylist.Validate())...)
 	errs = append(errs, c.doc.Locate("journal", c.Journal.Validate())...)
+	errs = append(errs, c.doc.Locate("reports", c.Reports.Validate())...)
 	if sc := c.smtp(); sc.Listen != "" || sc.ListenTLS != "" {
 		errs = append(errs, c.doc.Locate("smtp", sc.Validate())...)
 	}

@@ -30,9 +30,13 @@ type journalState struct {
 	cfg  journal.Config
 	w    *journal.Writer
 	past journal.Stats // of writers a reload closed, so the metrics only grow
+	// also records beside the journal (DMARC reports); set before the
+	// first apply.
+	also policy.Recorder
 }
 
-// apply makes the engine record into a journal as cfg says. The new
+// apply makes the engine record into a journal as cfg says, and into
+// also. The new
 // writer opens before the old one closes; on error the running one stays.
 func (j *journalState) apply(cfg journal.Config, e *policy.Engine, log *slog.Logger) error {
 	j.mu.Lock()
@@ -46,9 +50,9 @@ func (j *journalState) apply(cfg journal.Config, e *policy.Engine, log *slog.Log
 		if w, err = journal.Open(cfg, log); err != nil {
 			return err
 		}
-		e.SetRecorder(w)
+		e.SetRecorder(policy.JoinRecorders(w, j.also))
 	} else {
-		e.SetRecorder(nil)
+		e.SetRecorder(j.also)
 	}
 	if j.w != nil {
 		j.w.Close()

@@ -127,6 +127,7 @@ type daemon struct {
 	live    atomic.Pointer[parts]
 	smtp    *smtpproxy.Server
 	journal journalState
+	reports *reportsState
 }
 
 type ruleChange struct {
@@ -181,6 +182,18 @@ func (d *daemon) run() error {
 	d.partsMetrics()
 	d.dnsMetrics()
 	defer func() { d.cache.Close() }()
+	rs, err := openReports(d.cfg, reportsServe, d.log, d.metrics.Registry)
+	if err != nil {
+		return err
+	}
+	if rs != nil {
+		d.reports = rs
+		d.journal.also = rs.rec
+		rs.metrics(d.metrics)
+		rs.start()
+		// Runs after the journal's close: the fronts have stopped.
+		defer rs.close()
+	}
 	if err := d.journal.apply(d.cfg.journal(), d.engine, d.log); err != nil {
 		return err
 	}
@@ -410,6 +423,9 @@ func (d *daemon) reload() error {
 	}
 	for _, w := range cfg.warnings() {
 		d.log.Warn(w)
+	}
+	if !reflect.DeepEqual(cfg.Reports, d.cfg.Reports) || d.reports != nil && !reflect.DeepEqual(cfg.Cache, d.cfg.Cache) {
+		d.log.Warn("changes to reports: and to the cache the reports use take effect at restart")
 	}
 	d.engine.Update(p.settings(cfg), p.checker, p.ruleSet())
 	d.engine.SetCache(p.cache, p.grey)
