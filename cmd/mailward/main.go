@@ -18,6 +18,8 @@ Usage:
                                                     replay journaled transactions through rules
   mailward rules diff --journal FILES --new PATH... what a rule change does to journaled transactions
   mailward dkim keygen|testkey                      make signing keys, check their DNS records
+  mailward dmarc report --preview|--send [--domain D]
+                                                    show or send DMARC aggregate reports
   mailward version                                  print version, commit and Go version
 
 Run 'mailward COMMAND --help' for a command's flags.
@@ -41,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runRulesCommand(args[1:], stdout, stderr)
 	case "dkim":
 		return runDKIMCommand(args[1:], stdout, stderr)
+	case "dmarc":
+		return runDMARCCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -93,6 +93,10 @@ func TestServeRecordsReports(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), `"domain":"rep.example"`) || !strings.Contains(string(b), `:3}`) {
 		t.Fatalf("store after SIGTERM: %v\n%s", err, b)
 	}
+	code, out, errs := runCmd("dmarc", "report", "--preview", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "<count>3</count>") || !strings.Contains(out, "<source_ip>192.0.2.10</source_ip>") || !strings.Contains(out, "# to dmarc@rep.example") {
+		t.Errorf("preview after serve: exit %d\n%s\n%s", code, out, errs)
+	}
 	if j, err := os.ReadFile(filepath.Join(dir, "journal.jsonl")); err != nil || strings.Count(string(j), "\n") != 3 {
 		t.Errorf("journal: %v\n%s", err, j)
 	}
