@@ -47,6 +47,8 @@ func TestLoadConfigErrorsNameFileLineKey(t *testing.T) {
 		"bad mode":           {"milter:\n  socket_mode: rw\n", `bad.yaml:2:3: milter.socket_mode`},
 		"bad mime depth":     {"limits:\n  mime_depth: 0\n", `bad.yaml:2:3: limits.mime_depth: must be at least 1`},
 		"bad cpu budget":     {"limits:\n  message_cpu: -1s\n", `limits.message_cpu: must be a positive duration`},
+		"bad smtp auth":      {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  auth: yes\n", `bad.yaml:4:3: smtp.auth: "yes": want off or relay`},
+		"bad auth limit":     {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  auth_fail_limit: -2\n", `bad.yaml:4:3: smtp.auth_fail_limit: must not be negative`},
 		"bad junk budget":    {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  max_junk_commands: -1\n", `bad.yaml:4:3: smtp.max_junk_commands: must not be negative`},
 	} {
 		p := writeFile(t, dir, "bad.yaml", tc.yaml)

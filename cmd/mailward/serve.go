@@ -243,6 +243,9 @@ func (d *daemon) run() error {
 		stops = append(stops, sp.Shutdown)
 	}
 	d.smtp = sp
+	if sp != nil {
+		sp.SetCache(d.cache)
+	}
 	for _, limit := range []string{"message_cpu", "mime"} {
 		d.metrics.CounterFunc("mailward_messages_over_limit_total", "Messages given the on_error verdict for passing a limit: the CPU budget or the MIME structure's bounds.",
 			prometheus.Labels{"limit": limit}, func() float64 { return float64(d.engine.OverLimits(limit)) })
@@ -305,6 +308,9 @@ func (d *daemon) run() error {
 
 func (d *daemon) setCache(c cache.Cache) {
 	d.cache = c
+	if d.smtp != nil {
+		d.smtp.SetCache(c)
+	}
 	stats := c.Stats
 	d.cacheStat.Store(&stats)
 }

@@ -18,6 +18,7 @@ type caps struct {
 	size       int64 // 0: no fixed limit
 	xclient    map[string]bool
 	xforward   map[string]bool
+	auth       []string // SASL mechanisms, upper case
 }
 
 func parseEHLO(r reply) caps {
@@ -49,6 +50,12 @@ func parseEHLO(r reply) caps {
 			c.xclient = attrSet(f[1:])
 		case "XFORWARD":
 			c.xforward = attrSet(f[1:])
+		case "AUTH":
+			for _, m := range f[1:] {
+				if len(c.auth) < 32 {
+					c.auth = append(c.auth, strings.ToUpper(m))
+				}
+			}
 		}
 	}
 	return c
@@ -79,7 +86,7 @@ func maxSize(configured int64, up caps) int64 {
 // offer is what the proxy advertises: its own PIPELINING, SIZE and
 // STARTTLS, and the extensions it passes through only when upstream has
 // them. CHUNKING is never offered.
-func offer(up caps, size int64, startTLS bool, xclient bool) []string {
+func offer(up caps, size int64, startTLS bool, xclient bool, auth []string) []string {
 	out := []string{"PIPELINING"}
 	if size > 0 {
 		out = append(out, "SIZE "+strconv.FormatInt(size, 10))
@@ -100,6 +107,9 @@ func offer(up caps, size int64, startTLS bool, xclient bool) []string {
 	}
 	if startTLS {
 		out = append(out, "STARTTLS")
+	}
+	if len(auth) > 0 {
+		out = append(out, "AUTH "+strings.Join(auth, " "))
 	}
 	if xclient {
 		out = append(out, "XCLIENT ADDR NAME HELO PROTO LOGIN PORT")

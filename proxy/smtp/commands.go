@@ -17,6 +17,7 @@ func (s *session) cmdHelo(esmtp bool, name string) bool {
 	}
 	s.abortTx()
 	// Upstream was told the old name; the next transaction reconnects.
+	s.forgetAuth()
 	s.dropUpstream(true)
 	v := s.conn.Helo(s.ctx, name)
 	if v.Action == policy.Reject || v.Action == policy.Tempfail {
@@ -34,7 +35,7 @@ func (s *session) cmdHelo(esmtp bool, name string) bool {
 	}
 	s.offer = offeredFrom(up)
 	startTLS := s.settings.cert != nil && s.tlsState == nil
-	s.reply(reply{code: 250, text: append([]string{host}, offer(up, s.maxSize, startTLS, s.trusted)...)})
+	s.reply(reply{code: 250, text: append([]string{host}, offer(up, s.maxSize, startTLS, s.trusted, s.authMechs(up))...)})
 	return true
 }
 
@@ -68,6 +69,7 @@ func (s *session) cmdStartTLS(arg string) bool {
 	s.setupIO()
 	// RFC 3207: forget what the client said before TLS.
 	s.heloDone, s.client.helo, s.offer = false, "", offered{}
+	s.forgetAuth()
 	s.dropUpstream(true)
 	return true
 }
@@ -87,6 +89,7 @@ func (s *session) cmdXclient(arg string) bool {
 		s.protocolError(newReply(501, "5.5.4", "Error: "+err.Error()))
 		return true
 	}
+	s.forgetAuth()
 	s.dropUpstream(true)
 	s.client = ci
 	s.log = s.srv.log.With("client_ip", ci.ip.String(), "xclient_from", s.peer.Addr().String())
@@ -159,7 +162,9 @@ func (s *session) cmdMail(arg string) bool {
 			}
 			tx.needs.dsn = true
 		case "AUTH":
-			// The proxy offers no AUTH; the parameter means nothing here.
+			// RFC 4954 section 5: the proxy does not relay mail on
+			// another's behalf, so the parameter is dropped; upstream
+			// knows the authenticated user from its own session.
 			continue
 		default:
 			s.protocolError(newReply(555, "5.5.4", "Unsupported option: "+truncate(k, 40)))
@@ -172,7 +177,7 @@ func (s *session) cmdMail(arg string) bool {
 		s.reply(newReply(552, "5.3.4", "Message size exceeds fixed limit"))
 		return true
 	}
-	info := policy.MailInfo{AuthUser: s.client.login, QueueID: tx.id}
+	info := policy.MailInfo{AuthUser: s.authUser(), QueueID: tx.id}
 	if s.tlsState != nil {
 		info.TLS, info.TLSVersion = true, tlsVersion(s.tlsState.Version)
 	}
@@ -195,6 +200,12 @@ func (s *session) cmdMail(arg string) bool {
 	if reused && !errors.As(err, &de) && (err != nil || r.code == 421) {
 		s.log.Info("smtp: idle upstream session went away; reconnecting", "reply", r.String(), "err", err)
 		s.dropUpstream(false)
+		if s.auth.lost {
+			// A new session upstream would not be authenticated.
+			s.conn.Abort()
+			s.reply(authLostReply(s.settings.cfg.Hostname))
+			return false
+		}
 		r, err = s.mailUpstream(tx)
 	}
 	if err != nil {

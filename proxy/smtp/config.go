@@ -69,6 +69,16 @@ type Config struct {
 	// QuarantineHeader names the header a quarantined message is relayed with.
 	QuarantineHeader string `yaml:"quarantine_header"`
 
+	// Auth is how clients authenticate (SMTP AUTH): off, relay (the
+	// exchange goes to upstream's session for the client) or dovecot.
+	Auth string `yaml:"auth"`
+	// AuthPlaintext offers AUTH before TLS too.
+	AuthPlaintext bool `yaml:"auth_plaintext"`
+	// AuthFailLimit failed authentications per AuthFailWindow from one
+	// address; then AUTH is answered 454 for a while. 0: no limit.
+	AuthFailLimit  int           `yaml:"auth_fail_limit"`
+	AuthFailWindow time.Duration `yaml:"auth_fail_window"`
+
 	// SpoolDir holds messages larger than a small in-memory buffer while
 	// they are checked (default: the system temporary directory).
 	SpoolDir string `yaml:"spool_dir"`
@@ -86,6 +96,8 @@ const (
 	DefaultMaxJunkCommands     = 100
 	DefaultMaxSessionTime      = time.Hour
 	DefaultQuarantineHeader    = "X-Mailward-Quarantine"
+	DefaultAuthFailLimit       = 10
+	DefaultAuthFailWindow      = 15 * time.Minute
 )
 
 // DefaultConfig returns the defaults; Listen and Upstream stay empty.
@@ -108,6 +120,9 @@ func DefaultConfig() Config {
 		MaxSessionTime:      DefaultMaxSessionTime,
 		Quarantine:          "header",
 		QuarantineHeader:    DefaultQuarantineHeader,
+		Auth:                AuthOff,
+		AuthFailLimit:       DefaultAuthFailLimit,
+		AuthFailWindow:      DefaultAuthFailWindow,
 	}
 }
 
@@ -127,6 +142,8 @@ func (c Config) withDefaults() Config {
 	c.MaxSessionTime = cmp.Or(c.MaxSessionTime, d.MaxSessionTime)
 	c.Quarantine = cmp.Or(c.Quarantine, d.Quarantine)
 	c.QuarantineHeader = cmp.Or(c.QuarantineHeader, d.QuarantineHeader)
+	c.Auth = cmp.Or(c.Auth, d.Auth)
+	c.AuthFailWindow = cmp.Or(c.AuthFailWindow, d.AuthFailWindow)
 	return c
 }
 
@@ -198,6 +215,17 @@ func (c Config) Problems() config.Problems {
 	}
 	if !validHeaderName(c.QuarantineHeader) {
 		bad("quarantine_header", "%q is not a header name", c.QuarantineHeader)
+	}
+	switch c.Auth {
+	case AuthOff, AuthRelay:
+	default:
+		bad("auth", "%q: want off or relay", c.Auth)
+	}
+	if c.AuthFailLimit < 0 {
+		bad("auth_fail_limit", "must not be negative (0: no limit)")
+	}
+	if c.AuthFailWindow < 0 {
+		bad("auth_fail_window", "must be a positive duration such as 15m")
 	}
 	if c.SpoolDir != "" {
 		if fi, err := os.Stat(c.SpoolDir); err != nil || !fi.IsDir() {

@@ -276,11 +276,11 @@ func TestCapsAndOffer(t *testing.T) {
 	if got := maxSize(1000, c); got != 1000 {
 		t.Errorf("max size %d", got)
 	}
-	got := strings.Join(offer(c, 1000, true, false), ",")
+	got := strings.Join(offer(c, 1000, true, false, nil), ",")
 	if got != "PIPELINING,SIZE 1000,8BITMIME,ENHANCEDSTATUSCODES,STARTTLS" {
 		t.Errorf("offer %s", got)
 	}
-	if got := strings.Join(offer(caps{}, 0, false, true), ","); got != "PIPELINING,SIZE,XCLIENT ADDR NAME HELO PROTO LOGIN PORT" {
+	if got := strings.Join(offer(caps{}, 0, false, true, nil), ","); got != "PIPELINING,SIZE,XCLIENT ADDR NAME HELO PROTO LOGIN PORT" {
 		t.Errorf("offer with upstream unknown: %s", got)
 	}
 }

@@ -41,6 +41,7 @@ type Server struct {
 	mu     sync.Mutex // guards perIP
 	perIP  map[netip.Addr]int
 	probed sync.Once
+	limits atomic.Pointer[limitCache] // for the failed-auth limit
 }
 
 // New checks cfg, loads its certificate and returns a server; nothing
@@ -57,6 +58,7 @@ func New(engine *policy.Engine, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{engine: engine, log: log, perIP: map[netip.Addr]int{}}
+	s.limits.Store(&limitCache{newLimitCache()})
 	s.settings.Store(set)
 	return s, nil
 }

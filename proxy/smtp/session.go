@@ -65,6 +65,7 @@ type session struct {
 	up       *upstream
 	errors   int
 	tx       *transaction
+	auth     authState
 
 	// started and junk bound what a session may cost: it takes no command
 	// past max_session_time, and no more than max_junk_commands commands
@@ -401,6 +402,12 @@ func (s *session) handle(line string) bool {
 		s.protocolError(newReply(503, "5.5.1", "Error: access denied"))
 		return true
 	}
+	if s.auth.lost && verb != "QUIT" {
+		// The upstream session that held the client's authentication is
+		// gone; going on would relay its mail unauthenticated.
+		s.reply(authLostReply(s.settings.cfg.Hostname))
+		return false
+	}
 	switch verb {
 	case "EHLO", "HELO":
 		return s.cmdHelo(verb == "EHLO", arg)
@@ -433,7 +440,9 @@ func (s *session) handle(line string) bool {
 		s.log.Warn("smtp: connection closed: PROXY protocol header not expected (untrusted address, or smtp.proxy_protocol off)")
 		s.reply(newReply(550, "5.7.0", "Error: PROXY protocol not accepted from this address"))
 		return false
-	case "BDAT", "AUTH", "EXPN", "HELP", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML":
+	case "AUTH":
+		return s.cmdAuth(arg)
+	case "BDAT", "EXPN", "HELP", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML":
 		s.protocolError(newReply(502, "5.5.1", "Error: command not implemented"))
 	case "":
 		s.protocolError(newReply(500, "5.5.2", "Error: bad syntax"))

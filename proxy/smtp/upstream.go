@@ -463,4 +463,7 @@ func (s *session) dropUpstream(polite bool) {
 		s.up.close()
 	}
 	s.setUpstream(nil)
+	if s.auth.relayed {
+		s.auth = authState{lost: true}
+	}
 }
