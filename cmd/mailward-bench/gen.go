@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,18 +37,19 @@ func runGen(args []string, stderr io.Writer) error {
 	domains := fs.Int("domains", 20, "number of sender domains")
 	messages := fs.Int("messages", 700, "number of messages")
 	size := fs.Int("size", 4096, "approximate body size in `BYTES`")
+	html := fs.Float64("html", 0, "`FRACTION` of messages written as multipart/alternative, quoted-printable text and HTML with links, as newsletters are")
 	dnsAddr := fs.String("dns", "127.0.0.1:5300", "address the corpus DNS server will listen on, written into the bench config")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *out == "" || *domains < 1 || *messages < 1 || *size < 0 {
+	if *out == "" || *domains < 1 || *messages < 1 || *size < 0 || *html < 0 || *html > 1 {
 		fs.Usage()
-		return fmt.Errorf("gen: --out is required; --domains and --messages must be positive")
+		return fmt.Errorf("gen: --out is required; --domains and --messages must be positive, --html between 0 and 1")
 	}
 	if err := os.MkdirAll(filepath.Join(*out, "msg"), 0o755); err != nil {
 		return fmt.Errorf("creating corpus: %w", err)
 	}
-	g := &generator{size: *size}
+	g := &generator{size: *size, html: *html}
 	if err := g.zoneHeader(); err != nil {
 		return err
 	}
@@ -137,6 +139,7 @@ type generator struct {
 	zone    bytes.Buffer
 	domains []*domain
 	size    int
+	html    float64 // fraction of messages with an HTML alternative
 }
 
 func (g *generator) zoneHeader() error {
@@ -215,10 +218,17 @@ func (g *generator) message(n int, class string, d *domain) (Item, []byte, error
 		b.WriteString(e + "\r\n")
 	}
 	fmt.Fprintf(&b, "From: Sender %d <news@%s>\r\nTo: %s\r\nSubject: bench message %d (%s)\r\n", n, author, it.Rcpts[0], n, class)
-	fmt.Fprintf(&b, "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <%d.%s@%s>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", n, class, author)
-	line := "The quick brown fox jumps over the lazy dog; mail filters keep spam away.\r\n"
-	for written := 0; written < g.size; written += len(line) {
-		b.WriteString(line)
+	fmt.Fprintf(&b, "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <%d.%s@%s>\r\nMIME-Version: 1.0\r\n", n, class, author)
+	// The golden-ratio sequence picks the fraction evenly over the
+	// message numbers without following the classes' cycle.
+	if _, f := math.Modf(float64(n) * 0.6180339887498949); f < g.html {
+		g.alternative(&b, n, author)
+	} else {
+		b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n")
+		line := "The quick brown fox jumps over the lazy dog; mail filters keep spam away.\r\n"
+		for written := 0; written < g.size; written += len(line) {
+			b.WriteString(line)
+		}
 	}
 	if !sign {
 		return it, b.Bytes(), nil
@@ -237,4 +247,26 @@ func (g *generator) message(n int, class string, d *domain) (Item, []byte, error
 		return it, nil, fmt.Errorf("signing message %d: %w", n, err)
 	}
 	return it, signed.Bytes(), nil
+}
+
+// alternative writes a newsletter's body of about g.size bytes: a
+// quoted-printable text part and an HTML part with a few links each, one
+// of them to a domain of its own per message, so that link look-ups are
+// not all cache hits.
+func (g *generator) alternative(b *bytes.Buffer, n int, author string) {
+	boundary := fmt.Sprintf("=_alt_%d", n)
+	fmt.Fprintf(b, "Content-Type: multipart/alternative; boundary=%q\r\n\r\n", boundary)
+	fmt.Fprintf(b, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n", boundary)
+	text := "Gr=C3=BC=C3=9Fe! The quick brown fox jumps over the lazy dog; mail filters keep =\r\nspam away. Read more at https://www." + author + "/news/" + fmt.Sprint(n) + "\r\n"
+	for written := 0; written < g.size/2; written += len(text) {
+		b.WriteString(text)
+	}
+	fmt.Fprintf(b, "\r\n--%s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n", boundary)
+	b.WriteString("<html><head><style>p { color: #333 }</style></head><body>\r\n")
+	para := fmt.Sprintf("<p>The quick brown fox jumps over the <b>lazy dog</b>; see <a href=\"https://www.%s/offer?id=%d\">our offer</a>"+
+		" and <a href=\"http://shop%d.example.com/item\">the shop</a>.</p>\r\n", author, n, n)
+	for written := 0; written < g.size/2; written += len(para) {
+		b.WriteString(para)
+	}
+	fmt.Fprintf(b, "<img src=\"https://cdn.bench.test/logo.png\"></body></html>\r\n--%s--\r\n", boundary)
 }
