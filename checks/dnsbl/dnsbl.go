@@ -6,9 +6,7 @@ package dnsbl
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 
@@ -25,6 +23,9 @@ type Zone struct {
 	// Codes name the answers, e.g. {"127.0.0.2": sbl}. Answers without a
 	// name still mean listed.
 	Codes map[string]string `yaml:"codes"`
+	// Bitmask names bits of the answer's last octet, e.g. {2: black,
+	// 4: grey}, for lists that add up their sublists.
+	Bitmask map[int]string `yaml:"bitmask"`
 	// Allow marks an allow list (DNSWL): a listing vouches for the client.
 	Allow bool `yaml:"allow"`
 }
@@ -46,7 +47,7 @@ type Checker struct {
 
 type list struct {
 	name  string // without the trailing dot, lower case
-	codes map[netip.Addr]string
+	names Namer
 	allow bool
 }
 
@@ -74,30 +75,11 @@ func compile(zs []Zone, key string, ps *config.Problems) []list {
 	out := make([]list, 0, len(zs))
 	for i, z := range zs {
 		at := fmt.Sprintf("%s[%d]", key, i)
-		name := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(z.Zone), "."))
-		if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.Contains(name, "..") || !strings.Contains(name, ".") {
-			ps.Add(at+".zone", "%q is not a domain name", z.Zone)
+		name, ok := ZoneName(z.Zone, at, seen, ps)
+		if !ok {
 			continue
 		}
-		if seen[name] {
-			ps.Add(at+".zone", "zone %s is listed twice", name)
-			continue
-		}
-		seen[name] = true
-		cz := list{name: name, allow: z.Allow, codes: map[netip.Addr]string{}}
-		for _, code := range slices.Sorted(maps.Keys(z.Codes)) {
-			label := z.Codes[code]
-			a, err := netip.ParseAddr(code)
-			if err != nil || !a.Is4() {
-				ps.Add(at+".codes."+code, "%q is not an IPv4 address", code)
-				continue
-			}
-			if strings.TrimSpace(label) == "" {
-				ps.Add(at+".codes."+code, "empty name")
-				continue
-			}
-			cz.codes[a] = label
-		}
+		cz := list{name: name, allow: z.Allow, names: NewNamer(z.Codes, z.Bitmask, at, ps)}
 		out = append(out, cz)
 	}
 	return out
@@ -110,7 +92,7 @@ func (c *Checker) CheckIP(ctx context.Context, ip netip.Addr) []Result {
 	if !ip.IsValid() || len(c.ips) == 0 {
 		return nil
 	}
-	q := reverse(ip.Unmap())
+	q := Reverse(ip.Unmap())
 	return c.query(ctx, c.ips, q, ip.String())
 }
 
@@ -124,7 +106,7 @@ func (c *Checker) CheckDomains(ctx context.Context, names ...string) []Result {
 	seen := map[string]bool{}
 	for _, n := range names {
 		d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(n), "."))
-		if seen[d] || !queryable(d) {
+		if seen[d] || !Queryable(d) {
 			continue
 		}
 		seen[d] = true
@@ -133,7 +115,27 @@ func (c *Checker) CheckDomains(ctx context.Context, names ...string) []Result {
 	return out
 }
 
-func queryable(d string) bool {
+// ZoneName checks a configured zone name, adding what is wrong to ps
+// under at ("zones[0]"), and returns it lower case without the trailing
+// dot. seen holds the names already taken.
+func ZoneName(zone, at string, seen map[string]bool, ps *config.Problems) (string, bool) {
+	name := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(zone), "."))
+	if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.Contains(name, "..") || !strings.Contains(name, ".") {
+		ps.Add(at+".zone", "%q is not a domain name", zone)
+		return "", false
+	}
+	if seen[name] {
+		ps.Add(at+".zone", "zone %s is listed twice", name)
+		return "", false
+	}
+	seen[name] = true
+	return name, true
+}
+
+// Queryable reports whether d (lower case, no trailing dot) is a domain
+// name a domain list can be asked about: not a single label, an address
+// literal or an IP address.
+func Queryable(d string) bool {
 	if !strings.Contains(d, ".") || strings.HasPrefix(d, "[") {
 		return false
 	}
@@ -144,9 +146,9 @@ func queryable(d string) bool {
 	return ok && !strings.Contains(d, "..")
 }
 
-// reverse is the RFC 5782 query label: reversed octets for IPv4,
+// Reverse is the RFC 5782 query label: reversed octets for IPv4,
 // reversed nibbles for IPv6.
-func reverse(ip netip.Addr) string {
+func Reverse(ip netip.Addr) string {
 	if ip.Is4() {
 		b := ip.As4()
 		return fmt.Sprintf("%d.%d.%d.%d", b[3], b[2], b[1], b[0])
@@ -189,18 +191,7 @@ func (c *Checker) one(ctx context.Context, z list, label, shown string) *Result 
 		}
 		return &Result{Zone: z.name, Query: shown, Allow: z.allow, Error: err.Error()}
 	}
-	res := &Result{Zone: z.name, Query: shown, Allow: z.allow}
-	for _, a := range addrs {
-		// RFC 5782 section 2.1: listings are in 127.0.0.0/8. Other answers,
-		// and 127.255.255.0/24 (what some lists send to resolvers they
-		// refuse), say the answer cannot be trusted, not that ip is listed.
-		if !a.Is4() || a.As4()[0] != 127 || (a.As4()[1] == 255 && a.As4()[2] == 255) {
-			return &Result{Zone: z.name, Query: shown, Allow: z.allow, Error: fmt.Sprintf("%s answered %s, which is not a listing (the list may be refusing this resolver)", z.name, a)}
-		}
-		res.Codes = append(res.Codes, a.String())
-		if name, ok := z.codes[a]; ok && !slices.Contains(res.Names, name) {
-			res.Names = append(res.Names, name)
-		}
-	}
-	return res
+	res := Answer(z.name, shown, addrs, z.names, Refused)
+	res.Allow = z.allow
+	return &res
 }

@@ -66,11 +66,11 @@ var cfg = Config{
 
 func TestReverse(t *testing.T) {
 	// RFC 5782 section 2.4's form, on the section 5 test address.
-	got := reverse(netip.MustParseAddr("::FFFF:7F00:2"))
+	got := Reverse(netip.MustParseAddr("::FFFF:7F00:2"))
 	if want := "2.0.0.0.0.0.f.7.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0"; got != want {
 		t.Errorf("reverse = %s", got)
 	}
-	if got := reverse(netip.MustParseAddr("192.0.2.99")); got != "99.2.0.192" {
+	if got := Reverse(netip.MustParseAddr("192.0.2.99")); got != "99.2.0.192" {
 		t.Errorf("reverse v4 = %s", got)
 	}
 }
@@ -272,5 +272,22 @@ func BenchmarkCheckDomains(b *testing.B) {
 		if res := c.CheckDomains(ctx, "mail.example.org", "spam.example"); len(res) != 1 {
 			b.Fatalf("%+v", res)
 		}
+	}
+}
+
+// A bitmask names bits of the last octet, after the exact code's name;
+// each name once.
+func TestBitmaskNames(t *testing.T) {
+	_, c := start(t, Config{Zones: []Zone{{Zone: "bl.test", Codes: map[string]string{"127.0.0.2": "sbl"}, Bitmask: map[int]string{1: "odd", 8: "eight", 2: "two"}}}})
+	res := c.CheckIP(context.Background(), netip.MustParseAddr("192.0.2.10"))
+	if len(res) != 1 {
+		t.Fatalf("%+v", res)
+	}
+	// 127.0.0.2: sbl, then bit 2; 127.0.0.4: none; 127.0.0.9: bits 1 and 8.
+	if got, want := strings.Join(res[0].Names, ","), "sbl,two,odd,eight"; got != want {
+		t.Errorf("names %s, want %s", got, want)
+	}
+	if err := (Config{Zones: []Zone{{Zone: "x.test", Bitmask: map[int]string{0: "x"}}}}).Validate(); err == nil || !strings.Contains(err.Error(), "zones[0].bitmask.0") {
+		t.Errorf("bitmask 0: %v", err)
 	}
 }
