@@ -15,6 +15,7 @@ import (
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -115,6 +116,35 @@ func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
 	}
 	tctx, ttls := resolver.WithTTLs(ctx)
 	r := k.inner.Domains(tctx, names...)
+	if listsOK(r) && ctx.Err() == nil {
+		k.store(ctx, key, slices.Clone(r), ttls)
+	}
+	return r
+}
+
+// URLs caches the URI lists' answers by the names asked, in order (each
+// list is asked about the first few), as a digest: a message's links can
+// make a long key.
+func (k *cached) URLs(ctx context.Context, urls []policy.URL) []uribl.Result {
+	names := uriNames(urls)
+	if len(names) == 0 {
+		return k.inner.URLs(ctx, urls)
+	}
+	h := sha256.New()
+	seen := map[string]bool{}
+	for _, n := range names {
+		if n = strings.ToLower(strings.TrimSuffix(n, ".")); !seen[n] {
+			seen[n] = true
+			h.Write([]byte(n + "\n"))
+		}
+	}
+	sum := h.Sum(nil)
+	key := k.prefix + "uribl:" + hex.EncodeToString(sum[:16])
+	if r, ok := load[[]uribl.Result](ctx, k, key); ok {
+		return slices.Clone(r)
+	}
+	tctx, ttls := resolver.WithTTLs(ctx)
+	r := k.inner.URLs(tctx, urls)
 	if listsOK(r) && ctx.Err() == nil {
 		k.store(ctx, key, slices.Clone(r), ttls)
 	}

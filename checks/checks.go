@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/policy"
 )
@@ -29,6 +31,7 @@ type Config struct {
 	SPF   SPFConfig       `yaml:"spf"`
 	IPRev IPRevConfig     `yaml:"iprev"`
 	DNSBL dnsbl.Config    `yaml:"dnsbl"`
+	URIBL uribl.Config    `yaml:"uribl"`
 	DKIM  DKIMConfig      `yaml:"dkim"`
 	DMARC DMARCConfig     `yaml:"dmarc"`
 	// Hostname names this host in SPF explanations (%{r}); not a key of
@@ -108,6 +111,7 @@ func (c Config) Validate() error {
 		bad("dmarc.enable", "DMARC needs dkim.enable: true (it reads DKIM results and the From field)")
 	}
 	section("dnsbl", c.DNSBL.Validate())
+	section("uribl", c.URIBL.Validate())
 	return ps.Err()
 }
 
@@ -117,6 +121,7 @@ type Suite struct {
 	spf   *spf.Checker
 	iprev *iprev.Checker
 	lists *dnsbl.Checker
+	uris  *uribl.Checker // nil without zones
 	dkim  *dkim.Checker
 	dmarc *dmarc.Checker
 }
@@ -140,6 +145,9 @@ func New(cfg Config, r *resolver.Resolver) (*Suite, error) {
 	}
 	var err error
 	if s.lists, err = dnsbl.New(r, cfg.DNSBL); err != nil {
+		return nil, err
+	}
+	if s.uris, err = uribl.New(r, cfg.URIBL); err != nil {
 		return nil, err
 	}
 	if cfg.DKIM.Enable {
@@ -172,6 +180,30 @@ func (s *Suite) Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dns
 // Domains runs the domain lists over names.
 func (s *Suite) Domains(ctx context.Context, names ...string) []dnsbl.Result {
 	return s.lists.CheckDomains(ctx, names...)
+}
+
+// URLs runs the URI lists over the links' registrable domains and
+// IP-literal hosts (Facts.URLs, end of message).
+func (s *Suite) URLs(ctx context.Context, urls []policy.URL) []uribl.Result {
+	if s.uris == nil {
+		return nil
+	}
+	return s.uris.Check(ctx, uriNames(urls))
+}
+
+// uriNames are what URI lists are asked about: a link's registrable
+// domain, or its host when that is an IP address. A host that is
+// neither (a bare public suffix, a single label) is not asked about.
+func uriNames(urls []policy.URL) []string {
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		if u.Domain != "" {
+			out = append(out, u.Domain)
+		} else if _, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err == nil {
+			out = append(out, u.Host)
+		}
+	}
+	return out
 }
 
 // SPFHelo checks the HELO identity; nil when SPF is disabled.

@@ -10,6 +10,7 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -45,6 +46,8 @@ func (r *recorded) Client(_ context.Context, ip netip.Addr) (*iprev.Result, []dn
 func (r *recorded) Domains(_ context.Context, names ...string) []dnsbl.Result {
 	return r.take(func(q string) bool { return slices.Contains(names, q) })
 }
+
+func (r *recorded) URLs(context.Context, []policy.URL) []uribl.Result { return r.c.uribl }
 
 func (r *recorded) SPFHelo(context.Context, netip.Addr, string) *spf.Result { return r.c.spfHelo }
 

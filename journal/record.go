@@ -88,6 +88,9 @@ type Checks struct {
 	SPF     *SPF      `json:"spf,omitempty"`
 	DKIM    []DKIM    `json:"dkim,omitempty"`
 	DMARC   *DMARC    `json:"dmarc,omitempty"`
+	// URIBL are the URI lists' listings of the message's links, and
+	// their failures, in the shape of a DNS list's.
+	URIBL []DNSList `json:"uribl,omitempty"`
 }
 
 // IPRev is the reverse DNS result.
@@ -198,9 +201,7 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 	if x := fa.IPRev; x != nil {
 		c.IPRev = &IPRev{Result: x.Result, PTR: x.PTR, Names: x.Names, FCrDNS: x.FCrDNS}
 	}
-	for _, x := range fa.DNSBL {
-		c.DNSBL = append(c.DNSBL, DNSList{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
-	}
+	c.DNSBL, c.URIBL = listsOf(fa.DNSBL), listsOf(fa.URIBL)
 	c.SPFHelo, c.SPF = spfOf(fa.SPFHelo), spfOf(fa.SPF)
 	for _, x := range fa.DKIM {
 		c.DKIM = append(c.DKIM, DKIM{Domain: x.Domain, Selector: x.Selector, Algorithm: x.Algorithm, Result: x.Result, Reason: x.Reason, Identifier: x.Identifier})
@@ -212,6 +213,22 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 		r.Matches = append(r.Matches, Match{Rule: m.Rule, Action: m.Action, Stage: m.Stage.String(), Monitor: m.Monitor, Score: m.Score, Unknown: m.Unknown})
 	}
 	return r
+}
+
+func listsOf(rs []dnsbl.Result) []DNSList {
+	var out []DNSList
+	for _, x := range rs {
+		out = append(out, DNSList{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
+	}
+	return out
+}
+
+func listsBack(ls []DNSList) []dnsbl.Result {
+	var out []dnsbl.Result
+	for _, x := range ls {
+		out = append(out, dnsbl.Result{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
+	}
+	return out
 }
 
 func spfOf(x *spf.Result) *SPF {
@@ -239,6 +256,7 @@ type checked struct {
 	attach  []policy.Attachment
 	iprev   *iprev.Result
 	dnsbl   []dnsbl.Result
+	uribl   []dnsbl.Result
 	spfHelo *spf.Result
 	spf     *spf.Result
 	dkim    []dkim.Result
@@ -279,9 +297,7 @@ func (r *Record) decode() (*checked, error) {
 	if x := c.IPRev; x != nil {
 		out.iprev = &iprev.Result{Result: x.Result, PTR: x.PTR, Names: x.Names, FCrDNS: x.FCrDNS}
 	}
-	for _, x := range c.DNSBL {
-		out.dnsbl = append(out.dnsbl, dnsbl.Result{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
-	}
+	out.dnsbl, out.uribl = listsBack(c.DNSBL), listsBack(c.URIBL)
 	spfBack := func(x *SPF, identity string) *spf.Result {
 		if x == nil {
 			return nil

@@ -38,6 +38,7 @@ func (k *costlyChecker) Client(context.Context, netip.Addr) (*iprev.Result, []dn
 	return nil, nil
 }
 func (k *costlyChecker) Domains(context.Context, ...string) []dnsbl.Result           { return nil }
+func (k *costlyChecker) URLs(context.Context, []URL) []dnsbl.Result                  { return nil }
 func (k *costlyChecker) SPFHelo(context.Context, netip.Addr, string) *spf.Result     { return nil }
 func (k *costlyChecker) SPF(context.Context, netip.Addr, string, string) *spf.Result { return nil }
 func (k *costlyChecker) Message() MessageVerifier                                    { return (*costlyVerifier)(k) }

@@ -270,9 +270,12 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 	var scanErr error
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
 		scanErr = c.scan.attachments(&c.facts)
+		// The URI lists are asked while DKIM keys are fetched.
+		uris := c.askURILists(ctx)
 		if c.scan.verifier != nil {
 			c.facts.DKIM, c.facts.DMARC = c.scan.verifier.Finish(ctx, c.facts.SPF)
 		}
+		c.facts.URIBL = <-uris
 	})
 	if scanErr != nil && (v.Action == Continue || v.Action == Accept) {
 		// An attachment could hide past the bound: the message cannot be checked.

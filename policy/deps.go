@@ -11,6 +11,7 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 )
 
 // Checker runs the authentication and reputation checks. The engine calls
@@ -22,6 +23,9 @@ type Checker interface {
 	Client(ctx context.Context, ip netip.Addr) (*iprev.Result, []dnsbl.Result)
 	// Domains runs the domain lists over names seen later (HELO, sender domain).
 	Domains(ctx context.Context, names ...string) []dnsbl.Result
+	// URLs runs the URI blocklists over the message's links (eom). It is
+	// called with none too, so that a replay can answer what it recorded.
+	URLs(ctx context.Context, urls []URL) []uribl.Result
 	// SPFHelo checks the HELO identity (RFC 7208 section 2.3).
 	SPFHelo(ctx context.Context, ip netip.Addr, helo string) *spf.Result
 	// SPF checks the MAIL FROM identity; the null sender uses postmaster@helo.

@@ -10,6 +10,7 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 )
 
 // Header is one message header as received, in order.
@@ -59,11 +60,14 @@ type Facts struct {
 	Attachments []Attachment   `json:"attachments,omitempty"`
 	// URLs are the links found in the message's text parts (eom), each
 	// once, in order of first appearance, at most content.max_urls.
-	URLs    []URL         `json:"urls,omitempty"`
-	DKIM    []dkim.Result `json:"dkim,omitempty"`
-	DMARC   *dmarc.Result `json:"dmarc,omitempty"`
-	QueueID string        `json:"queue_id,omitempty"` // whenever the MTA tells it
-	Score   float64       `json:"score"`
+	URLs []URL `json:"urls,omitempty"`
+	// URIBL are the URI lists' listings of the URLs' domains and the
+	// lists that failed (eom).
+	URIBL   []uribl.Result `json:"uribl,omitempty"`
+	DKIM    []dkim.Result  `json:"dkim,omitempty"`
+	DMARC   *dmarc.Result  `json:"dmarc,omitempty"`
+	QueueID string         `json:"queue_id,omitempty"` // whenever the MTA tells it
+	Score   float64        `json:"score"`
 	// Signing is how DKIM signing ended (eom): signed, missing_key,
 	// not_in_table, no_from or error; empty when the message was not
 	// one to sign.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/mailward/mailward/checks/spf"
@@ -74,6 +75,11 @@ func checkList(f *Facts) []string {
 	for _, r := range f.DNSBL {
 		if len(r.Codes) > 0 {
 			parts = append(parts, "dnsbl="+r.Zone)
+		}
+	}
+	for _, r := range f.URIBL {
+		if len(r.Codes) > 0 && !slices.Contains(parts, "uribl="+r.Zone) {
+			parts = append(parts, "uribl="+r.Zone)
 		}
 	}
 	addSPF := func(name string, r *spf.Result) {

@@ -55,6 +55,7 @@ func (c *Conn) record(v Verdict) {
 	f.Facts.Macros = nil
 	f.Facts.Lookups = maps.Clone(f.Facts.Lookups)
 	f.Facts.DNSBL = slices.Clone(f.Facts.DNSBL)
+	f.Facts.URIBL = slices.Clone(f.Facts.URIBL)
 	f.Facts.Rcpts = slices.Clone(f.Facts.Rcpts)
 	f.Facts.Headers = slices.Clone(f.Facts.Headers)
 	f.Facts.DKIM = slices.Clone(f.Facts.DKIM)

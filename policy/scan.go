@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"context"
 	"hash"
 	"mime"
 	"strings"
+
+	"github.com/mailward/mailward/checks/uribl"
 )
 
 // messageScan is what reads the message as it streams: the attachment
@@ -119,4 +122,18 @@ func (m *messageScan) closeContent() {
 func (m *messageScan) close() {
 	m.closeContent()
 	m.digest = nil
+}
+
+// askURILists starts the URI list look-ups of the message's links; the
+// channel gives their results once. Without a checker it gives none.
+func (c *Conn) askURILists(ctx context.Context) <-chan []uribl.Result {
+	out := make(chan []uribl.Result, 1)
+	ch := c.snap.checker
+	if ch == nil {
+		out <- nil
+		return out
+	}
+	urls := c.facts.URLs
+	go func() { out <- ch.URLs(ctx, urls) }()
+	return out
 }

@@ -155,6 +155,11 @@ func hasTemperror(f *Facts) bool {
 			return true
 		}
 	}
+	for _, r := range f.URIBL {
+		if r.Error != "" {
+			return true
+		}
+	}
 	if (f.SPF != nil && f.SPF.Result == "temperror") || (f.SPFHelo != nil && f.SPFHelo.Result == "temperror") {
 		return true
 	}

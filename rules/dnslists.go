@@ -6,11 +6,16 @@ import (
 
 	"github.com/expr-lang/expr/ast"
 
+	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/policy"
 )
 
-// dnsListVars are the variables filled from DNS list answers.
-const dnsListVars = 1<<vDNSBL | 1<<vDNSBLNames | 1<<vDNSBLErrors
+// dnsListVars are the variables filled from DNS list answers, and
+// uriListVars from URI list answers: rules name zones in both alike.
+const (
+	dnsListVars = 1<<vDNSBL | 1<<vDNSBLNames | 1<<vDNSBLErrors
+	uriListVars = 1<<vURIBL | 1<<vURIBLErrors
+)
 
 // dnsListReads records how an expression reads the DNS list variables,
 // so that its stage follows the zones it names: IP lists answer at
@@ -28,7 +33,7 @@ func isDNSListVar(n ast.Node) (*ast.IdentifierNode, bool) {
 		return nil, false
 	}
 	v, known := variableID(id.Value)
-	return id, known && dnsListVars&(1<<v) != 0
+	return id, known && (dnsListVars|uriListVars)&(1<<v) != 0
 }
 
 func (d *dnsListReads) ident(n *ast.IdentifierNode) {
@@ -112,9 +117,9 @@ func (r *rule) addLists(a *analyzer) {
 // failedLists says which DNS lists r reads failed in f: every failed one
 // when r reads the lists without naming a zone, else those it names.
 // A list that failed and that r does not read leaves r sure of itself.
-func (r *rule) failedLists(f *policy.Facts) string {
+func (r *rule) failedLists(results []dnsbl.Result, what string) string {
 	var zones []string
-	for _, res := range f.DNSBL {
+	for _, res := range results {
 		if res.Error != "" && (r.listsAny || slices.Contains(r.lists, normalZone(res.Zone))) && !slices.Contains(zones, res.Zone) {
 			zones = append(zones, res.Zone)
 		}
@@ -122,5 +127,5 @@ func (r *rule) failedLists(f *policy.Facts) string {
 	if len(zones) == 0 {
 		return ""
 	}
-	return "DNS list " + strings.Join(zones, ", ") + " failed"
+	return what + " " + strings.Join(zones, ", ") + " failed"
 }

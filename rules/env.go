@@ -74,6 +74,8 @@ type env struct {
 	Attachments      []Attachment        `expr:"attachments"`
 	DKIM             []DKIMResult        `expr:"dkim"`
 	DMARC            DMARCResult         `expr:"dmarc"`
+	URIBL            map[string][]string `expr:"uribl"`
+	URIBLErrors      map[string]string   `expr:"uribl_errors"`
 	Score            float64             `expr:"score"`
 	// Ctx reaches functions that take a context; rules do not name it.
 	Ctx context.Context `expr:"$ctx"`
@@ -111,6 +113,8 @@ const (
 	vAttachments
 	vDKIM
 	vDMARC
+	vURIBL
+	vURIBLErrors
 	vScore
 	numVars
 )
@@ -120,7 +124,7 @@ const allVars = uint64(1)<<numVars - 1
 // contentVars are read from the message itself: a front that never sees
 // it (policy.Facts.NoContent) skips the rules that read them.
 const contentVars = 1<<vHeaders | 1<<vHeader | 1<<vSubject | 1<<vHeaderFrom | 1<<vHeaderFromDomain |
-	1<<vMessageID | 1<<vAttachments | 1<<vDKIM | 1<<vDMARC
+	1<<vMessageID | 1<<vAttachments | 1<<vDKIM | 1<<vDMARC | uriListVars
 
 // variableID finds a variable by name.
 func variableID(name string) (int, bool) {

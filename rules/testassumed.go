@@ -9,6 +9,7 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -20,6 +21,7 @@ type assumedChecks struct {
 	fcrdns   bool
 	iprev    string
 	dnsbl    []dnsbl.Result
+	uribl    []uribl.Result
 	spfHelo  *spf.Result
 	spf      *spf.Result
 	dkim     []dkim.Result
@@ -49,6 +51,8 @@ func (c *assumedChecks) Client(_ context.Context, ip netip.Addr) (*iprev.Result,
 }
 
 func (c *assumedChecks) Domains(context.Context, ...string) []dnsbl.Result { return nil }
+
+func (c *assumedChecks) URLs(context.Context, []policy.URL) []uribl.Result { return c.uribl }
 
 func (c *assumedChecks) SPFHelo(context.Context, netip.Addr, string) *spf.Result { return c.spfHelo }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/policy"
 )
 
@@ -54,7 +55,7 @@ type expectation struct {
 }
 
 var testKeys = []string{"name", "ip", "helo", "mail_from", "rcpt", "auth_user", "tls", "queue_id", "headers", "eml", "body",
-	"ptr", "fcrdns", "iprev", "dnsbl", "dnsbl_names", "dnsbl_errors", "spf", "spf_helo", "dkim", "dmarc", "expect"}
+	"ptr", "fcrdns", "iprev", "dnsbl", "dnsbl_names", "dnsbl_errors", "uribl", "uribl_errors", "spf", "spf_helo", "dkim", "dmarc", "expect"}
 
 var expectKeys = []string{"action", "stage", "rules", "not_rules", "score", "code", "message", "headers"}
 
@@ -264,6 +265,24 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
 				c.dnsbl = append(c.dnsbl, dnsbl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "dnsbl error")})
+			}
+		}
+	}
+	if f := fields["uribl"]; f != nil {
+		if f.Kind != yaml.MappingNode {
+			tp.errorf(f, "uribl maps zones to the names of their listings, e.g. {multi.uribl.com: [black]}")
+		} else {
+			for i := 0; i+1 < len(f.Content); i += 2 {
+				c.uribl = append(c.uribl, uribl.Result{Zone: f.Content[i].Value, Names: tp.strings(f.Content[i+1], "uribl names")})
+			}
+		}
+	}
+	if f := fields["uribl_errors"]; f != nil {
+		if f.Kind != yaml.MappingNode {
+			tp.errorf(f, "uribl_errors maps zones whose look-up failed to the error, e.g. {multi.uribl.com: timed out}")
+		} else {
+			for i := 0; i+1 < len(f.Content); i += 2 {
+				c.uribl = append(c.uribl, uribl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "uribl error")})
 			}
 		}
 	}

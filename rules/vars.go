@@ -1,9 +1,11 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/mailward/mailward/checks/dnsbl"
+	"github.com/mailward/mailward/checks/uribl"
 
 	"github.com/mailward/mailward/policy"
 )
@@ -216,6 +218,15 @@ var variables = [numVars]variable{
 			}
 		},
 		value: func(e *env) any { return e.DMARC }},
+
+	// The URI lists (checks/uribl), asked about the links' domains.
+	vURIBL: {name: "uribl", stage: policy.StageEOM, unknown: uriListsUnknown,
+		fill:  func(st *state, f *policy.Facts) { st.env.URIBL = uriblNames(f.URIBL) },
+		value: func(e *env) any { return e.URIBL }},
+	vURIBLErrors: {name: "uribl_errors", stage: policy.StageEOM, unknown: uriListsUnknown,
+		fill:  func(st *state, f *policy.Facts) { st.env.URIBLErrors = listErrors(f.URIBL) },
+		value: func(e *env) any { return e.URIBLErrors }},
+
 	vScore: {name: "score", stage: policy.StageEOM,
 		value: func(e *env) any { return e.Score }},
 }
@@ -235,6 +246,55 @@ func listsUnknown(f *policy.Facts) string {
 		return ""
 	}
 	return "DNS list " + strings.Join(zones, ", ") + " failed"
+}
+
+func uriListsUnknown(f *policy.Facts) string {
+	if listErrors(f.URIBL) == nil {
+		return ""
+	}
+	return "URI list failed"
+}
+
+// uriblNames is what the uribl variable holds: the names of each
+// listing by zone, its codes where the configuration names none, so that
+// every listing shows. Most messages have none: no map is made for them.
+func uriblNames(results []uribl.Result) map[string][]string {
+	var m map[string][]string
+	for _, r := range results {
+		more := r.Names
+		if len(more) == 0 {
+			more = r.Codes
+		}
+		if r.Error != "" || len(more) == 0 {
+			continue
+		}
+		if m == nil {
+			m = map[string][]string{}
+		}
+		for _, n := range more {
+			if !slices.Contains(m[r.Zone], n) {
+				m[r.Zone] = append(m[r.Zone], n)
+			}
+		}
+	}
+	return m
+}
+
+// listErrors maps each failed zone to its first error; nil for none.
+func listErrors(results []uribl.Result) map[string]string {
+	var m map[string]string
+	for _, r := range results {
+		if r.Error == "" {
+			continue
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		if m[r.Zone] == "" {
+			m[r.Zone] = r.Error
+		}
+	}
+	return m
 }
 
 func resultUnknown(check string, temperror bool) string {
@@ -270,8 +330,12 @@ func unknownText(r *rule, f *policy.Facts) string {
 			continue
 		}
 		c := v.unknown(f)
-		if c != "" && dnsListVars&(1<<id) != 0 {
-			c = r.failedLists(f) // only the lists the rule reads count
+		switch {
+		case c == "":
+		case dnsListVars&(1<<id) != 0:
+			c = r.failedLists(f.DNSBL, "DNS list") // only the lists the rule reads count
+		case uriListVars&(1<<id) != 0:
+			c = r.failedLists(f.URIBL, "URI list")
 		}
 		if c == "" {
 			continue

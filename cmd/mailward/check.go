@@ -236,6 +236,9 @@ func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
 	for _, d := range r.DNSBL {
 		fmt.Fprintf(w, "dnsbl     %s %s %s\n", d.Zone, strings.Join(d.Codes, ","), d.Error)
 	}
+	for _, d := range r.URIBL {
+		fmt.Fprintf(w, "uribl     %s %s %s %s\n", d.Zone, d.Query, strings.Join(d.Names, ","), d.Error)
+	}
 	if r.SPFHelo != nil {
 		fmt.Fprintf(w, "spf helo  %s %s\n", r.SPFHelo.Result, r.SPFHelo.Domain)
 	}

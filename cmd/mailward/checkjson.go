@@ -30,6 +30,7 @@ type checkReport struct {
 	DMARC          *dmarcReport        `json:"dmarc"`
 	IPRev          *iprevReport        `json:"iprev"`
 	DNSBL          []dnsblReport       `json:"dnsbl"`
+	URIBL          []dnsblReport       `json:"uribl"` // the URI lists, in the shape of dnsbl
 	Rules          []string            `json:"rules"`
 	Matches        []matchReport       `json:"matches"`
 	Score          float64             `json:"score"`
@@ -115,7 +116,7 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	v, f := out.Verdict, &out.Facts
 	rep := &checkReport{
 		Action: v.Action.String(), Stage: v.Stage.String(), Reason: v.Reason, Score: f.Score,
-		Rcpts: []rcptReport{}, DKIM: []dkimReport{}, DNSBL: []dnsblReport{}, Rules: []string{},
+		Rcpts: []rcptReport{}, DKIM: []dkimReport{}, DNSBL: []dnsblReport{}, URIBL: []dnsblReport{}, Rules: []string{},
 		Matches: []matchReport{}, HeadersAdded: []headerReport{}, HeadersRemoved: []policy.HeaderRef{}, Stages: []stageReport{},
 		SPF: spfOf(f.SPF), SPFHelo: spfOf(f.SPFHelo), DMARC: dmarcOf(f.DMARC), IPRev: iprevOf(f.IPRev),
 	}
@@ -137,6 +138,9 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	}
 	for _, d := range f.DNSBL {
 		rep.DNSBL = append(rep.DNSBL, dnsblOf(d))
+	}
+	for _, d := range f.URIBL {
+		rep.URIBL = append(rep.URIBL, dnsblOf(d))
 	}
 	for _, m := range out.Matches {
 		rep.Rules = append(rep.Rules, m.Rule)

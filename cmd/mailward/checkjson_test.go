@@ -18,12 +18,13 @@ import (
 
 // The fields of `check --json`, as README.md documents them.
 var checkJSONFields = map[string][]string{
-	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
+	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "uribl", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
 	"spf":             {"result", "domain", "identity", "explanation", "reason"},
 	"dkim":            {"result", "domain", "selector", "algorithm", "identifier", "reason"},
 	"dmarc":           {"result", "policy", "domain", "policy_domain", "org_domain", "testing", "reason"},
 	"iprev":           {"result", "ptr", "names", "fcrdns"},
 	"dnsbl":           {"zone", "query", "codes", "names", "allow", "error"},
+	"uribl":           {"zone", "query", "codes", "names", "allow", "error"},
 	"rcpts":           {"rcpt", "action", "code"},
 	"matches":         {"rule", "action", "stage", "monitor", "score", "unknown"},
 	"stages":          {"stage", "subject", "action", "reply"},

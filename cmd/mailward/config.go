@@ -15,6 +15,7 @@ import (
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/journal"
 	"github.com/mailward/mailward/policy"
@@ -39,6 +40,7 @@ type Config struct {
 	SPF         checks.SPFConfig     `yaml:"spf"`
 	IPRev       checks.IPRevConfig   `yaml:"iprev"`
 	DNSBL       dnsbl.Config         `yaml:"dnsbl"`
+	URIBL       uribl.Config         `yaml:"uribl"`
 	DKIM        checks.DKIMConfig    `yaml:"dkim"`
 	DMARC       DMARCConfig          `yaml:"dmarc"`
 	Thresholds  Thresholds           `yaml:"thresholds"`
@@ -253,7 +255,7 @@ func (c *Config) smtp() smtpproxy.Config {
 
 // checks is the checks' part of the config.
 func (c *Config) checks() checks.Config {
-	return checks.Config{DNS: c.DNS, SPF: c.SPF, IPRev: c.IPRev, DNSBL: c.DNSBL, DKIM: c.DKIM, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
+	return checks.Config{DNS: c.DNS, SPF: c.SPF, IPRev: c.IPRev, DNSBL: c.DNSBL, URIBL: c.URIBL, DKIM: c.DKIM, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
 }
 
 // rulesConfig merges the top-level lists into the rules' config.

@@ -50,7 +50,7 @@ func TestExampleConfigKeysDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"hostname", "on_error", "log.format", "milter.listen", "policy.listen", "admin.listen",
-		"dns.servers", "spf.enable", "iprev.enable", "dnsbl.zones", "dkim.enable", "dmarc.enforce", "dmarc.on_temperror",
+		"dns.servers", "spf.enable", "iprev.enable", "dnsbl.zones", "uribl.zones", "dkim.enable", "dmarc.enforce", "dmarc.on_temperror",
 		"rules.files", "lists", "thresholds.reject", "score_header", "timeouts.checks", "limits.message_cpu", "limits.mime_depth", "cache.type", "cache.redis.addrs",
 		"cache.breaker.failures", "greylist.delay", "journal.path", "journal.max_size", "journal.max_age",
 		"journal.max_total", "journal.queue", "journal.omit_headers"} {
