@@ -263,6 +263,7 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 			// Seen before: the stored verdict stands, the checks are not run again.
 			c.scan.closeVerifier()
 			c.scan.attachments(&c.facts)
+			c.scan.contentFacts(&c.facts)
 			c.finishMessage(v)
 			return v
 		}
@@ -270,6 +271,7 @@ func (c *Conn) EndOfMessage(ctx context.Context) Verdict {
 	var scanErr error
 	v := c.run(ctx, StageEOM, func(ctx context.Context) {
 		scanErr = c.scan.attachments(&c.facts)
+		c.scan.contentFacts(&c.facts)
 		// The URI lists are asked while DKIM keys are fetched.
 		uris := c.askURILists(ctx)
 		if c.scan.verifier != nil {

@@ -29,6 +29,10 @@ type Transaction struct {
 	// Attachments, when not nil, stand in for the attachment scan (a
 	// replay whose body was not kept).
 	Attachments []Attachment
+	// URLs and Content, when Content is not nil, stand in for the
+	// content scan (a replay whose body was not kept).
+	URLs    []URL
+	Content *Content
 	// Replayed marks a transaction from the journal: the drive stops
 	// after Reached, the last stage the recorded one got to, as its
 	// client did; what came later was never seen.
@@ -124,6 +128,9 @@ func drive(ctx context.Context, c *Conn, v Verdict, t Transaction, step func(Sta
 	}
 	if t.Attachments != nil {
 		c.SetAttachments(t.Attachments)
+	}
+	if t.Content != nil {
+		c.SetContent(t.URLs, t.Content)
 	}
 	accepted := 0
 	for _, r := range t.Rcpts {

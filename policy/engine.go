@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/cache"
+	"github.com/mailward/mailward/checks/content"
 	"github.com/mailward/mailward/signing"
 )
 
@@ -37,6 +38,11 @@ type Settings struct {
 	// scanned for attachments; DefaultMIMEDepth and DefaultMIMEParts when
 	// zero. A message past them gets the OnError verdict.
 	MIMEDepth, MIMEParts int
+	// Content bounds the content scan (checks/content: decoded text,
+	// links); its MIME bounds are MIMEDepth and MIMEParts. ContentOff
+	// turns the scan off: rules see no text and no links.
+	Content    content.Options
+	ContentOff bool
 	// VerdictTTL is how long a final verdict is kept in the cache for a
 	// retry of the same message (see verdictcache.go); 0 disables it.
 	// DefaultVerdictTTL is the usual value.
@@ -140,6 +146,7 @@ func (e *Engine) Update(s Settings, checker Checker, rules Rules) {
 	if s.MIMEParts <= 0 {
 		s.MIMEParts = DefaultMIMEParts
 	}
+	s.Content.MaxDepth, s.Content.MaxParts = s.MIMEDepth, s.MIMEParts
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := &snapshot{settings: s, checker: checker, rules: rules}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailward/mailward/checks/content"
 	"github.com/mailward/mailward/checks/dkim"
 	"github.com/mailward/mailward/checks/dmarc"
 	"github.com/mailward/mailward/checks/dnsbl"
@@ -27,15 +28,13 @@ type Attachment struct {
 }
 
 // URL is one link found in the message (eom), normalised: the host is
-// lower-case with A-labels, an IP literal without brackets.
-type URL struct {
-	Scheme string `json:"scheme"`
-	Host   string `json:"host"`
-	// Domain is the registrable domain of Host (the public suffix list,
-	// as URI blocklists expect); "" for an IP literal.
-	Domain string `json:"domain,omitempty"`
-	Path   string `json:"path,omitempty"`
-}
+// lower-case with A-labels, an IP literal without brackets. Domain is
+// the registrable domain of Host (the public suffix list, as URI
+// blocklists expect); "" for an IP literal. See checks/content.
+type URL = content.URL
+
+// Content is what the content scan found besides the text and the links.
+type Content = content.Summary
 
 // Facts is everything known about a transaction so far. Each field says the
 // stage at which it becomes known; before that it holds its zero value.
@@ -61,6 +60,12 @@ type Facts struct {
 	// URLs are the links found in the message's text parts (eom), each
 	// once, in order of first appearance, at most content.max_urls.
 	URLs []URL `json:"urls,omitempty"`
+	// BodyText is the decoded text of the text parts (eom), HTML as
+	// text, at most content.max_text_bytes.
+	BodyText string `json:"-"`
+	// Content is the rest of what the content scan found (eom); nil
+	// when it did not run (content.enabled false, no content seen).
+	Content *Content `json:"content,omitempty"`
 	// URIBL are the URI lists' listings of the URLs' domains and the
 	// lists that failed (eom).
 	URIBL   []uribl.Result `json:"uribl,omitempty"`

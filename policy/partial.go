@@ -11,7 +11,7 @@ import (
 
 // SkipContent tells the engine the front will never pass the message
 // content: DKIM, DMARC and the attachment scan are not run for the
-// current message, rather than run on an empty one, and rules that read
+// current message, nor the content scan, rather than run on an empty one, and rules that read
 // the header or content are skipped (Facts.NoContent). Call it after Mail.
 func (c *Conn) SkipContent() {
 	c.facts.NoContent = true
@@ -44,6 +44,14 @@ func (c *Conn) RefuseRcpt(rcpt string, code int) {
 			break
 		}
 	}
+}
+
+// SetContent records what the content scan found for a transaction whose
+// body is not at hand (one replayed from the journal): the scan does not
+// run, rules see these and no text.
+func (c *Conn) SetContent(urls []URL, s *Content) {
+	c.scan.closeContentScan()
+	c.facts.URLs, c.facts.Content = urls, s
 }
 
 // SetSize records the message's whole size, header included, for a

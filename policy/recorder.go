@@ -60,6 +60,8 @@ func (c *Conn) record(v Verdict) {
 	f.Facts.Headers = slices.Clone(f.Facts.Headers)
 	f.Facts.DKIM = slices.Clone(f.Facts.DKIM)
 	f.Facts.Attachments = slices.Clone(f.Facts.Attachments)
+	f.Facts.URLs = slices.Clone(f.Facts.URLs)
+	f.Facts.BodyText = "" // not recorded; no need to keep it alive
 	r.Record(f)
 }
 

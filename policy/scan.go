@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"hash"
+
+	"github.com/mailward/mailward/checks/content"
 	"mime"
 	"strings"
 
@@ -10,8 +12,8 @@ import (
 )
 
 // messageScan is what reads the message as it streams: the attachment
-// scanner, the digest for the verdict cache and the DKIM and DMARC
-// verifier. Each is nil when not wanted.
+// scanner, the content scanner, the digest for the verdict cache and the
+// DKIM and DMARC verifier. Each is nil when not wanted.
 type messageScan struct {
 	mime *mimeScanner
 	// scanMIME says the attachment scan is still to start, at the end
@@ -21,6 +23,8 @@ type messageScan struct {
 	mimeDepth, mimeParts int
 	digest               hash.Hash
 	verifier             MessageVerifier
+	// content reads the text parts and their links (checks/content).
+	content *content.Scanner
 }
 
 // newScan sets up the readers a new message needs.
@@ -33,6 +37,9 @@ func (c *Conn) newScan() messageScan {
 	m.scanMIME = !c.info.Replay
 	m.mimeDepth, m.mimeParts = c.snap.settings.MIMEDepth, c.snap.settings.MIMEParts
 	m.digest = c.newDigest()
+	if !c.info.Replay && !c.snap.settings.ContentOff {
+		m.content = content.NewScanner(c.snap.settings.Content)
+	}
 	return m
 }
 
@@ -76,6 +83,9 @@ func (m *messageScan) write(b []byte) error {
 	if m.digest != nil {
 		m.digest.Write(b)
 	}
+	if m.content != nil {
+		m.content.Write(b)
+	}
 	if m.verifier == nil {
 		return nil
 	}
@@ -96,6 +106,25 @@ func (m *messageScan) attachments(f *Facts) error {
 	return err
 }
 
+// contentFacts ends the content scan and records what it found. A bound
+// met is no error: what was found up to it is checked (Content.Limit
+// says which bound). With no scan running f is left as it is.
+func (m *messageScan) contentFacts(f *Facts) {
+	if m.content == nil {
+		return
+	}
+	r := m.content.Finish()
+	m.content = nil
+	f.BodyText, f.URLs, f.Content = r.Text, r.URLs, &r.Summary
+}
+
+func (m *messageScan) closeContentScan() {
+	if m.content != nil {
+		m.content.Close()
+		m.content = nil
+	}
+}
+
 func (m *messageScan) closeMIME() {
 	m.scanMIME = false
 	if m.mime != nil {
@@ -111,11 +140,13 @@ func (m *messageScan) closeVerifier() {
 	}
 }
 
-// closeContent ends the DKIM verification and the attachment scan. The
-// digest stays: the verdict cache still names the message by its envelope.
+// closeContent ends the DKIM verification, the attachment scan and the
+// content scan. The digest stays: the verdict cache still names the
+// message by its envelope.
 func (m *messageScan) closeContent() {
 	m.closeVerifier()
 	m.closeMIME()
+	m.closeContentScan()
 }
 
 // close ends every reader: the message is decided or abandoned.

@@ -41,6 +41,14 @@ type DMARCResult struct {
 	Reason       string `expr:"reason"`
 }
 
+// URL is one link of the message as rules see it.
+type URL struct {
+	Scheme string `expr:"scheme"`
+	Host   string `expr:"host"`
+	Domain string `expr:"domain"`
+	Path   string `expr:"path"`
+}
+
 // env is what expressions read. The names in the tags are a user
 // contract, documented in README.md; keep them.
 type env struct {
@@ -76,6 +84,14 @@ type env struct {
 	DMARC            DMARCResult         `expr:"dmarc"`
 	URIBL            map[string][]string `expr:"uribl"`
 	URIBLErrors      map[string]string   `expr:"uribl_errors"`
+	BodyText         string              `expr:"body_text"`
+	HTML             bool                `expr:"html"`
+	TextParts        int                 `expr:"text_parts"`
+	URLs             []URL               `expr:"urls"`
+	URLDomains       []string            `expr:"url_domains"`
+	URLCount         int                 `expr:"url_count"`
+	PhishLinks       int                 `expr:"phish_links"`
+	FromMismatch     bool                `expr:"from_display_mismatch"`
 	Score            float64             `expr:"score"`
 	// Ctx reaches functions that take a context; rules do not name it.
 	Ctx context.Context `expr:"$ctx"`
@@ -115,6 +131,14 @@ const (
 	vDMARC
 	vURIBL
 	vURIBLErrors
+	vBodyText
+	vHTML
+	vTextParts
+	vURLs
+	vURLDomains
+	vURLCount
+	vPhishLinks
+	vFromMismatch
 	vScore
 	numVars
 )
@@ -124,7 +148,11 @@ const allVars = uint64(1)<<numVars - 1
 // contentVars are read from the message itself: a front that never sees
 // it (policy.Facts.NoContent) skips the rules that read them.
 const contentVars = 1<<vHeaders | 1<<vHeader | 1<<vSubject | 1<<vHeaderFrom | 1<<vHeaderFromDomain |
-	1<<vMessageID | 1<<vAttachments | 1<<vDKIM | 1<<vDMARC | uriListVars
+	1<<vMessageID | 1<<vAttachments | 1<<vDKIM | 1<<vDMARC | uriListVars | bodyVars
+
+// bodyVars are what the content scan (checks/content) finds.
+const bodyVars = 1<<vBodyText | 1<<vHTML | 1<<vTextParts | 1<<vURLs | 1<<vURLDomains |
+	1<<vURLCount | 1<<vPhishLinks | 1<<vFromMismatch
 
 // variableID finds a variable by name.
 func variableID(name string) (int, bool) {

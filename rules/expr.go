@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -109,6 +110,8 @@ func (a *analyzer) Visit(node *ast.Node) {
 			}
 		case "in_cidr":
 			a.patchCIDR(node, n)
+		case "body_matches":
+			a.patchBodyMatches(node, n)
 		case RateLimitName:
 			if _, ok := a.c.extra[RateLimitName]; ok {
 				a.checkRateLimit(n)
@@ -195,6 +198,28 @@ func (a *analyzer) patchCIDR(node *ast.Node, n *ast.CallNode) {
 	arg := &ast.StringNode{Value: name}
 	arg.SetLocation(args[1].Location())
 	ast.Patch(node, &ast.CallNode{Callee: n.Callee, Arguments: []ast.Node{args[0], arg}})
+}
+
+// patchBodyMatches turns body_matches(re) into body_text matches re: the
+// text is decoded once per message by the content scan, and a constant
+// expression is compiled once, here, its errors pointing at it.
+func (a *analyzer) patchBodyMatches(node *ast.Node, n *ast.CallNode) {
+	if len(n.Arguments) != 1 {
+		a.errorf(n, "body_matches takes one regular expression")
+		return
+	}
+	if s, ok := n.Arguments[0].(*ast.StringNode); ok {
+		if _, err := regexp.Compile(s.Value); err != nil {
+			a.errorf(s, "body_matches: %v", err)
+			return
+		}
+	}
+	a.reads |= 1 << vBodyText
+	text := &ast.IdentifierNode{Value: "body_text"}
+	text.SetLocation(n.Location())
+	m := &ast.BinaryNode{Operator: "matches", Left: text, Right: n.Arguments[0]}
+	m.SetLocation(n.Location())
+	ast.Patch(node, m)
 }
 
 func looksLikeAddress(s string) bool {

@@ -15,7 +15,7 @@ import (
 )
 
 // builtinFuncs are the functions every rule set has.
-var builtinFuncs = []string{"in_list", "in_cidr", "domain_of", "org_domain"}
+var builtinFuncs = []string{"in_list", "in_cidr", "domain_of", "org_domain", "body_matches"}
 
 // funcs implements the built-in functions over one set's lists.
 type funcs struct {

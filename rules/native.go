@@ -453,6 +453,8 @@ func strVar(name string) strFn {
 		return func(st *state) string { return st.env.Rcpt }
 	case "subject":
 		return func(st *state) string { return st.env.Subject }
+	case "body_text":
+		return func(st *state) string { return st.env.BodyText }
 	case "header_from":
 		return func(st *state) string { return st.env.HeaderFrom }
 	case "header_from_domain":

@@ -14,12 +14,13 @@ import (
 // readmeCalls is a call of each function rules/README.md documents, as a
 // rule would write it. A function the README adds needs one here.
 var readmeCalls = map[string]string{
-	"in_cidr":    `in_cidr(ip, "10.0.0.0/8", "2001:db8::/32")`,
-	"in_list":    `in_list("partners", mail_from_domain)`,
-	"domain_of":  `domain_of(mail_from) == "example.org"`,
-	"org_domain": `org_domain(helo) == "example.org"`,
-	"ratelimit":  `ratelimit("ip:" + ip, 100, "1h")`,
-	"header":     `header("X-Mailer") == "x"`,
+	"in_cidr":      `in_cidr(ip, "10.0.0.0/8", "2001:db8::/32")`,
+	"in_list":      `in_list("partners", mail_from_domain)`,
+	"domain_of":    `domain_of(mail_from) == "example.org"`,
+	"org_domain":   `org_domain(helo) == "example.org"`,
+	"ratelimit":    `ratelimit("ip:" + ip, 100, "1h")`,
+	"header":       `header("X-Mailer") == "x"`,
+	"body_matches": `body_matches("(?i)unsubscribe")`,
 }
 
 // TestReadmeNamesCompile: every variable and function rules/README.md

@@ -227,6 +227,62 @@ var variables = [numVars]variable{
 		fill:  func(st *state, f *policy.Facts) { st.env.URIBLErrors = listErrors(f.URIBL) },
 		value: func(e *env) any { return e.URIBLErrors }},
 
+	// The content scan (checks/content), at end of message.
+	vBodyText: {name: "body_text", stage: policy.StageEOM,
+		fill:  func(st *state, f *policy.Facts) { st.env.BodyText = f.BodyText },
+		value: func(e *env) any { return e.BodyText }},
+	vHTML: {name: "html", stage: policy.StageEOM,
+		fill:  func(st *state, f *policy.Facts) { st.env.HTML = f.Content != nil && f.Content.HTML },
+		value: func(e *env) any { return e.HTML }},
+	vTextParts: {name: "text_parts", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			if f.Content != nil {
+				st.env.TextParts = f.Content.TextParts
+			}
+		},
+		value: func(e *env) any { return e.TextParts }},
+	vURLs: {name: "urls", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			if len(f.URLs) == 0 {
+				return
+			}
+			st.env.URLs = make([]URL, len(f.URLs))
+			for i, u := range f.URLs {
+				st.env.URLs[i] = URL(u)
+			}
+		},
+		value: func(e *env) any { return e.URLs }},
+	vURLDomains: {name: "url_domains", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			// Few enough (content.max_urls) for a linear look for each.
+			for _, u := range f.URLs {
+				if u.Domain != "" && !slices.Contains(st.env.URLDomains, u.Domain) {
+					st.env.URLDomains = append(st.env.URLDomains, u.Domain)
+				}
+			}
+		},
+		value: func(e *env) any { return e.URLDomains }},
+	vURLCount: {name: "url_count", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			st.env.URLCount = len(f.URLs)
+			if f.Content != nil {
+				st.env.URLCount = max(f.Content.URLCount, len(f.URLs))
+			}
+		},
+		value: func(e *env) any { return e.URLCount }},
+	vPhishLinks: {name: "phish_links", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			if f.Content != nil {
+				st.env.PhishLinks = f.Content.PhishLinks
+			}
+		},
+		value: func(e *env) any { return e.PhishLinks }},
+	vFromMismatch: {name: "from_display_mismatch", stage: policy.StageEOM,
+		fill: func(st *state, f *policy.Facts) {
+			st.env.FromMismatch = f.Content != nil && f.Content.FromDisplayMismatch
+		},
+		value: func(e *env) any { return e.FromMismatch }},
+
 	vScore: {name: "score", stage: policy.StageEOM,
 		value: func(e *env) any { return e.Score }},
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Defaults of the bounds (Options).
@@ -52,16 +53,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Validate reports a bound out of range, for config checks.
-func (o Options) Validate() error {
-	if o.MaxTextBytes < 0 || o.MaxTextBytes > 64<<20 {
-		return fmt.Errorf("max_text_bytes %d: must be 1 to 67108864", o.MaxTextBytes)
-	}
-	if o.MaxURLs < 0 || o.MaxURLs > maxCandidates {
-		return fmt.Errorf("max_urls %d: must be 1 to %d", o.MaxURLs, maxCandidates)
-	}
-	return nil
-}
+// The largest bounds a config may set: more text than this is not what
+// rules need, more URLs than the links looked at cannot be found.
+const (
+	MaxMaxTextBytes = 64 << 20
+	MaxMaxURLs      = maxCandidates
+)
 
 // URL is one link, normalised: scheme and host lower-case, the host in
 // A-labels, percent-decoded, an IP literal without brackets.
@@ -135,7 +132,11 @@ func (s *Scanner) Write(p []byte) (int, error) {
 // Finish ends the message and returns what was found.
 func (s *Scanner) Finish() *Result {
 	s.walk.finish()
-	s.res.Text = string(s.text)
+	if len(s.text) > 0 {
+		// The buffer is never written again: the text is not copied,
+		// which would double what a message holds at its end.
+		s.res.Text = unsafe.String(unsafe.SliceData(s.text), len(s.text))
+	}
 	s.res.Limit = s.limit
 	s.res.FromDisplayMismatch = fromMismatch(s.from)
 	r := s.res
@@ -174,6 +175,13 @@ func (s *Scanner) addText(b []byte) {
 	if len(b) > room {
 		b = b[:validCut(b, room)]
 		s.setLimit("text over %d bytes", s.o.MaxTextBytes)
+	}
+	if need := len(s.text) + len(b); need > cap(s.text) {
+		// Doubling, but never past the bound: a message at the bound
+		// holds MaxTextBytes, not up to twice that.
+		grown := make([]byte, len(s.text), min(max(2*cap(s.text), need, 4096), s.o.MaxTextBytes))
+		copy(grown, s.text)
+		s.text = grown
 	}
 	s.text = append(s.text, b...)
 }

@@ -31,6 +31,8 @@ type checkReport struct {
 	IPRev          *iprevReport        `json:"iprev"`
 	DNSBL          []dnsblReport       `json:"dnsbl"`
 	URIBL          []dnsblReport       `json:"uribl"` // the URI lists, in the shape of dnsbl
+	URLs           []urlReport         `json:"urls"`
+	Content        *contentReport      `json:"content"`
 	Rules          []string            `json:"rules"`
 	Matches        []matchReport       `json:"matches"`
 	Score          float64             `json:"score"`
@@ -96,6 +98,26 @@ type dnsblReport struct {
 	Error string   `json:"error"`
 }
 
+// urlReport is one link of the message (checks/content).
+type urlReport struct {
+	Scheme string `json:"scheme"`
+	Host   string `json:"host"`
+	Domain string `json:"domain"`
+	Path   string `json:"path"`
+}
+
+// contentReport is what the content scan found besides the links; null
+// when it did not run.
+type contentReport struct {
+	HTML                bool   `json:"html"`
+	TextParts           int    `json:"text_parts"`
+	TextBytes           int    `json:"text_bytes"`
+	URLCount            int    `json:"url_count"`
+	PhishLinks          int    `json:"phish_links"`
+	FromDisplayMismatch bool   `json:"from_display_mismatch"`
+	Limit               string `json:"limit"`
+}
+
 type matchReport struct {
 	Rule    string  `json:"rule"`
 	Action  string  `json:"action"`
@@ -116,7 +138,7 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	v, f := out.Verdict, &out.Facts
 	rep := &checkReport{
 		Action: v.Action.String(), Stage: v.Stage.String(), Reason: v.Reason, Score: f.Score,
-		Rcpts: []rcptReport{}, DKIM: []dkimReport{}, DNSBL: []dnsblReport{}, URIBL: []dnsblReport{}, Rules: []string{},
+		Rcpts: []rcptReport{}, DKIM: []dkimReport{}, DNSBL: []dnsblReport{}, URIBL: []dnsblReport{}, URLs: []urlReport{}, Rules: []string{},
 		Matches: []matchReport{}, HeadersAdded: []headerReport{}, HeadersRemoved: []policy.HeaderRef{}, Stages: []stageReport{},
 		SPF: spfOf(f.SPF), SPFHelo: spfOf(f.SPFHelo), DMARC: dmarcOf(f.DMARC), IPRev: iprevOf(f.IPRev),
 	}
@@ -141,6 +163,13 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	}
 	for _, d := range f.URIBL {
 		rep.URIBL = append(rep.URIBL, dnsblOf(d))
+	}
+	for _, u := range f.URLs {
+		rep.URLs = append(rep.URLs, urlReport(u))
+	}
+	if c := f.Content; c != nil {
+		rep.Content = &contentReport{HTML: c.HTML, TextParts: c.TextParts, TextBytes: len(f.BodyText), URLCount: c.URLCount,
+			PhishLinks: c.PhishLinks, FromDisplayMismatch: c.FromDisplayMismatch, Limit: c.Limit}
 	}
 	for _, m := range out.Matches {
 		rep.Rules = append(rep.Rules, m.Rule)

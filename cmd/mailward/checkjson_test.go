@@ -14,11 +14,12 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 // The fields of `check --json`, as README.md documents them.
 var checkJSONFields = map[string][]string{
-	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "uribl", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
+	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "uribl", "urls", "content", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
 	"spf":             {"result", "domain", "identity", "explanation", "reason"},
 	"dkim":            {"result", "domain", "selector", "algorithm", "identifier", "reason"},
 	"dmarc":           {"result", "policy", "domain", "policy_domain", "org_domain", "testing", "reason"},
@@ -30,6 +31,8 @@ var checkJSONFields = map[string][]string{
 	"stages":          {"stage", "subject", "action", "reply"},
 	"headers_added":   {"name", "value", "replace"},
 	"headers_removed": {"name", "index"},
+	"urls":            {"scheme", "host", "domain", "path"},
+	"content":         {"html", "text_parts", "text_bytes", "url_count", "phish_links", "from_display_mismatch", "limit"},
 }
 
 func keysOf(t *testing.T, v any) []string {
@@ -84,7 +87,8 @@ func TestCheckJSONSchema(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "r.yaml", "rules:\n  - name: tag\n    when: 'true'\n    action: add_header\n    header: {name: X-Seen, value: yes}\n")
 	cfg := writeFile(t, dir, "mailward.yaml", "hostname: mw.test\non_error: accept\ndmarc:\n  on_temperror: accept\nrules:\n  files: [r.yaml]\ndnsbl:\n  zones: [{zone: zen.test}]\n")
-	eml := writeFile(t, dir, "m.eml", signedMessage(t, key, "alice@shop.example"))
+	msg := "From: Alice <alice@shop.example>\r\nTo: bob@rcpt.example\r\nSubject: hello\r\n\r\nSee https://Shop.example/offer.\r\n"
+	eml := writeFile(t, dir, "m.eml", testenv.SignDKIM(t, msg, "shop.example", "s1", key))
 	var out, errb bytes.Buffer
 	if code := run([]string{"check", "--config", cfg, "--dns", "127.0.0.1:1", "--ip", "192.0.2.10", "--helo", "mail.shop.example",
 		"--from", "alice@shop.example", "--rcpt", "bob@rcpt.example", "--json", eml}, &out, &errb); code != 0 {
@@ -140,4 +144,10 @@ func TestCheckJSONSchema(t *testing.T) {
 		t.Errorf("rules: %s", rep["rules"])
 	}
 	list("headers_removed")
+	wantKeys(t, "content", obj("content"))
+	if l := list("urls"); len(l) != 1 || l[0]["host"] != "shop.example" {
+		t.Errorf("urls: %v", l)
+	} else {
+		wantKeys(t, "urls", l[0])
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/mailward/mailward/admin"
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks"
+	"github.com/mailward/mailward/checks/content"
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/uribl"
@@ -47,6 +48,7 @@ type Config struct {
 	ScoreHeader string               `yaml:"score_header"`
 	Timeouts    Timeouts             `yaml:"timeouts"`
 	Limits      Limits               `yaml:"limits"`
+	Content     ContentConfig        `yaml:"content"`
 	Rules       rules.Config         `yaml:"rules"`
 	Cache       cache.Config         `yaml:"cache"`
 	Greylist    cache.GreylistConfig `yaml:"greylist"`
@@ -95,6 +97,14 @@ type Limits struct {
 	MIMEParts  int           `yaml:"mime_parts"`
 }
 
+// ContentConfig is the content scan's: the decoded text and the links
+// rules read (checks/content).
+type ContentConfig struct {
+	Enabled      bool `yaml:"enabled"`
+	MaxTextBytes int  `yaml:"max_text_bytes"`
+	MaxURLs      int  `yaml:"max_urls"`
+}
+
 // defaultConfig is what runs with no config file: a milter on loopback,
 // system DNS, memory cache, no rules.
 func defaultConfig() *Config {
@@ -119,6 +129,7 @@ func defaultConfig() *Config {
 		DMARC:    DMARCConfig{DMARCConfig: def.DMARC, OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
 		Limits:   Limits{MessageCPU: policy.DefaultMessageCPU, MIMEDepth: policy.DefaultMIMEDepth, MIMEParts: policy.DefaultMIMEParts},
+		Content:  ContentConfig{Enabled: true, MaxTextBytes: content.DefaultMaxTextBytes, MaxURLs: content.DefaultMaxURLs},
 		file:     "(defaults)",
 		doc:      &config.Doc{File: "(defaults)"},
 	}
@@ -205,6 +216,12 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MIMEParts < 1 {
 		bad("limits.mime_parts", "must be at least 1")
+	}
+	if n := c.Content.MaxTextBytes; n < 1 || n > content.MaxMaxTextBytes {
+		bad("content.max_text_bytes", "%d: must be from 1 to %d", n, content.MaxMaxTextBytes)
+	}
+	if n := c.Content.MaxURLs; n < 1 || n > content.MaxMaxURLs {
+		bad("content.max_urls", "%d: must be from 1 to %d", n, content.MaxMaxURLs)
 	}
 	t := c.Thresholds
 	if t.Reject < 0 || t.Quarantine < 0 || t.AddHeader < 0 {
@@ -300,6 +317,8 @@ func (c *Config) settings() policy.Settings {
 		MessageCPU:       c.Limits.MessageCPU,
 		MIMEDepth:        c.Limits.MIMEDepth,
 		MIMEParts:        c.Limits.MIMEParts,
+		Content:          content.Options{MaxTextBytes: c.Content.MaxTextBytes, MaxURLs: c.Content.MaxURLs},
+		ContentOff:       !c.Content.Enabled,
 		VerdictTTL:       time.Duration(c.Cache.VerdictTTL),
 	}
 }

@@ -51,7 +51,7 @@ func TestExampleConfigKeysDocumented(t *testing.T) {
 	}
 	for _, key := range []string{"hostname", "on_error", "log.format", "milter.listen", "policy.listen", "admin.listen",
 		"dns.servers", "spf.enable", "iprev.enable", "dnsbl.zones", "uribl.zones", "dkim.enable", "dmarc.enforce", "dmarc.on_temperror",
-		"rules.files", "lists", "thresholds.reject", "score_header", "timeouts.checks", "limits.message_cpu", "limits.mime_depth", "cache.type", "cache.redis.addrs",
+		"rules.files", "lists", "thresholds.reject", "score_header", "timeouts.checks", "limits.message_cpu", "limits.mime_depth", "content.enabled", "content.max_text_bytes", "content.max_urls", "cache.type", "cache.redis.addrs",
 		"cache.breaker.failures", "greylist.delay", "journal.path", "journal.max_size", "journal.max_age",
 		"journal.max_total", "journal.queue", "journal.omit_headers"} {
 		if !strings.Contains(string(readme), "`"+key+"`") {
