@@ -150,8 +150,38 @@ func (l *Local) load() error {
 	if lost > 0 {
 		l.log.Warn("DMARC report store held more than the bounds allow", "path", l.cfg.Path, "rows_dropped", lost)
 	}
-	return nil
+	return l.loadDone()
 }
+
+// loadDone forgets the reports the done log names: reported after the
+// last snapshot.
+func (l *Local) loadDone() error {
+	b, err := os.ReadFile(l.donePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the DMARC report store's done log: %w", err)
+	}
+	if len(b) > maxSnapshot {
+		b = b[:maxSnapshot]
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var k Key
+		if json.Unmarshal(line, &k) == nil && k.Domain != "" {
+			l.agg.remove(k)
+		}
+	}
+	if l.cfg.ReadOnly {
+		return nil
+	}
+	l.dirty.Store(true)
+	return l.Save()
+}
+
+// donePath is the log of reports done since the last snapshot: one
+// line each, so that marking a report done never rewrites the store.
+func (l *Local) donePath() string { return l.cfg.Path + ".done" }
 
 func (l *Local) loop() {
 	defer l.done.Done()
@@ -189,6 +219,10 @@ func (l *Local) Save() error {
 	if err := writeAtomic(l.cfg.Path, b.Bytes()); err != nil {
 		l.dirty.Store(true)
 		return fmt.Errorf("saving the DMARC report store: %w", err)
+	}
+	// The snapshot holds what the done log said.
+	if err := os.Remove(l.donePath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clearing the DMARC report store's done log: %w", err)
 	}
 	return nil
 }
@@ -245,12 +279,38 @@ func (l *Local) Claim(_ context.Context, k Key) (func(), bool, error) {
 // Load implements Store.
 func (l *Local) Load(_ context.Context, k Key) (*Domain, error) { return l.agg.get(k), nil }
 
-// Done implements Store; the file is saved at once, so that a restart
-// never reports the period again.
+// Done implements Store. It appends k to the done log, synced, before
+// it returns, so that a restart never reports it again; the next
+// snapshot takes it in.
 func (l *Local) Done(_ context.Context, k Key) error {
 	l.agg.remove(k)
 	l.dirty.Store(true)
-	return l.Save()
+	if l.cfg.Path == "" || l.cfg.ReadOnly {
+		return nil
+	}
+	line, err := json.Marshal(Key{Begin: k.Begin.UTC(), Domain: k.Domain})
+	if err != nil {
+		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+	}
+	// Under the save lock: a snapshot taken before this removal must not
+	// clear the line.
+	l.save.Lock()
+	defer l.save.Unlock()
+	f, err := os.OpenFile(l.donePath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+	}
+	_, err = f.Write(append(line, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+	}
+	return nil
 }
 
 // Current implements Store.

@@ -140,11 +140,11 @@ func TestLocalBadFile(t *testing.T) {
 	}
 }
 
-func newRedisStore(t *testing.T, addr string, cfg RedisConfig) *Redis {
+func newRedisStore(t *testing.T, addr string, cfg RedisConfig, more ...string) *Redis {
 	t.Helper()
 	cc := cache.DefaultConfig()
 	cc.Type = cache.TypeRedis
-	cc.Redis.Addrs = []string{addr}
+	cc.Redis.Addrs = append([]string{addr}, more...)
 	cc.Redis.Timeout = cache.Duration(2 * time.Second)
 	rc, err := cache.NewRedis(cc, cache.Options{})
 	if err != nil {
@@ -278,5 +278,75 @@ func TestRedisKeysExpire(t *testing.T) {
 		if ttl := srv.MustDo("PTTL", k); strings.HasPrefix(ttl, "-") {
 			t.Errorf("%s has no TTL (%s)", k, ttl)
 		}
+	}
+}
+
+// TestRedisCluster: the store's scripts and transactions work on Redis
+// Cluster, every key in the one slot of their hash tag.
+func TestRedisCluster(t *testing.T) {
+	cl := testenv.StartRedisCluster(t, 3)
+	addrs := cl.Addrs()
+	st := newRedisStore(t, addrs[0], RedisConfig{Interval: 24 * time.Hour}, addrs[1:]...)
+	ctx := context.Background()
+	at := time.Now().Add(-24 * time.Hour)
+	for _, d := range []string{"a.example", "b.example"} {
+		if err := st.Add(ctx, at, observe(t, d, "192.0.2.1", "pass")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s sent
+	r := &Reporter{Store: st, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s}
+	if n, err := r.Due(ctx, time.Now()); n != 2 || err != nil {
+		t.Fatalf("%d reports on a cluster: %v", n, err)
+	}
+	if n, _ := r.Due(ctx, time.Now()); n != 0 {
+		t.Errorf("%d reports again", n)
+	}
+}
+
+// TestRedisDown: with Redis gone, adding fails fast and is counted, and
+// the reporter says the store could not be read; nothing blocks.
+func TestRedisDown(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	st := newRedisStore(t, srv.Addr(), RedisConfig{Interval: 24 * time.Hour})
+	ctx := context.Background()
+	srv.Stop()
+	rec := NewRecorder(st, true, 0)
+	f := finished(t, testRecord, "pass", policy.Accept, "192.0.2.1")
+	rec.Record(f)
+	rec.Close()
+	if rec.Dropped() != 1 {
+		t.Errorf("dropped %d, want 1", rec.Dropped())
+	}
+	r := &Reporter{Store: st, Send: &sent{}}
+	if _, err := r.Due(ctx, time.Now()); err == nil {
+		t.Error("no error from a store that is down")
+	}
+}
+
+// TestRunSendsEndedPeriods: Run reports a period once it ended, and
+// stops with its context.
+func TestRunSendsEndedPeriods(t *testing.T) {
+	l, err := NewLocal(LocalConfig{Interval: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Add(context.Background(), time.Now().Add(-24*time.Hour), observe(t, "example.com", "192.0.2.1", "pass"))
+	s := &lockedSent{}
+	r := &Reporter{Store: l, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: s}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx, 10*time.Millisecond, 0); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); r.Built.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Run sent nothing")
+		}
+	}
+	cancel()
+	<-done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reps) != 1 {
+		t.Errorf("%d reports", len(s.reps))
 	}
 }
