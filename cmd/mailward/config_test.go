@@ -53,7 +53,7 @@ func TestLoadConfigErrorsNameFileLineKey(t *testing.T) {
 		"bad url bound":      {"content:\n  enabled: true\n  max_urls: 20000\n", `bad.yaml:3:3: content.max_urls: 20000: must be from 1 to 10000`},
 		"bad content key":    {"content:\n  max_url: 5\n", `bad.yaml:2:3: unknown key "content.max_url" (did you mean "max_urls"?)`},
 		"bad cpu budget":     {"limits:\n  message_cpu: -1s\n", `limits.message_cpu: must be a positive duration`},
-		"bad smtp auth":      {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  auth: yes\n", `bad.yaml:4:3: smtp.auth: "yes": want off or relay`},
+		"bad smtp auth":      {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  auth: yes\n", `bad.yaml:4:3: smtp.auth: "yes": want off, relay or dovecot`},
 		"bad auth limit":     {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  auth_fail_limit: -2\n", `bad.yaml:4:3: smtp.auth_fail_limit: must not be negative`},
 		"bad junk budget":    {"smtp:\n  listen: 127.0.0.1:2525\n  upstream: 127.0.0.1:25\n  max_junk_commands: -1\n", `bad.yaml:4:3: smtp.max_junk_commands: must not be negative`},
 	} {

@@ -45,11 +45,14 @@ type authState struct {
 // has not yet authenticated.
 func (s *session) authMechs(up caps) []string {
 	cfg := &s.settings.cfg
-	if cfg.Auth != AuthRelay || s.auth.user != "" {
+	if cfg.Auth == AuthOff || cfg.Auth == "" || s.auth.user != "" {
 		return nil
 	}
 	if s.tlsState == nil && !cfg.AuthPlaintext {
 		return nil
+	}
+	if cfg.Auth == AuthDovecot {
+		return s.srv.dovecotMechs(s.ctx, s.settings, s.log)
 	}
 	if cfg.UpstreamTLS == "off" && !loopbackHost(s.settings.upstreamH) {
 		return nil
@@ -103,7 +106,7 @@ func (s *session) authUser() string {
 func (s *session) cmdAuth(arg string) bool {
 	cfg := &s.settings.cfg
 	switch {
-	case cfg.Auth != AuthRelay:
+	case cfg.Auth != AuthRelay && cfg.Auth != AuthDovecot:
 		s.protocolError(newReply(502, "5.5.1", "Error: command not implemented"))
 		return true
 	case !s.heloDone || !s.client.esmtp:
@@ -122,13 +125,22 @@ func (s *session) cmdAuth(arg string) bool {
 	}
 	mech, initial, _ := strings.Cut(arg, " ")
 	mech = strings.ToUpper(mech)
-	if !slices.Contains(s.authMechs(s.srv.upstreamCaps()), mech) {
+	var offered []string
+	if cfg.Auth == AuthRelay {
+		offered = s.authMechs(s.srv.upstreamCaps())
+	} else {
+		offered = s.authMechs(caps{})
+	}
+	if !slices.Contains(offered, mech) {
 		s.protocolError(newReply(504, "5.5.4", "Unrecognized authentication type"))
 		return true
 	}
 	if s.authBlocked() {
 		s.reply(newReply(454, "4.7.0", "Too many failed authentications from "+s.countIP().String()+"; try again later"))
 		return true
+	}
+	if cfg.Auth == AuthDovecot {
+		return s.dovecotAuth(mech, initial)
 	}
 	return s.relayAuth(mech, initial)
 }

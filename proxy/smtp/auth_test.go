@@ -393,6 +393,8 @@ func TestAuthConfigProblems(t *testing.T) {
 		key string
 	}{
 		{Config{Upstream: "127.0.0.1:25", Auth: "yes"}, "auth"},
+		{Config{Upstream: "127.0.0.1:25", Auth: AuthDovecot}, "dovecot_socket"},
+		{Config{Upstream: "127.0.0.1:25", Auth: AuthDovecot, DovecotSocket: "auth"}, "dovecot_socket"},
 		{Config{Upstream: "127.0.0.1:25", AuthFailLimit: -1}, "auth_fail_limit"},
 		{Config{Upstream: "127.0.0.1:25", AuthFailWindow: -time.Second}, "auth_fail_window"},
 	} {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -72,6 +73,9 @@ type Config struct {
 	// Auth is how clients authenticate (SMTP AUTH): off, relay (the
 	// exchange goes to upstream's session for the client) or dovecot.
 	Auth string `yaml:"auth"`
+	// DovecotSocket is the path of Dovecot's auth-client socket, for
+	// Auth dovecot.
+	DovecotSocket string `yaml:"dovecot_socket"`
 	// AuthPlaintext offers AUTH before TLS too.
 	AuthPlaintext bool `yaml:"auth_plaintext"`
 	// AuthFailLimit failed authentications per AuthFailWindow from one
@@ -218,8 +222,15 @@ func (c Config) Problems() config.Problems {
 	}
 	switch c.Auth {
 	case AuthOff, AuthRelay:
+	case AuthDovecot:
+		if c.DovecotSocket == "" {
+			bad("dovecot_socket", "required with auth: dovecot: the path of Dovecot's auth-client socket")
+		}
 	default:
-		bad("auth", "%q: want off or relay", c.Auth)
+		bad("auth", "%q: want off, relay or dovecot", c.Auth)
+	}
+	if c.DovecotSocket != "" && !filepath.IsAbs(c.DovecotSocket) {
+		bad("dovecot_socket", "%q: want an absolute path", c.DovecotSocket)
 	}
 	if c.AuthFailLimit < 0 {
 		bad("auth_fail_limit", "must not be negative (0: no limit)")

@@ -42,6 +42,7 @@ type Server struct {
 	perIP  map[netip.Addr]int
 	probed sync.Once
 	limits atomic.Pointer[limitCache] // for the failed-auth limit
+	mechs  mechCache                  // Dovecot's, for EHLO
 }
 
 // New checks cfg, loads its certificate and returns a server; nothing

@@ -73,6 +73,9 @@ type upstream struct {
 	caps  caps
 	tls   bool
 	ident identMode
+	// loginSent: upstream took XCLIENT with LOGIN, so it knows the
+	// client authenticated.
+	loginSent bool
 }
 
 // dialUpstream connects, says EHLO, starts TLS as configured and, given a
@@ -177,6 +180,7 @@ func (up *upstream) identify(ci *clientInfo, hostname string, log *slog.Logger) 
 		}
 		if r.code == 220 {
 			up.ident = identXCLIENT
+			up.loginSent = ci.login != "" && up.caps.xclient["LOGIN"]
 			helo := ci.helo
 			if helo == "" {
 				helo = hostname
@@ -384,6 +388,10 @@ func (s *session) mailUpstream(tx *transaction) (reply, error) {
 		s.log.Warn("smtp: upstream no longer offers an extension the client uses", "upstream", s.settings.cfg.Upstream)
 		return newReply(451, "4.3.0", "Upstream cannot take this message now; try again later"), nil
 	}
+	if s.auth.user != "" && !s.auth.relayed && !s.up.loginSent {
+		s.log.Error("smtp: upstream did not take XCLIENT LOGIN; the authenticated client's mail is not relayed (smtpd_authorized_xclient_hosts)", "upstream", s.settings.cfg.Upstream)
+		return newReply(451, "4.7.0", "Upstream cannot take authenticated mail now; try again later"), nil
+	}
 	if s.up.ident == identXFORWARD {
 		if err := s.up.xforward(s.upstreamClient(), tx.id, s.log); err != nil {
 			return reply{}, err
@@ -415,6 +423,10 @@ func (s *session) upstreamClient() *clientInfo {
 		}
 	}
 	ci.tls = s.tlsState != nil
+	if s.auth.user != "" && !s.auth.relayed {
+		// Authenticated here (Dovecot): upstream learns it by XCLIENT.
+		ci.login = s.auth.user
+	}
 	return &ci
 }
 

@@ -1,0 +1,168 @@
+package smtp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailward/mailward/proxy/smtp/dovecotauth"
+)
+
+// mechsTTL is how long Dovecot's mechanism list is reused for EHLO
+// replies; mechsRetry how long a Dovecot that did not answer is left alone.
+const (
+	mechsTTL   = time.Minute
+	mechsRetry = 10 * time.Second
+	// dovecotDial bounds connecting and the handshake.
+	dovecotDial = 10 * time.Second
+)
+
+// mechCache is Dovecot's mechanism list as EHLO offers it.
+type mechCache struct {
+	mu     sync.Mutex
+	socket string
+	mechs  []string
+	until  time.Time
+}
+
+// dovecotMechs returns what EHLO offers with auth: dovecot: Dovecot's
+// mechanisms but private, anonymous and channel-binding ones. None when
+// Dovecot does not answer.
+func (s *Server) dovecotMechs(ctx context.Context, set *settings, log *slog.Logger) []string {
+	mc := &s.mechs
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.socket == set.cfg.DovecotSocket && time.Now().Before(mc.until) {
+		return mc.mechs
+	}
+	mc.socket = set.cfg.DovecotSocket
+	dctx, cancel := context.WithTimeout(ctx, dovecotDial)
+	defer cancel()
+	dc, err := dovecotauth.Dial(dctx, set.cfg.DovecotSocket, dovecotDial)
+	if err != nil {
+		log.Warn("smtp: Dovecot auth unavailable: AUTH not offered", "err", err)
+		mc.mechs, mc.until = nil, time.Now().Add(mechsRetry)
+		return nil
+	}
+	dc.Close()
+	mc.mechs = offerable(dc.Mechs())
+	mc.until = time.Now().Add(mechsTTL)
+	return mc.mechs
+}
+
+func offerable(ms []dovecotauth.Mech) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Has("private") || m.Has("anonymous") || strings.HasSuffix(m.Name, "-PLUS") || len(out) >= 32 {
+			continue
+		}
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// dovecotAuth runs the exchange with Dovecot; on success upstream is told
+// the user with XCLIENT LOGIN before the client hears 235.
+func (s *session) dovecotAuth(mech, initial string) bool {
+	cfg := &s.settings.cfg
+	tempFail := func(msg string, args ...any) bool {
+		s.log.Warn("smtp: AUTH: "+msg, args...)
+		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		return true
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, dovecotDial)
+	dc, err := dovecotauth.Dial(dctx, cfg.DovecotSocket, cfg.UpstreamTimeout)
+	cancel()
+	if err != nil {
+		return tempFail("Dovecot unavailable", "err", err)
+	}
+	defer dc.Close()
+	info := dovecotauth.Info{Service: "smtp", Remote: netip.AddrPortFrom(s.client.ip, s.client.port), Secured: s.tlsState != nil}
+	if a, ok := s.sock.LocalAddr().(*net.TCPAddr); ok {
+		info.Local = a.AddrPort()
+	}
+	if !validSASLArg(initial) {
+		s.protocolError(newReply(501, "5.5.2", "Cannot decode response"))
+		return true
+	}
+	r, err := dc.Auth(mech, initial, info)
+	for step := 0; err == nil && r.Status == dovecotauth.Continue; step++ {
+		if step >= maxSASLSteps {
+			return tempFail("too many challenges from Dovecot", "mechanism", mech)
+		}
+		s.reply(reply{code: 334, text: []string{r.Challenge}})
+		resp, rerr := s.readSASLLine()
+		switch {
+		case errors.Is(rerr, errLineTooLong):
+			s.protocolError(newReply(500, "5.5.6", "Authentication exchange line is too long"))
+			return true
+		case rerr != nil:
+			s.readFailed(rerr)
+			return false
+		case resp == "*":
+			s.reply(newReply(501, "5.7.0", "Authentication aborted"))
+			return true
+		case resp != "" && !validSASLArg(resp):
+			s.protocolError(newReply(501, "5.5.2", "Cannot decode response"))
+			return true
+		}
+		r, err = dc.Continue(resp)
+	}
+	if err != nil {
+		return tempFail("Dovecot exchange failed", "err", err)
+	}
+	switch {
+	case r.Status == dovecotauth.Fail && r.Temp:
+		return tempFail("Dovecot could not decide", "mechanism", mech)
+	case r.Status == dovecotauth.Fail:
+		text := "Error: authentication failed"
+		if r.Reason != "" {
+			text += ": " + truncate(oneLine(r.Reason), 200)
+		}
+		s.reply(newReply(535, "5.7.8", text))
+		s.authFailed(mech)
+		return true
+	}
+	if !validUser(r.User) {
+		return tempFail("Dovecot named a user unfit for XCLIENT LOGIN", "mechanism", mech)
+	}
+	// Upstream must know before the client hears 235: a new session
+	// that starts with XCLIENT LOGIN.
+	s.auth = authState{user: r.User}
+	s.dropUpstream(true)
+	if err := s.ensureUpstream(); err != nil {
+		s.auth = authState{}
+		return tempFail("upstream unavailable", "upstream", cfg.Upstream, "err", err)
+	}
+	if !s.up.loginSent {
+		s.auth = authState{}
+		s.dropUpstream(true)
+		s.log.Error("smtp: AUTH refused: upstream did not take XCLIENT LOGIN, so it would not know the client authenticated; allow mailward in smtpd_authorized_xclient_hosts", "upstream", cfg.Upstream)
+		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		return true
+	}
+	s.log.Info("smtp: client authenticated", "auth_user", r.User, "mechanism", mech, "by", "dovecot")
+	s.reply(newReply(235, "2.7.0", "Authentication successful"))
+	return true
+}
+
+// validSASLArg accepts an initial response or a response: base64, or "="
+// for an empty initial response; nothing that could reach another
+// protocol as anything but data.
+func validSASLArg(s string) bool {
+	if s == "" || s == "=" {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	return true
+}

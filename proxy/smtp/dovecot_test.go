@@ -1,0 +1,123 @@
+package smtp
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	gosasl "github.com/emersion/go-sasl"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+// startDovecotRig is client → proxy (smtp.auth: dovecot) → Postfix, which
+// relays only for authenticated clients and learns the user by XCLIENT
+// LOGIN. Postfix has SASL too (the same Dovecot), as a submission
+// service would, but the proxy never relays AUTH to it.
+func startDovecotRig(t *testing.T, cfg Config) *authRig {
+	t.Helper()
+	testenv.Require(t, "postfix")
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	main := testenv.DovecotSASL(dc)
+	main["smtpd_recipient_restrictions"] = "permit_sasl_authenticated, reject"
+	main["smtpd_relay_restrictions"] = "permit_sasl_authenticated, reject"
+	logs := &logBuffer{t: t}
+	cfg.Auth, cfg.DovecotSocket = AuthDovecot, dc.Socket()
+	r := startRigLog(t, main, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return &authRig{rig: r, logs: logs, dc: dc}
+}
+
+func TestDovecotAuth(t *testing.T) {
+	r := startDovecotRig(t, Config{AuthFailLimit: 2, AuthFailWindow: time.Hour})
+	body := message("via dovecot")
+
+	c := tlsClient(t, r.addr)
+	if ok, mechs := c.Extension("AUTH"); !ok || !strings.Contains(mechs, "PLAIN") || !strings.Contains(mechs, "CRAM-MD5") {
+		t.Fatalf("want Dovecot's mechanisms offered, got %v %q", ok, mechs)
+	}
+	if err := c.Auth(gosasl.NewPlainClient("", "alice", wrongPass)); smtpCode(err) != 535 {
+		t.Fatalf("wrong password: want 535, got %v", err)
+	}
+	// Not authenticated: Postfix refuses to relay.
+	if err := send(t, c, "alice@sender.example", []string{"bob@rcpt.example"}, body); smtpCode(err) != 554 {
+		t.Fatalf("unauthenticated: want 554, got %v", err)
+	}
+	c.Quit()
+
+	rc, ehlo := rawTLS(t, "127.0.0.9", r.addr)
+	if offersAuth(ehlo) == "" {
+		t.Fatal("no AUTH offered")
+	}
+	rc.send("AUTH LOGIN\r\n")
+	rc.expect(334)
+	rc.send(b64("alice") + "\r\n")
+	rc.expect(334)
+	rc.send(b64(alicePass) + "\r\n")
+	rc.expect(235)
+	rc.send("MAIL FROM:<alice@sender.example>\r\n")
+	rc.expect(250)
+	rc.send("RCPT TO:<bob@rcpt.example>\r\n")
+	rc.expect(250)
+	rc.send("DATA\r\n")
+	rc.expect(354)
+	rc.send(body + ".\r\n")
+	rc.expect(250)
+	// The upstream session outlives the message and keeps the login;
+	// a second message goes the same way.
+	rc.send("MAIL FROM:<alice@sender.example>\r\nRCPT TO:<carol@rcpt.example>\r\nDATA\r\n")
+	rc.expect(250)
+	rc.expect(250)
+	rc.expect(354)
+	rc.send(message("second") + ".\r\n")
+	rc.expect(250)
+	rc.send("QUIT\r\n")
+	rc.expect(221)
+
+	msgs, err := r.sink.Wait(2, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if h := m.Header(); !strings.Contains(h, "login=alice") {
+			t.Errorf("the rules did not see auth_user alice:\n%s", h)
+		}
+	}
+	if err := r.pf.WaitLog("sasl_username=alice", 10*time.Second); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(r.logs.String(), "auth_user=alice") {
+		t.Error("no auth_user=alice in the log")
+	}
+
+	// Second failure from this address spends the limit of 2.
+	rc, _ = rawTLS(t, "127.0.0.9", r.addr)
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
+	rc.expect(535)
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+alicePass) + "\r\n")
+	rc.expect(454)
+	// A response that is not base64 never reaches Dovecot.
+	rc2, _ := rawTLS(t, "127.0.0.10", r.addr)
+	rc2.send("AUTH PLAIN " + b64("\x00alice\x00x") + "\tuser=alice\r\n")
+	rc2.expect(501)
+	noSecrets(t, r.logs.String())
+}
+
+func TestDovecotAuthNeedsXCLIENTLogin(t *testing.T) {
+	// The sink offers no XCLIENT: upstream could not learn the login, so
+	// the client never hears 235.
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket()})
+	rc, _ := rawTLS(t, "127.0.0.9", addr)
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+alicePass) + "\r\n")
+	rc.expect(454)
+
+	// Dovecot down: no AUTH offered.
+	_, addr = startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket() + ".missing"})
+	_, ehlo := rawTLS(t, "127.0.0.9", addr)
+	if a := offersAuth(ehlo); a != "" {
+		t.Fatalf("AUTH offered without Dovecot: %s", a)
+	}
+}

@@ -1,0 +1,114 @@
+package dovecotauth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mailward/mailward/internal/testenv"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+var info = Info{Service: "smtp", Remote: netip.MustParseAddrPort("127.0.0.9:40000"), Local: netip.MustParseAddrPort("127.0.0.1:587"), Secured: true}
+
+func dial(t *testing.T, d *testenv.Dovecot) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, d.Socket(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestAgainstDovecot(t *testing.T) {
+	d := testenv.StartDovecot(t, map[string]string{"alice": "s3cret", "bob": "pass word+=/é"})
+	c := dial(t, d)
+	names := map[string]bool{}
+	for _, m := range c.Mechs() {
+		names[m.Name] = true
+	}
+	if !names["PLAIN"] || !names["LOGIN"] || !names["CRAM-MD5"] {
+		t.Fatalf("mechanisms %v", c.Mechs())
+	}
+
+	r, err := c.Auth("PLAIN", b64("\x00alice\x00s3cret"), info)
+	if err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("PLAIN: %+v %v", r, err)
+	}
+	// The same connection takes the next exchange.
+	r, err = c.Auth("PLAIN", b64("\x00alice\x00wrong"), info)
+	if err != nil || r.Status != Fail || r.Temp {
+		t.Fatalf("wrong password: %+v %v", r, err)
+	}
+
+	// LOGIN: two challenges.
+	r, err = c.Auth("LOGIN", "", info)
+	if err != nil || r.Status != Continue {
+		t.Fatalf("LOGIN: %+v %v", r, err)
+	}
+	r, err = c.Continue(b64("alice"))
+	if err != nil || r.Status != Continue {
+		t.Fatalf("LOGIN user: %+v %v", r, err)
+	}
+	r, err = c.Continue(b64("s3cret"))
+	if err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("LOGIN password: %+v %v", r, err)
+	}
+
+	// CRAM-MD5: the challenge is Dovecot's, the digest ours.
+	r, err = c.Auth("CRAM-MD5", "", info)
+	if err != nil || r.Status != Continue {
+		t.Fatalf("CRAM-MD5: %+v %v", r, err)
+	}
+	ch, _ := base64.StdEncoding.DecodeString(r.Challenge)
+	mac := hmac.New(md5.New, []byte("s3cret"))
+	mac.Write(ch)
+	r, err = c.Continue(b64("alice " + hex.EncodeToString(mac.Sum(nil))))
+	if err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("CRAM-MD5 response: %+v %v", r, err)
+	}
+
+	// A password with spaces and base64 characters travels inside base64.
+	r, err = c.Auth("PLAIN", b64("\x00bob\x00pass word+=/é"), info)
+	if err != nil || r.Status != OK || r.User != "bob" {
+		t.Fatalf("bob: %+v %v", r, err)
+	}
+}
+
+func TestNothingButBase64ReachesDovecot(t *testing.T) {
+	d := testenv.StartDovecot(t, map[string]string{"alice": "s3cret"})
+	c := dial(t, d)
+	if _, err := c.Auth("PLAIN", b64("\x00alice\x00x")+"\tuser=alice", info); err == nil {
+		t.Fatal("an initial response with a tab was sent")
+	}
+	if _, err := c.Auth("PLAIN\tX", "", info); err == nil {
+		t.Fatal("a mechanism with a tab was sent")
+	}
+	r, err := c.Auth("LOGIN", "", info)
+	if err != nil || r.Status != Continue {
+		t.Fatalf("LOGIN: %+v %v", r, err)
+	}
+	if _, err := c.Continue("YWxpY2U=\nAUTH\t9\tPLAIN"); err == nil {
+		t.Fatal("a response with a newline was sent")
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, s := range []string{"plain", "a\tb", "a\nb\rc", "\x01t", "x\x011"} {
+		if got := unescape(escape(s)); got != s {
+			t.Errorf("%q: round trip gave %q", s, got)
+		}
+	}
+	if unescape("a\x01tb") != "a\tb" {
+		t.Error("unescape")
+	}
+}
