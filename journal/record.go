@@ -47,7 +47,11 @@ type Record struct {
 	HeadersTruncated bool         `json:"headers_truncated,omitempty"`
 	Size             int64        `json:"size,omitempty"`
 	Attachments      []Attachment `json:"attachments,omitempty"`
-	Checks           Checks       `json:"checks"`
+	// URLs and Content are what the content scan found; the decoded
+	// text is not kept (a replay's rules read body_text as "").
+	URLs    []URL    `json:"urls,omitempty"`
+	Content *Content `json:"content,omitempty"`
+	Checks  Checks   `json:"checks"`
 	// Lookups are what rule functions learned from the network, e.g.
 	// "org_domain:example.com": "example.com".
 	Lookups map[string]string `json:"lookups,omitempty"`
@@ -71,6 +75,24 @@ type Rcpt struct {
 type Header struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+}
+
+// URL is one link of the message.
+type URL struct {
+	Scheme string `json:"scheme"`
+	Host   string `json:"host"`
+	Domain string `json:"domain,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Content is what the content scan found besides the text and links.
+type Content struct {
+	HTML                bool   `json:"html,omitempty"`
+	TextParts           int    `json:"text_parts"`
+	URLCount            int    `json:"url_count,omitempty"`
+	PhishLinks          int    `json:"phish_links,omitempty"`
+	FromDisplayMismatch bool   `json:"from_display_mismatch,omitempty"`
+	Limit               string `json:"limit,omitempty"`
 }
 
 // Attachment is one attachment's metadata.
@@ -197,6 +219,13 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 	for _, a := range fa.Attachments {
 		r.Attachments = append(r.Attachments, Attachment(a))
 	}
+	for _, u := range fa.URLs {
+		r.URLs = append(r.URLs, URL(u))
+	}
+	if x := fa.Content; x != nil {
+		c := Content(*x)
+		r.Content = &c
+	}
 	c := &r.Checks
 	if x := fa.IPRev; x != nil {
 		c.IPRev = &IPRev{Result: x.Result, PTR: x.PTR, Names: x.Names, FCrDNS: x.FCrDNS}
@@ -254,6 +283,8 @@ type checked struct {
 	reached policy.Stage
 	headers []policy.Header
 	attach  []policy.Attachment
+	urls    []policy.URL
+	content *policy.Content
 	iprev   *iprev.Result
 	dnsbl   []dnsbl.Result
 	uribl   []dnsbl.Result
@@ -292,6 +323,13 @@ func (r *Record) decode() (*checked, error) {
 	}
 	for _, a := range r.Attachments {
 		out.attach = append(out.attach, policy.Attachment(a))
+	}
+	for _, u := range r.URLs {
+		out.urls = append(out.urls, policy.URL(u))
+	}
+	if x := r.Content; x != nil {
+		c := policy.Content(*x)
+		out.content = &c
 	}
 	c := &r.Checks
 	if x := c.IPRev; x != nil {

@@ -40,7 +40,7 @@ func (l *Line) Transaction() policy.Transaction {
 		Mail: policy.MailInfo{AuthUser: l.AuthUser, TLS: l.TLS, TLSVersion: l.TLSVersion, QueueID: l.QueueID, Time: l.Time},
 		// Rcpts as the line has them: the driver asks for each in turn.
 		Rcpts: l.c.rcpts,
-		Size:  l.Size, Attachments: l.c.attach, Replayed: true, Reached: l.c.reached,
+		Size:  l.Size, Attachments: l.c.attach, URLs: l.c.urls, Content: l.c.content, Replayed: true, Reached: l.c.reached,
 	}
 	t.Header = make([]policy.Header, len(l.c.headers))
 	for i, h := range l.c.headers {

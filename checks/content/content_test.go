@@ -205,3 +205,22 @@ http://binary.example/
 		t.Errorf("got %+v", r)
 	}
 }
+
+func TestPhishLinks(t *testing.T) {
+	for body, want := range map[string]int{
+		`<a href="http://198.51.100.7/x">www.bank.example</a>`:                     1,
+		`<a href="https://evil.example/">Log in at <b>paypal.com</b></a>`:          1,
+		`<a href="https://www.paypal.com/x">paypal.com</a>`:                        0,
+		`<a href="https://t.paypal.com/x">https://www.paypal.com/</a>`:             0,
+		`<a href="https://evil.example/">Click here</a>`:                           0,
+		`<a href="mailto:a@b.example">support@bank.example</a>`:                    0,
+		`<a href="https://evil.example/">v1.2 notes</a>`:                           0,
+		`<a href="https://a.example/">a.example</a><a href=/x>b.example</a>`:       0,
+		`<a href="https://a.example/">b.com<a href="https://c.example/">c.example`: 1, // an unknown suffix is no name: "c.example"
+	} {
+		r := scan(t, Options{}, "Content-Type: text/html\r\n\r\n"+body, 1<<20)
+		if r.PhishLinks != want {
+			t.Errorf("%s: %d deceptive links, want %d", body, r.PhishLinks, want)
+		}
+	}
+}

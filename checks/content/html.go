@@ -2,6 +2,7 @@ package content
 
 import (
 	"bytes"
+	"cmp"
 	"strings"
 
 	"golang.org/x/net/html"
@@ -48,8 +49,9 @@ func (s *Scanner) scanHTML(markup []byte) {
 		visible []byte
 	)
 	endAnchor := func() {
-		if anchor && hrefOK && href.Domain != "" {
-			if d := shownDomain(visible); d != "" && d != href.Domain {
+		// A link to an IP address showing a name deceives as well.
+		if goes := cmp.Or(href.Domain, href.Host); anchor && hrefOK && goes != "" {
+			if d := shownDomain(visible); d != "" && d != goes {
 				s.res.PhishLinks++
 			}
 		}
