@@ -15,7 +15,7 @@ import (
 	"github.com/mailward/mailward/policy"
 )
 
-func finished(t *testing.T, testRecord, result string, v policy.Action, ip string) *policy.Finished {
+func finished(t testing.TB, testRecord, result string, v policy.Action, ip string) *policy.Finished {
 	t.Helper()
 	rec, err := dmarc.ParseRecord(testRecord)
 	if err != nil {
