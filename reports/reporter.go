@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,10 @@ type Reporter struct {
 	RequirePass bool
 	// Domain, if set, limits the Reporter to that policy domain.
 	Domain string
+	// Workers is how many reports are built and sent at once, so that
+	// one destination's retries do not hold up every other report;
+	// 0: DefaultWorkers.
+	Workers int
 
 	Built, Suppressed, Failed atomic.Int64
 }
@@ -41,23 +46,40 @@ type Reporter struct {
 // the store could not be read (the reports wait for the next call).
 func (r *Reporter) Due(ctx context.Context, now time.Time) (int, error) {
 	keys, err := r.Store.Ended(ctx, now)
-	n := 0
+	workers := r.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	var (
+		mu   sync.Mutex
+		n    int
+		wg   sync.WaitGroup
+		slot = make(chan struct{}, workers)
+	)
 	for _, k := range keys {
 		if r.Domain != "" && !strings.EqualFold(strings.TrimSuffix(r.Domain, "."), k.Domain) {
 			continue
 		}
-		ok, kerr := r.one(ctx, k)
-		if kerr != nil {
-			r.log().Warn("dmarc report left for later", "policy_domain", k.Domain, "err", kerr)
-			err = errors.Join(err, kerr)
-		}
-		if ok {
-			n++
-		}
 		if ctx.Err() != nil {
 			break
 		}
+		slot <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slot; wg.Done() }()
+			ok, kerr := r.one(ctx, k)
+			if kerr != nil {
+				r.log().Warn("dmarc report left for later", "policy_domain", k.Domain, "err", kerr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			err = errors.Join(err, kerr)
+			if ok {
+				n++
+			}
+		}()
 	}
+	wg.Wait()
 	return n, err
 }
 
@@ -139,6 +161,8 @@ func (r *Reporter) log() *slog.Logger {
 
 // Defaults of Run.
 const (
+	// DefaultWorkers is how many reports Due sends at once.
+	DefaultWorkers = 4
 	// DefaultCheckEvery is how often Run looks for ended periods.
 	DefaultCheckEvery = time.Minute
 	// DefaultSettle is how long after a period's end Run waits, so that

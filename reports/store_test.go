@@ -13,7 +13,6 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
-	"github.com/mailward/mailward/reports/deliver"
 )
 
 // observe is an observation of domain from ip.
@@ -37,22 +36,6 @@ func countRows(t *testing.T, doc []byte) int {
 		n += c
 	}
 	return n
-}
-
-// lockedSent is a Sender safe for concurrent use that takes its time,
-// so that competing reporters overlap.
-type lockedSent struct {
-	mu   sync.Mutex
-	reps []deliver.Report
-	wait time.Duration
-}
-
-func (s *lockedSent) Send(ctx context.Context, r deliver.Report) error {
-	time.Sleep(s.wait)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reps = append(s.reps, r)
-	return nil
 }
 
 // TestLocalRestartLosesNothing: aggregates saved on Close are there
@@ -86,10 +69,11 @@ func TestLocalRestartLosesNothing(t *testing.T) {
 	if n, err := r.Due(ctx, at.Add(24*time.Hour)); n != 2 || err != nil {
 		t.Fatalf("%d reports (%v), want 2", n, err)
 	}
-	if s[0].PolicyDomain != "example.com" || countRows(t, s[0].XML) != 4 || countRows(t, s[1].XML) != 1 {
-		t.Errorf("counts %d and %d, want 4 and 1:\n%s", countRows(t, s[0].XML), countRows(t, s[1].XML), s[0].XML)
+	got := s.list()
+	if got[0].PolicyDomain != "example.com" || countRows(t, got[0].XML) != 4 || countRows(t, got[1].XML) != 1 {
+		t.Errorf("counts %d and %d, want 4 and 1:\n%s", countRows(t, got[0].XML), countRows(t, got[1].XML), got[0].XML)
 	}
-	validate(t, s[0].XML)
+	validate(t, got[0].XML)
 	// A crash now, without Close: Done saved already.
 	l = open()
 	defer l.Close()
@@ -187,7 +171,7 @@ func TestRedisFleetOneReport(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	s := &lockedSent{wait: 50 * time.Millisecond}
+	s := &sent{wait: 50 * time.Millisecond}
 	var reporters [2]*Reporter
 	for i, st := range stores {
 		reporters[i] = &Reporter{Store: st, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: s}
@@ -203,7 +187,7 @@ func TestRedisFleetOneReport(t *testing.T) {
 	}
 	wg.Wait()
 	got := map[string]int{}
-	for _, r := range s.reps {
+	for _, r := range s.list() {
 		got[r.PolicyDomain]++
 		if n := countRows(t, r.XML); n != 50 {
 			t.Errorf("%s: %d messages in the report, want 50", r.PolicyDomain, n)
@@ -217,7 +201,7 @@ func TestRedisFleetOneReport(t *testing.T) {
 	if b := reporters[0].Built.Load() + reporters[1].Built.Load(); b != int64(len(domains)) {
 		t.Errorf("built %d", b)
 	}
-	validate(t, s.reps[0].XML)
+	validate(t, s.list()[0].XML)
 	// Again, and after a late message for the reported period: nothing.
 	stores[0].Add(ctx, at, observe(t, "a.example", "192.0.2.1", "pass"))
 	for _, r := range reporters {
@@ -225,8 +209,8 @@ func TestRedisFleetOneReport(t *testing.T) {
 			t.Errorf("%d more reports (%v)", n, err)
 		}
 	}
-	if len(s.reps) != len(domains) {
-		t.Errorf("%d reports sent in all", len(s.reps))
+	if n := len(s.list()); n != len(domains) {
+		t.Errorf("%d reports sent in all", n)
 	}
 }
 
@@ -332,7 +316,7 @@ func TestRunSendsEndedPeriods(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Add(context.Background(), time.Now().Add(-24*time.Hour), observe(t, "example.com", "192.0.2.1", "pass"))
-	s := &lockedSent{}
+	s := &sent{}
 	r := &Reporter{Store: l, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: s}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -344,9 +328,7 @@ func TestRunSendsEndedPeriods(t *testing.T) {
 	}
 	cancel()
 	<-done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reps) != 1 {
-		t.Errorf("%d reports", len(s.reps))
+	if n := len(s.list()); n != 1 {
+		t.Errorf("%d reports", n)
 	}
 }
