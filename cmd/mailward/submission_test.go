@@ -36,13 +36,19 @@ const (
 	badPass    = "Hunter2-wrong"
 )
 
-// TestSubmissionBehindProxy runs the binary as the submission front of
-// Postfix's submission service, configured as examples/postfix/master.cf.submission
-// writes it, with Dovecot SASL behind Postfix: AUTH before STARTTLS is
-// refused, a bad password is refused, a good one makes the user visible to
-// the rules, and the message the rules refuse unauthenticated is relayed
-// authenticated. Neither the log nor the journal holds a password.
-func TestSubmissionBehindProxy(t *testing.T) {
+// submission is mailward as the submission front of Postfix's
+// submission service, configured as examples/postfix/master.cf.submission
+// writes it, with Dovecot SASL behind Postfix.
+type submission struct {
+	p         *proc
+	dir, addr string
+	sink      *testenv.Sink
+	pf        *testenv.Postfix
+	cert      *testenv.TestCert
+}
+
+func startSubmission(t *testing.T, extra string) *submission {
+	t.Helper()
 	testenv.Require(t, "postfix")
 	dc := testenv.StartDovecot(t, map[string]string{"alice": submitPass})
 	dir := t.TempDir()
@@ -83,8 +89,36 @@ smtp:
   auth: relay
   auth_fail_limit: 5
   auth_fail_window: 10m
-`, proxyAddr, upstream, cert.CertFile, cert.KeyFile))
-	p := startProc(t, cfg, proxyAddr)
+`, proxyAddr, upstream, cert.CertFile, cert.KeyFile)+extra)
+	return &submission{dir: dir, addr: proxyAddr, sink: sink, pf: pf, cert: cert, p: startProc(t, cfg, proxyAddr)}
+}
+
+// startTLS connects to the proxy, says EHLO and starts TLS.
+func (s *submission) startTLS(t *testing.T) *gosmtp.Client {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := gosmtp.NewClientStartTLS(c, &tls.Config{RootCAs: s.cert.Pool, ServerName: "submit.test.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	if err := cl.Hello("laptop.test.example"); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// TestSubmissionBehindProxy: AUTH before STARTTLS is refused, a bad
+// password is refused, a good one makes the user visible to the rules,
+// and the message the rules refuse unauthenticated is relayed
+// authenticated. Neither the log nor the journal holds a password.
+func TestSubmissionBehindProxy(t *testing.T) {
+	s := startSubmission(t, "")
+	p, proxyAddr, sink, pf, dir := s.p, s.addr, s.sink, s.pf, s.dir
+	startTLS := func() *gosmtp.Client { return s.startTLS(t) }
 
 	msg := "From: Alice <alice@sender.example>\r\nTo: bob@rcpt.example\r\nSubject: quarterly numbers\r\nMessage-ID: <q1@sender.example>\r\n\r\nHi Bob.\r\n"
 	dial := func() *gosmtp.Client {
@@ -129,22 +163,6 @@ smtp:
 		t.Fatalf("AUTH before STARTTLS: want 530, got %v", err)
 	}
 	c.Quit()
-
-	startTLS := func() *gosmtp.Client {
-		c, err := net.DialTimeout("tcp", proxyAddr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl, err := gosmtp.NewClientStartTLS(c, &tls.Config{RootCAs: cert.Pool, ServerName: "submit.test.example"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cl.Close() })
-		if err := cl.Hello("laptop.test.example"); err != nil {
-			t.Fatal(err)
-		}
-		return cl
-	}
 
 	// Unauthenticated over TLS: the rule refuses the message.
 	c = startTLS()
@@ -215,3 +233,33 @@ smtp:
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestSubmissionSignsForAuthenticatedUser: with signing keys and no
+// internal network that holds the client, mail is DKIM-signed because the
+// client logged in through the proxy; the signature verifies with
+// mailward's verifier, dkimpy and opendkim.
+func TestSubmissionSignsForAuthenticatedUser(t *testing.T) {
+	dir := t.TempDir()
+	key, rec := keygen(t, dir, "sender.example", "sub1", false)
+	s := startSubmission(t, "signing:\n  internal_networks: [192.0.2.0/24]\n  keys:\n    - {domain: sender.example, selector: sub1, key_file: "+key+"}\n")
+	c := s.startTLS(t)
+	if err := c.Auth(gosasl.NewPlainClient("", "alice", submitPass)); err != nil {
+		t.Fatalf("AUTH PLAIN: %v", err)
+	}
+	msg := "From: Alice <alice@sender.example>\r\nTo: bob@rcpt.example\r\nSubject: signed for alice\r\n" +
+		"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <signed1@sender.example>\r\n\r\nHi Bob, signed.\r\n"
+	if err := c.SendMail("alice@sender.example", []string{"bob@rcpt.example"}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	msgs, err := s.sink.Wait(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msgs[0].Header()
+	if !strings.Contains(h, "DKIM-Signature:") || !strings.Contains(h, "s=sub1;") || !strings.Contains(h, "X-Submitted-By: alice") {
+		t.Fatalf("want alice's message signed with s=sub1:\n%s", h)
+	}
+	verifyAll(t, msgs[0].Data, map[string]string{"sub1._domainkey.sender.example": rec}, 1)
+	waitOutput(t, s.p, "dkim_sign=signed", 10*time.Second)
+}

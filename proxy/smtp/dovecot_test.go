@@ -121,3 +121,25 @@ func TestDovecotAuthNeedsXCLIENTLogin(t *testing.T) {
 		t.Fatalf("AUTH offered without Dovecot: %s", a)
 	}
 }
+
+func TestFailedAuthCountsTowardErrorBudget(t *testing.T) {
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile,
+		Auth: AuthDovecot, DovecotSocket: dc.Socket()})
+	rc, _ := rawTLS(t, "127.0.0.9", addr)
+	for i := 0; i < maxErrors-1; i++ {
+		rc.send("XYZZY\r\n")
+		rc.expect(500)
+	}
+	// The 20th error is a refused AUTH: the session ends there.
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
+	rc.expect(535)
+	if got := rc.expect(421); !strings.Contains(got.String(), "too many errors") {
+		t.Fatalf("got %s", got)
+	}
+	if !rc.closed() {
+		t.Fatal("connection still open after the error budget was spent")
+	}
+}
