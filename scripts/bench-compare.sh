@@ -17,20 +17,24 @@
 #      mailward with every check on, mailward with every check and rule
 #      off, and rspamd's proxy worker in milter mode (self_scan). rspamd
 #      is skipped with a message when it is not installed; --install
-#      installs the Debian package first.
+#      installs the Debian package first. Beside them, mailward with
+#      content scanning off (content.enabled: false), to price reading
+#      the message's text and links; --html F makes that fraction of the
+#      corpus newsletters (multipart/alternative, quoted-printable text
+#      and HTML with links) instead of short plain text.
 #   2. A private Postfix with mailward attached against a second private
 #      Postfix with the no-op milter attached, driven over SMTP with
 #      XCLIENT, interleaved the same way.
 #
 # Usage: scripts/bench-compare.sh [--install] [--runs N] [--messages N]
-#        [--postfix-messages N] [--concurrency N] [--corpus N] [--keep]
+#        [--postfix-messages N] [--concurrency N] [--corpus N] [--html F] [--keep]
 # Defaults: 5 runs, 3000 messages per milter run, 1000 per Postfix run,
-# concurrency 8, a corpus of runs x messages. Environment:
+# concurrency 8, a corpus of runs x messages, --html 0. Environment:
 # BENCH_PORT_BASE (default 25300) picks the loopback ports base..base+15.
 # Needs root for Postfix and rspamd.
 set -euo pipefail
 
-install=0 runs=5 messages=3000 pf_messages=1000 conc=8 keep=0 corpus_size=0
+install=0 runs=5 messages=3000 pf_messages=1000 conc=8 keep=0 corpus_size=0 html=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--install) install=1 ;;
@@ -39,8 +43,9 @@ while [ $# -gt 0 ]; do
 	--postfix-messages) pf_messages=$2; shift ;;
 	--concurrency) conc=$2; shift ;;
 	--corpus) corpus_size=$2; shift ;;
+	--html) html=$2; shift ;;
 	--keep) keep=1 ;;
-	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,35p' "$0"; exit 0 ;;
 	*) echo "unknown argument: $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -66,6 +71,7 @@ pf_milter_port=$((base + 7))
 pf_mw_port=$((base + 8))
 pf_noop_port=$((base + 9))
 sink_port=$((base + 10))
+nocontent_port=$((base + 11))
 
 for p in $(seq "$base" $((base + 15))); do
 	if ss -ltnH "sport = :$p" | grep -q .; then
@@ -135,13 +141,14 @@ bench=$work/mailward-bench
 corpus=$work/corpus
 
 echo "== corpus of $corpus_size messages and its DNS" >&2
-"$bench" gen --out "$corpus" --domains 20 --messages "$corpus_size" --dns "127.0.0.1:$dns_port" >&2
+"$bench" gen --out "$corpus" --domains 20 --messages "$corpus_size" --html "$html" --dns "127.0.0.1:$dns_port" >&2
 "$bench" dns --corpus "$corpus" --listen "127.0.0.1:$dns_port" 2>"$work/dns.log" &
 pids+=($!)
 wait_port "127.0.0.1:$dns_port" 10
 
-# serve_mailward NAME PORT [bare]: a mailward with only the milter front
-# on PORT, the corpus's config otherwise (bare: every check and rule off).
+# serve_mailward NAME PORT [bare|nocontent]: a mailward with only the
+# milter front on PORT, the corpus's config otherwise (bare: every check
+# and rule off; nocontent: content scanning off).
 serve_mailward() {
 	local name=$1 port=$2
 	# Beside gen's config: paths in it are relative to its directory.
@@ -166,6 +173,7 @@ EOF
 		# gen's config with the SMTP and policy fronts left out.
 		awk '/^[a-z]/ {skip = ($1 == "smtp:" || $1 == "policy:")} /^#/ {next} !skip' "$corpus/mailward.yaml" |
 			sed -E "s/listen: inet:127\.0\.0\.1:[0-9]+/listen: inet:127.0.0.1:$port/" >"$cfg"
+		if [ "${3:-}" = nocontent ]; then printf 'content:\n  enabled: false\n' >>"$cfg"; fi
 	fi
 	"$work/mailward" serve --config "$cfg" 2>"$work/$name.log" &
 	pids+=($!)
@@ -176,13 +184,14 @@ EOF
 echo "== servers" >&2
 serve_mailward mailward "$milter_port"
 serve_mailward bare "$bare_port" bare
+serve_mailward nocontent "$nocontent_port" nocontent
 "$bench" noop-milter --listen "127.0.0.1:$noop_port" 2>"$work/noop.log" &
 pids+=($!)
 pid_noop=$!
 wait_port "127.0.0.1:$noop_port" 10
 
-milter_targets="noop mailward bare"
-declare -A addr=([noop]=127.0.0.1:$noop_port [mailward]=127.0.0.1:$milter_port [bare]=127.0.0.1:$bare_port)
+milter_targets="noop mailward nocontent bare"
+declare -A addr=([noop]=127.0.0.1:$noop_port [mailward]=127.0.0.1:$milter_port [bare]=127.0.0.1:$bare_port [nocontent]=127.0.0.1:$nocontent_port)
 if ! command -v rspamd >/dev/null && [ "$install" = 1 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y rspamd >&2 ||
 		{ apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y rspamd >&2; }
@@ -310,6 +319,7 @@ echo "$cache_note"
 echo "milter front: $messages messages per run, concurrency $conc, median of $runs interleaved rounds"
 line noop "no-op milter"
 line mailward "mailward"
+line nocontent "mailward, content off"
 line bare "mailward, all off"
 if [[ " $milter_targets " == *" rspamd "* ]]; then
 	line rspamd "rspamd"
@@ -319,6 +329,8 @@ else
 fi
 printf '  mailward vs no-op: throughput ratio %.2f, CPU per message ratio %.2f; wrong verdicts per run: %s\n' \
 	"$(ratio noop mailward)" "$(cpu_ratio noop mailward)" "$(wrong mailward)"
+printf '  mailward vs mailward with content off: CPU per message ratio %.2f (corpus: --html %s)\n' \
+	"$(cpu_ratio nocontent mailward)" "$html"
 printf '  mailward, all off, vs no-op: throughput ratio %.2f, CPU per message ratio %.2f\n' \
 	"$(ratio noop bare)" "$(cpu_ratio noop bare)"
 if [[ " $milter_targets " == *" rspamd "* ]]; then
