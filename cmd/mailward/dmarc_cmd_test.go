@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/reports"
 )
@@ -185,4 +188,79 @@ print(parts[0].get_filename())
 		t.Errorf("report content:\n%s", b)
 	}
 
+}
+
+// TestDMARCReportFleet: two instances share Redis. What serve records
+// through its milter is in the shared aggregates at once (a preview from
+// elsewhere shows it), and two --send run at the same moment against
+// ended periods send exactly one report per domain.
+func TestDMARCReportFleet(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	dir := t.TempDir()
+	sink := testenv.StartSink(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	redisCfg := "cache:\n  type: redis\n  redis:\n    addrs: [\"" + srv.Addr() + "\"]\n    timeout: 2s\nadmin:\n  listen: \"\"\n"
+	cfg := writeFile(t, dir, "mailward.yaml", reportsTestConfig(t, addr, "", sink.Addr(), redisCfg))
+	startProc(t, cfg, addr)
+	for i := range 2 {
+		if o := send(addr, message{n: i, from: "a@rep.example", subject: "hi"}); o.err != nil || o.code != 250 {
+			t.Fatalf("message %d: %+v", i, o)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, out, _ := runCmd("dmarc", "report", "--preview", "--config", cfg)
+		if strings.Contains(out, "<count>2</count>") && strings.Contains(out, "(running") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the preview does not show serve's two messages:\n%s", out)
+		}
+	}
+
+	// Yesterday's periods, as the fleet left them.
+	cc := cache.DefaultConfig()
+	cc.Type, cc.Redis.Addrs = cache.TypeRedis, []string{srv.Addr()}
+	rc, err := cache.NewRedis(cc, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	st := reports.NewRedis(rc, reports.RedisConfig{Interval: 24 * time.Hour})
+	domains := []string{"rep.example", "a.rep.example", "b.rep.example"}
+	for _, d := range domains {
+		o := reports.Observation{Policy: reports.Policy{Domain: d, P: "none", RUA: []string{"mailto:dmarc@rep.example"}, Discovery: "treewalk"},
+			Row: reports.Row{SourceIP: "192.0.2.10", Disposition: "none", HeaderFrom: d, EnvelopeFrom: d}}
+		if err := st.Add(context.Background(), time.Now().Add(-24*time.Hour), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, out, errs := runCmd("dmarc", "report", "--send", "--config", cfg); code != 0 {
+				t.Errorf("--send: exit %d\n%s\n%s", code, out, errs)
+			}
+		}()
+	}
+	wg.Wait()
+	msgs := sink.Messages()
+	got := map[string]int{}
+	for _, m := range msgs {
+		for _, d := range domains {
+			if h := strings.NewReplacer("\r\n ", " ", "\r\n\t", " ").Replace(m.Header()); strings.Contains(h, "Report Domain: "+d+" ") {
+				got[d]++
+			}
+		}
+	}
+	for _, d := range domains {
+		if got[d] != 1 {
+			t.Errorf("%s: %d reports, want exactly 1 (%d messages in all)", d, got[d], len(msgs))
+		}
+	}
+	// The running period stays for its own report.
+	if _, out, _ := runCmd("dmarc", "report", "--preview", "--config", cfg); !strings.Contains(out, "<count>2</count>") || strings.Count(out, "<feedback") != 1 {
+		t.Errorf("after --send, preview:\n%s", out)
+	}
 }
