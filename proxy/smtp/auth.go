@@ -223,8 +223,12 @@ func (s *session) relayAuth(mech, initial string) bool {
 	case r.code == 421:
 		s.dropUpstream(false)
 		return false
-	case r.code >= 500 && !(len(responses) > 0 && responses[len(responses)-1] == "*"):
+	case r.code == 535:
 		s.authFailed(mech)
+	case r.code >= 500 && !(len(responses) > 0 && responses[len(responses)-1] == "*"):
+		// A response upstream could not decode, say: a bad command,
+		// not a wrong password.
+		s.errors++
 	}
 	return true
 }

@@ -1,7 +1,9 @@
 package smtp
 
 import (
+	"crypto/tls"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +144,29 @@ func TestFailedAuthCountsTowardErrorBudget(t *testing.T) {
 	if !rc.closed() {
 		t.Fatal("connection still open after the error budget was spent")
 	}
+}
+
+func TestAuthOfferedOnImplicitTLS(t *testing.T) {
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	srv, _ := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeTLS(ln)
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc := newRawClient(t, c)
+	rc.expect(220)
+	rc.send("EHLO client.test.example\r\n")
+	if a := offersAuth(rc.expect(250)); !strings.Contains(a, "PLAIN") {
+		t.Fatalf("no AUTH on the implicit-TLS listener: %q", a)
+	}
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
+	rc.expect(535)
 }

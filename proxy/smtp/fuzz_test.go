@@ -105,3 +105,23 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSASLUser: whatever a client sends, the user read from it is empty
+// or fit for logs, rules and XCLIENT LOGIN.
+func FuzzSASLUser(f *testing.F) {
+	for _, seed := range []struct{ mech, resp string }{
+		{"PLAIN", "AGFsaWNlAHB3"}, {"PLAIN", "Ym9iAGFsaWNlAHB3"}, {"LOGIN", "YWxpY2U="},
+		{"CRAM-MD5", "YWxpY2UgMDEyMw=="}, {"SCRAM-SHA-256", "bixhPWJvc3Msbj1hbGljZSxyPWFiYw=="}, {"LOGIN", "!"},
+	} {
+		f.Add(seed.mech, seed.resp)
+	}
+	f.Fuzz(func(t *testing.T, mech, resp string) {
+		u := saslUser(mech, []string{resp})
+		if u != "" && !validUser(u) {
+			t.Fatalf("%s %q gave unfit user %q", mech, resp, u)
+		}
+		if strings.ContainsAny(u, "\r\n\x00") {
+			t.Fatalf("user with a control character: %q", u)
+		}
+	})
+}
