@@ -166,9 +166,22 @@ func (l *Local) loadDone() error {
 	if len(b) > maxSnapshot {
 		b = b[:maxSnapshot]
 	}
+	// A report undone after it was done is kept: the last line counts.
+	done := map[Key]bool{}
+	var order []Key
 	for _, line := range bytes.Split(b, []byte("\n")) {
-		var k Key
-		if json.Unmarshal(line, &k) == nil && k.Domain != "" {
+		var e doneLine
+		if json.Unmarshal(line, &e) != nil || e.Domain == "" {
+			continue
+		}
+		k := Key{Begin: e.Begin.UTC(), Domain: e.Domain}
+		if _, seen := done[k]; !seen {
+			order = append(order, k)
+		}
+		done[k] = !e.Undo
+	}
+	for _, k := range order {
+		if done[k] {
 			l.agg.remove(k)
 		}
 	}
@@ -177,6 +190,13 @@ func (l *Local) loadDone() error {
 	}
 	l.dirty.Store(true)
 	return l.Save()
+}
+
+// doneLine is one line of the done log.
+type doneLine struct {
+	Begin  time.Time `json:"begin"`
+	Domain string    `json:"domain"`
+	Undo   bool      `json:"undo,omitempty"`
 }
 
 // donePath is the log of reports done since the last snapshot: one
@@ -285,12 +305,30 @@ func (l *Local) Load(_ context.Context, k Key) (*Domain, error) { return l.agg.g
 func (l *Local) Done(_ context.Context, k Key) error {
 	l.agg.remove(k)
 	l.dirty.Store(true)
+	if err := l.logDone(doneLine{Begin: k.Begin.UTC(), Domain: k.Domain}); err != nil {
+		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+	}
+	return nil
+}
+
+// Undo implements Store; the next snapshot holds the aggregate again.
+func (l *Local) Undo(_ context.Context, k Key, d *Domain) error {
+	l.agg.restore(d)
+	l.dirty.Store(true)
+	if err := l.logDone(doneLine{Begin: k.Begin.UTC(), Domain: k.Domain, Undo: true}); err != nil {
+		return fmt.Errorf("keeping the DMARC report of %s for later: %w", k.Domain, err)
+	}
+	return nil
+}
+
+// logDone appends e to the done log, synced.
+func (l *Local) logDone(e doneLine) error {
 	if l.cfg.Path == "" || l.cfg.ReadOnly {
 		return nil
 	}
-	line, err := json.Marshal(Key{Begin: k.Begin.UTC(), Domain: k.Domain})
+	line, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+		return err
 	}
 	// Under the save lock: a snapshot taken before this removal must not
 	// clear the line.
@@ -298,7 +336,7 @@ func (l *Local) Done(_ context.Context, k Key) error {
 	defer l.save.Unlock()
 	f, err := os.OpenFile(l.donePath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
+		return err
 	}
 	_, err = f.Write(append(line, '\n'))
 	if err == nil {
@@ -307,10 +345,7 @@ func (l *Local) Done(_ context.Context, k Key) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
-	}
-	return nil
+	return err
 }
 
 // Current implements Store.

@@ -61,6 +61,26 @@ redis.call('PEXPIRE', periods, ttl)
 return 1
 `)
 
+// undoScript puts a report's aggregate back and takes its done mark
+// away: ARGV holds ttl, domain, begin, policy, passed, then row, count
+// pairs.
+var undoScript = redis.NewScript(`
+local agg, doms, periods, sent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl = tonumber(ARGV[1])
+redis.call('DEL', sent)
+redis.call('HSET', agg, 'policy', ARGV[4])
+redis.call('HINCRBY', agg, 'passed', ARGV[5])
+for i = 6, #ARGV, 2 do
+  redis.call('HINCRBY', agg, ARGV[i], ARGV[i+1])
+end
+redis.call('SADD', doms, ARGV[2])
+redis.call('SADD', periods, ARGV[3])
+redis.call('PEXPIRE', agg, ttl)
+redis.call('PEXPIRE', doms, ttl)
+redis.call('PEXPIRE', periods, ttl)
+return 1
+`)
+
 // releaseScript deletes the lock only if it is still ours.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -307,6 +327,26 @@ func (r *Redis) Done(ctx context.Context, k Key) error {
 		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
 	}
 	return r.forget(ctx, k)
+}
+
+// Undo implements Store.
+func (r *Redis) Undo(ctx context.Context, k Key, d *Domain) error {
+	pol, err := json.Marshal(d.Policy)
+	if err != nil {
+		return fmt.Errorf("encoding a report policy: %w", err)
+	}
+	b := strconv.FormatInt(k.Begin.Unix(), 10)
+	args := []any{r.ttl(k.Begin, 0).Milliseconds(), k.Domain, b, pol, d.Passed}
+	for row, n := range d.Rows {
+		args = append(args, row, n)
+	}
+	err = r.rc.Shared(ctx, "dmarc report undo", func(ctx context.Context, c redis.UniversalClient, p string) error {
+		return undoScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k)}, args...).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("keeping the DMARC report of %s for later: %w", k.Domain, err)
+	}
+	return nil
 }
 
 // forget deletes k's aggregate and takes it off its period's list.

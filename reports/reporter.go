@@ -38,7 +38,9 @@ type Reporter struct {
 	// 0: DefaultWorkers.
 	Workers int
 
-	Built, Suppressed, Failed atomic.Int64
+	// Deferred counts reports no destination got for a temporary
+	// reason, put back for a later try.
+	Built, Suppressed, Failed, Deferred atomic.Int64
 }
 
 // Due builds and sends the reports of every period ended by now. It
@@ -85,7 +87,8 @@ func (r *Reporter) Due(ctx context.Context, now time.Time) (int, error) {
 
 // one reports k if this instance gets its lock. The report is marked
 // done before it is sent: a crash while sending loses it, but no report
-// ever goes out twice.
+// ever goes out twice. One that no destination got, for a temporary
+// reason (a relay down, a shutdown), is put back for a later try.
 func (r *Reporter) one(ctx context.Context, k Key) (bool, error) {
 	release, ok, err := r.Store.Claim(ctx, k)
 	if err != nil || !ok {
@@ -115,6 +118,18 @@ func (r *Reporter) one(ctx context.Context, k Key) (bool, error) {
 	}
 	r.Built.Add(1)
 	if err := r.Send.Send(ctx, rep); err != nil {
+		var se *deliver.SendError
+		if errors.As(err, &se) && se.Temporary() && se.Delivered == 0 {
+			// Nobody got it, so trying again later sends nothing twice:
+			// the relay may be down, or we are shutting down.
+			if uerr := r.Store.Undo(context.WithoutCancel(ctx), k, d); uerr == nil {
+				r.Deferred.Add(1)
+				r.log().Warn("dmarc report not sent; kept for a later try", "policy_domain", d.Policy.Domain, "report_id", rep.ReportID, "err", err)
+				return true, nil
+			} else {
+				err = errors.Join(err, uerr)
+			}
+		}
 		r.Failed.Add(1)
 		r.log().Warn("dmarc report not sent", "policy_domain", d.Policy.Domain, "report_id", rep.ReportID, "err", err)
 		return true, nil

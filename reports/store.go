@@ -37,6 +37,9 @@ type Store interface {
 	// Done marks k reported, so that no instance reports it again, and
 	// forgets its aggregate.
 	Done(ctx context.Context, k Key) error
+	// Undo puts back a report that was done but that no destination
+	// got, as d held it, so that a later Due tries it again.
+	Undo(ctx context.Context, k Key, d *Domain) error
 	// Current returns every aggregate held, the running period's too,
 	// for a preview.
 	Current(ctx context.Context) ([]*Domain, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/internal/testenv"
 	"github.com/mailward/mailward/policy"
+	"github.com/mailward/mailward/reports/deliver"
 )
 
 // observe is an observation of domain from ip.
@@ -330,5 +331,60 @@ func TestRunSendsEndedPeriods(t *testing.T) {
 	<-done
 	if n := len(s.list()); n != 1 {
 		t.Errorf("%d reports", n)
+	}
+}
+
+// failing is a Sender that fails as a relay that is down does: every
+// destination temporarily, none delivered.
+type failing struct{ calls int }
+
+func (f *failing) Send(_ context.Context, r deliver.Report) error {
+	f.calls++
+	return &deliver.SendError{ReportID: r.ReportID, Failed: []deliver.Destination{{URI: "mailto:d@example.com", Address: "d@example.com", Temporary: true, Reason: "451 try later"}}}
+}
+
+// TestUndoWhenNobodyGotIt: a report no destination got for a temporary
+// reason is put back, across a restart of the file store and in Redis,
+// and sent whole at the next try; a report some destination got is not.
+func TestUndoWhenNobodyGotIt(t *testing.T) {
+	ctx := context.Background()
+	at := time.Now().Add(-24 * time.Hour)
+	path := filepath.Join(t.TempDir(), "reports.json")
+	local, err := NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.StartRedis(t)
+	for name, st := range map[string]Store{"local": local, "redis": newRedisStore(t, srv.Addr(), RedisConfig{Interval: 24 * time.Hour})} {
+		for _, ip := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+			st.Add(ctx, at, observe(t, "example.com", ip, "pass"))
+		}
+		local.Save() // the periodic snapshot
+		meta := Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}
+		f := &failing{}
+		r := &Reporter{Store: st, Meta: meta, Send: f}
+		r.Due(ctx, time.Now())
+		if f.calls != 1 || r.Deferred.Load() != 1 || r.Failed.Load() != 0 {
+			t.Fatalf("%s: %d sends, %d deferred, %d failed", name, f.calls, r.Deferred.Load(), r.Failed.Load())
+		}
+		if name == "local" {
+			// A crash: no Close, the done log and its undo line stand.
+			st, err = NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+		}
+		s := &sent{}
+		r = &Reporter{Store: st, Meta: meta, Send: s}
+		if n, err := r.Due(ctx, time.Now()); n != 1 || err != nil {
+			t.Fatalf("%s: %d reports at the next try (%v)", name, n, err)
+		}
+		if got := s.list(); countRows(t, got[0].XML) != 3 {
+			t.Errorf("%s: %d messages in the report sent later, want 3", name, countRows(t, got[0].XML))
+		}
+		if n, _ := r.Due(ctx, time.Now()); n != 0 {
+			t.Errorf("%s: sent again", name)
+		}
 	}
 }

@@ -92,12 +92,13 @@ func runDMARCReport(args []string, stdout, stderr io.Writer) int {
 	}
 	n, err := rs.reporter.Due(ctx, time.Now())
 	r := rs.reporter
-	fmt.Fprintf(stdout, "reports due: %d built, %d suppressed, %d not delivered to every destination\n", r.Built.Load(), r.Suppressed.Load(), r.Failed.Load())
+	fmt.Fprintf(stdout, "reports due: %d built, %d suppressed, %d not delivered to every destination, %d kept to try again\n",
+		r.Built.Load(), r.Suppressed.Load(), r.Failed.Load(), r.Deferred.Load())
 	if err != nil {
 		fmt.Fprintf(stderr, "mailward: %v\n", err)
 		return 1
 	}
-	if f := r.Failed.Load(); f > 0 {
+	if f := r.Failed.Load() + r.Deferred.Load(); f > 0 {
 		fmt.Fprintf(stderr, "mailward: %d of %d report(s) did not reach every destination (see the log lines above)\n", f, n)
 		return 1
 	}

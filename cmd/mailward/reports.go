@@ -156,6 +156,8 @@ func (s *reportsState) metrics(m *admin.Metrics) {
 		func() float64 { return float64(s.reporter.Suppressed.Load()) })
 	m.CounterFunc("mailward_dmarc_reports_not_sent_total", "DMARC aggregate reports that could not be built, or that some destination did not get.", nil,
 		func() float64 { return float64(s.reporter.Failed.Load()) })
+	m.CounterFunc("mailward_dmarc_reports_deferred_total", "DMARC aggregate reports no destination got for a temporary reason (the relay down, a shutdown), kept to be tried again.", nil,
+		func() float64 { return float64(s.reporter.Deferred.Load()) })
 	m.CounterFunc("mailward_dmarc_report_messages_dropped_total", "Messages left out of the DMARC report aggregates: the queue was full, a bound was reached or the store failed.", nil,
 		func() float64 { return float64(s.rec.Dropped()) })
 }

@@ -79,7 +79,7 @@ func TestServeRecordsReports(t *testing.T) {
 		}
 	}
 	_, metrics := httpDo(t, "GET", "http://"+adminAddr+"/metrics")
-	for _, want := range []string{"mailward_dmarc_reports_built_total 0", "mailward_dmarc_reports_suppressed_total 0", "mailward_dmarc_report_messages_dropped_total 0",
+	for _, want := range []string{"mailward_dmarc_reports_built_total 0", "mailward_dmarc_reports_suppressed_total 0", "mailward_dmarc_report_messages_dropped_total 0", "mailward_dmarc_reports_deferred_total 0",
 		"mailward_dmarc_reports_sent_total 0", "mailward_dmarc_reports_failed_total 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)

@@ -183,6 +183,9 @@ func (s *Sender) plan(ctx context.Context, p *payload) []Destination {
 type SendError struct {
 	ReportID string
 	Failed   []Destination // Reason holds the last error
+	// Delivered is how many destinations did get the report: with none,
+	// a temporary failure may be tried again later without sending twice.
+	Delivered int
 }
 
 func (e *SendError) Error() string {
@@ -229,6 +232,7 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 	}
 	log := s.log.With("policy_domain", r.PolicyDomain, "report_id", r.ReportID)
 	var failed []Destination
+	delivered := 0
 	// settled holds the destinations this Send is done with: sent,
 	// refused or failed for good. A retry, which plans again, skips them.
 	settled := map[string]bool{}
@@ -262,6 +266,7 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 				continue
 			}
 			settled[strings.ToLower(d.Address)] = true
+			delivered++
 			s.metrics.sent.Inc()
 			log.Info("dmarc report sent", "to", d.Address, "bytes", len(p.gz))
 		}
@@ -290,7 +295,7 @@ func (s *Sender) Send(ctx context.Context, r Report) error {
 		}
 	}
 	if len(failed) > 0 {
-		return &SendError{ReportID: r.ReportID, Failed: failed}
+		return &SendError{ReportID: r.ReportID, Failed: failed, Delivered: delivered}
 	}
 	return nil
 }
