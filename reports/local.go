@@ -288,7 +288,20 @@ func (l *Local) Add(_ context.Context, t time.Time, o Observation) error {
 
 // Ended implements Store.
 func (l *Local) Ended(_ context.Context, now time.Time) ([]Key, error) {
-	return l.agg.endedKeys(now), nil
+	keys := l.agg.endedKeys(now)
+	out := keys[:0]
+	for _, k := range keys {
+		// As Redis lets them expire: a report that could not be sent
+		// for a week is given up, so that an outage cannot pile them up.
+		if l.agg.end(k.Begin).Add(DefaultKeep).Before(now) {
+			l.agg.remove(k)
+			l.dirty.Store(true)
+			l.log.Warn("DMARC report given up: not sent within a week of its period", "policy_domain", k.Domain, "period", k.Begin.Format(time.RFC3339))
+			continue
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 // Claim implements Store: one instance has nobody to share with.

@@ -388,3 +388,20 @@ func TestUndoWhenNobodyGotIt(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalGivesUp: a report not sent within a week of its period is
+// dropped, as Redis lets its keys expire.
+func TestLocalGivesUp(t *testing.T) {
+	l, _ := NewLocal(LocalConfig{Interval: 24 * time.Hour})
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	l.Add(context.Background(), at, observe(t, "example.com", "192.0.2.1", "pass"))
+	if ks, _ := l.Ended(context.Background(), at.Add(7*24*time.Hour)); len(ks) != 1 {
+		t.Errorf("given up early: %v", ks)
+	}
+	if ks, _ := l.Ended(context.Background(), at.Add(9*24*time.Hour)); len(ks) != 0 {
+		t.Errorf("kept past a week: %v", ks)
+	}
+	if ds, _ := l.Current(context.Background()); len(ds) != 0 {
+		t.Errorf("still held: %v", ds)
+	}
+}
