@@ -166,6 +166,7 @@ spf: {enable: false}
 iprev: {enable: false}
 dkim: {enable: false}
 dmarc: {enable: false}
+content: {enabled: false}
 log:
   level: warn
 EOF
