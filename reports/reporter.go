@@ -122,13 +122,13 @@ func (r *Reporter) one(ctx context.Context, k Key) (bool, error) {
 		if errors.As(err, &se) && se.Temporary() && se.Delivered == 0 {
 			// Nobody got it, so trying again later sends nothing twice:
 			// the relay may be down, or we are shutting down.
-			if uerr := r.Store.Undo(context.WithoutCancel(ctx), k, d); uerr == nil {
+			uerr := r.Store.Undo(context.WithoutCancel(ctx), k, d)
+			if uerr == nil {
 				r.Deferred.Add(1)
 				r.log().Warn("dmarc report not sent; kept for a later try", "policy_domain", d.Policy.Domain, "report_id", rep.ReportID, "err", err)
 				return true, nil
-			} else {
-				err = errors.Join(err, uerr)
 			}
+			err = errors.Join(err, uerr)
 		}
 		r.Failed.Add(1)
 		r.log().Warn("dmarc report not sent", "policy_domain", d.Policy.Domain, "report_id", rep.ReportID, "err", err)
