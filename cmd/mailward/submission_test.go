@@ -47,7 +47,9 @@ type submission struct {
 	cert      *testenv.TestCert
 }
 
-func startSubmission(t *testing.T, extra string) *submission {
+// authCfg is the smtp.auth lines; DOVECOT_SOCKET in it stands for the
+// test Dovecot's socket.
+func startSubmission(t *testing.T, authCfg, extra string) *submission {
 	t.Helper()
 	testenv.Require(t, "postfix")
 	dc := testenv.StartDovecot(t, map[string]string{"alice": submitPass})
@@ -86,10 +88,9 @@ smtp:
   upstream: %s
   tls_cert: %s
   tls_key: %s
-  auth: relay
   auth_fail_limit: 5
   auth_fail_window: 10m
-`, proxyAddr, upstream, cert.CertFile, cert.KeyFile)+extra)
+`, proxyAddr, upstream, cert.CertFile, cert.KeyFile)+strings.ReplaceAll(authCfg, "DOVECOT_SOCKET", dc.Socket())+extra)
 	return &submission{dir: dir, addr: proxyAddr, sink: sink, pf: pf, cert: cert, p: startProc(t, cfg, proxyAddr)}
 }
 
@@ -116,7 +117,7 @@ func (s *submission) startTLS(t *testing.T) *gosmtp.Client {
 // and the message the rules refuse unauthenticated is relayed
 // authenticated. Neither the log nor the journal holds a password.
 func TestSubmissionBehindProxy(t *testing.T) {
-	s := startSubmission(t, "")
+	s := startSubmission(t, "  auth: relay\n", "")
 	p, proxyAddr, sink, pf, dir := s.p, s.addr, s.sink, s.pf, s.dir
 	startTLS := func() *gosmtp.Client { return s.startTLS(t) }
 
@@ -241,7 +242,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 func TestSubmissionSignsForAuthenticatedUser(t *testing.T) {
 	dir := t.TempDir()
 	key, rec := keygen(t, dir, "sender.example", "sub1", false)
-	s := startSubmission(t, "signing:\n  internal_networks: [192.0.2.0/24]\n  keys:\n    - {domain: sender.example, selector: sub1, key_file: "+key+"}\n")
+	s := startSubmission(t, "  auth: relay\n", "signing:\n  internal_networks: [192.0.2.0/24]\n  keys:\n    - {domain: sender.example, selector: sub1, key_file: "+key+"}\n")
 	c := s.startTLS(t)
 	if err := c.Auth(gosasl.NewPlainClient("", "alice", submitPass)); err != nil {
 		t.Fatalf("AUTH PLAIN: %v", err)
@@ -262,4 +263,38 @@ func TestSubmissionSignsForAuthenticatedUser(t *testing.T) {
 	}
 	verifyAll(t, msgs[0].Data, map[string]string{"sub1._domainkey.sender.example": rec}, 1)
 	waitOutput(t, s.p, "dkim_sign=signed", 10*time.Second)
+}
+
+// TestSubmissionDovecotMode: the same Postfix listener, with mailward
+// asking Dovecot itself and telling Postfix the user by XCLIENT LOGIN.
+func TestSubmissionDovecotMode(t *testing.T) {
+	s := startSubmission(t, "  auth: dovecot\n  dovecot_socket: DOVECOT_SOCKET\n", "")
+	c := s.startTLS(t)
+	if ok, mechs := c.Extension("AUTH"); !ok || !strings.Contains(mechs, "PLAIN") {
+		t.Fatalf("want Dovecot's mechanisms, got %v %q", ok, mechs)
+	}
+	if err := c.Auth(gosasl.NewPlainClient("", "alice", badPass)); err == nil || !strings.Contains(err.Error(), "535") {
+		t.Fatalf("bad password: want 535, got %v", err)
+	}
+	if err := c.Auth(gosasl.NewPlainClient("", "alice", submitPass)); err != nil {
+		t.Fatalf("AUTH PLAIN: %v", err)
+	}
+	msg := "From: Alice <alice@sender.example>\r\nTo: bob@rcpt.example\r\nSubject: via dovecot\r\nMessage-ID: <dv1@sender.example>\r\n\r\nHi.\r\n"
+	if err := c.SendMail("alice@sender.example", []string{"bob@rcpt.example"}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	msgs, err := s.sink.Wait(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := msgs[0].Header(); !strings.Contains(h, "X-Submitted-By: alice") {
+		t.Errorf("the rule did not see auth_user alice:\n%s", h)
+	}
+	if err := s.pf.WaitLog("sasl_username=alice", 10*time.Second); err != nil {
+		t.Error(err)
+	}
+	if out := s.p.out.String(); strings.Contains(out, submitPass) || strings.Contains(out, b64("\x00alice\x00"+submitPass)) {
+		t.Error("the log holds the password")
+	}
 }

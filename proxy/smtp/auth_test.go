@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -402,5 +403,34 @@ func TestAuthConfigProblems(t *testing.T) {
 		if len(p) != 1 || p[0].Key != c.key {
 			t.Errorf("%+v: problems %v, want one for %s", c.cfg, p, c.key)
 		}
+	}
+}
+
+func TestLoopbackConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !loopbackConn(c) {
+		t.Error("a connection to 127.0.0.1 is on loopback")
+	}
+	// Anything that is not a TCP connection on loopback is not: AUTH is
+	// then refused rather than relayed in plain text.
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if loopbackConn(a) {
+		t.Error("a pipe is not known to be on loopback")
 	}
 }
