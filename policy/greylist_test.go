@@ -45,6 +45,8 @@ type world struct {
 	grey cache.GreylistConfig
 	// signing is the engines' DKIM key table; nil: none.
 	signing *signing.Table
+	// contentOff turns the engines' content scan off.
+	contentOff bool
 }
 
 func newWorld(t testing.TB) *world {
@@ -89,7 +91,7 @@ func (w *world) engine(t testing.TB, c cache.Cache) *policy.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := policy.Settings{Hostname: "mx.receiver.test", DMARCEnforce: true, VerdictTTL: time.Hour, CheckTimeout: 10 * time.Second, Signing: w.signing}
+	s := policy.Settings{Hostname: "mx.receiver.test", DMARCEnforce: true, VerdictTTL: time.Hour, CheckTimeout: 10 * time.Second, Signing: w.signing, ContentOff: w.contentOff}
 	e := policy.NewEngine(s, checker, set, quietLog())
 	if c != nil {
 		g, err := cache.NewGreylist(c, w.grey)

@@ -106,7 +106,9 @@ type Scanner struct {
 	limit  string
 	res    Result
 	seen   map[uint64]struct{} // distinct links so far, by hash
-	seed   maphash.Seed
+	raw    map[uint64]struct{} // links as written so far, by hash
+	hash   maphash.Hash
+	buf    []byte // the charset stage's output, made when first needed
 	cands  int
 	html   []byte // the HTML part being read
 	htmlN  int    // HTML bytes kept so far in the message
@@ -117,7 +119,7 @@ type Scanner struct {
 
 // NewScanner starts the scan of one message.
 func NewScanner(o Options) *Scanner {
-	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, seed: maphash.MakeSeed()}
+	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}}
 	s.walk.init(s)
 	s.words.s = s
 	return s
@@ -146,7 +148,7 @@ func (s *Scanner) Finish() *Result {
 
 // Close abandons the message.
 func (s *Scanner) Close() {
-	s.text, s.html, s.seen = nil, nil, nil
+	s.text, s.html, s.seen, s.raw = nil, nil, nil, nil
 	s.walk = walker{}
 }
 
@@ -196,20 +198,37 @@ func validCut(b []byte, n int) int {
 }
 
 // link takes one candidate link as written; attr says it is an HTML
-// attribute (a relative one is not a link out).
-func (s *Scanner) link(raw string, attr bool) (URL, bool) {
+// attribute (a relative one is not a link out). Unless want, a link
+// written as one seen before is not read again and reported as not ok.
+func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
 	if s.cands >= maxCandidates {
 		s.setLimit("more than %d links", maxCandidates)
 		return URL{}, false
 	}
 	s.cands++
-	u, ok := Normalize(raw, attr)
+	// Links are told apart by 64-bit hashes: a collision, one in 2^64,
+	// costs a link; the sets stay small whatever the links' length.
+	s.hash.Reset()
+	s.hash.Write(raw)
+	if attr {
+		s.hash.WriteByte(0)
+	}
+	rh := s.hash.Sum64()
+	if _, dup := s.raw[rh]; dup && !want {
+		return URL{}, false
+	}
+	s.raw[rh] = struct{}{}
+	u, ok := Normalize(string(raw), attr)
 	if !ok {
 		return URL{}, false
 	}
-	// Told apart by a 64-bit hash: a collision, one link in 2^64, costs
-	// a link; the set stays small whatever the links' length.
-	h := maphash.String(s.seed, u.Scheme+"://"+u.Host+u.Path)
+	s.hash.Reset()
+	s.hash.WriteString(u.Scheme)
+	s.hash.WriteByte(0)
+	s.hash.WriteString(u.Host)
+	s.hash.WriteByte(0)
+	s.hash.WriteString(u.Path)
+	h := s.hash.Sum64()
 	if _, dup := s.seen[h]; dup {
 		return u, true
 	}

@@ -224,3 +224,14 @@ func TestPhishLinks(t *testing.T) {
 		}
 	}
 }
+
+func TestLinksInRunningText(t *testing.T) {
+	r := scan(t, Options{}, "\r\nsee http://a.example and www.b.example, or <https://c.example/x>. \"hxxp://d[.]example\"\r\nhttp://r.example/?u=https://e.example/\r\n", 5)
+	var hosts []string
+	for _, u := range r.URLs {
+		hosts = append(hosts, u.Host)
+	}
+	if want := []string{"a.example", "www.b.example", "c.example", "d.example", "r.example", "e.example"}; !reflect.DeepEqual(hosts, want) {
+		t.Errorf("hosts %v, want %v", hosts, want)
+	}
+}

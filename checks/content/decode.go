@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/htmlindex"
@@ -27,8 +28,8 @@ type partDecoder struct {
 	qpHeld []byte
 	// charset decoding; nil for UTF-8 as is.
 	tr    transform.Transformer
+	utf8  bool   // tr only checks UTF-8
 	carry []byte // the start of a character cut by the end of a write
-	buf   [4096]byte
 	out   []byte // decoded bytes waiting for the charset stage
 	bad   bool   // the charset stage failed: the rest is not read
 	done  bool
@@ -36,18 +37,18 @@ type partDecoder struct {
 
 func newPartDecoder(s *Scanner, enc, charset string, html bool) *partDecoder {
 	d := &partDecoder{s: s, enc: enc, html: html}
-	d.tr = charsetDecoder(charset)
+	d.tr, d.utf8 = charsetDecoder(charset)
 	return d
 }
 
 // charsetDecoder returns the transformer to UTF-8 for a charset label,
 // by the WHATWG labels browsers and mail readers use, then the IANA
 // names. An unknown charset is read as UTF-8, its bad bytes replaced.
-func charsetDecoder(label string) transform.Transformer {
+func charsetDecoder(label string) (tr transform.Transformer, utf8 bool) {
 	label = strings.ToLower(strings.TrimSpace(label))
 	switch label {
 	case "", "utf-8", "utf8", "us-ascii", "ascii":
-		return unicode.UTF8.NewDecoder()
+		return unicode.UTF8.NewDecoder(), true
 	}
 	var enc encoding.Encoding
 	if e, err := htmlindex.Get(label); err == nil {
@@ -55,10 +56,10 @@ func charsetDecoder(label string) transform.Transformer {
 	} else if e, err := ianaindex.MIME.Encoding(label); err == nil && e != nil {
 		enc = e
 	}
-	if enc == nil {
-		return unicode.UTF8.NewDecoder()
+	if enc == nil || enc == unicode.UTF8 {
+		return unicode.UTF8.NewDecoder(), true
 	}
-	return enc.NewDecoder()
+	return enc.NewDecoder(), false
 }
 
 // write takes a piece of a body line; eol says the line ended after it.
@@ -196,13 +197,20 @@ func (d *partDecoder) qp(b []byte, eol bool) {
 
 // charset turns decoded bytes to UTF-8 and passes them on.
 func (d *partDecoder) charset(b []byte, atEOF bool) {
+	if d.utf8 && len(d.carry) == 0 && utf8.Valid(b) {
+		d.sink(b) // most text: nothing to convert or replace
+		return
+	}
+	if d.s.buf == nil {
+		d.s.buf = make([]byte, 4096)
+	}
 	if len(d.carry) > 0 {
 		b = append(d.carry, b...)
 		d.carry = nil
 	}
 	for {
-		n, m, err := d.tr.Transform(d.buf[:], b, atEOF)
-		d.sink(d.buf[:n])
+		n, m, err := d.tr.Transform(d.s.buf, b, atEOF)
+		d.sink(d.s.buf[:n])
 		b = b[m:]
 		switch {
 		case err == nil:

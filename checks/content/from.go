@@ -13,11 +13,15 @@ import (
 // a domain name of another registrable domain than the From address:
 // "service@bank.example" <x@elsewhere.example>.
 func fromMismatch(field string) bool {
-	if field == "" {
+	// Most display names hold no dot, at sign or encoded word: no
+	// address parser for them.
+	lt := strings.LastIndexByte(field, '<')
+	if lt <= 0 || !strings.ContainsAny(field[:lt], ".@=") {
 		return false
 	}
 	p := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(label string, r io.Reader) (io.Reader, error) {
-		return transform.NewReader(r, charsetDecoder(label)), nil
+		tr, _ := charsetDecoder(label)
+		return transform.NewReader(r, tr), nil
 	}}}
 	a, err := p.Parse(field)
 	if err != nil || a.Name == "" {

@@ -49,9 +49,9 @@ func (s *Scanner) scanHTML(markup []byte) {
 		visible []byte
 	)
 	endAnchor := func() {
-		// A link to an IP address showing a name deceives as well.
-		if goes := cmp.Or(href.Domain, href.Host); anchor && hrefOK && goes != "" {
-			if d := shownDomain(visible); d != "" && d != goes {
+		if anchor && hrefOK && bytes.IndexByte(visible, '.') >= 0 {
+			// A link to an IP address showing a name deceives as well.
+			if d := shownDomain(visible); d != "" && d != cmp.Or(registrable(href.Host), href.Host) {
 				s.res.PhishLinks++
 			}
 		}
@@ -77,8 +77,7 @@ func (s *Scanner) scanHTML(markup []byte) {
 				visible = append(visible, t[:min(len(t), anchorKeep-len(visible))]...)
 			}
 		case html.StartTagToken, html.SelfClosingTagToken:
-			name, hasAttr := z.TagName()
-			a := atom.Lookup(name)
+			a := tagAtom(z.Raw())
 			switch a {
 			case atom.Script, atom.Style, atom.Title:
 				if tt == html.StartTagToken {
@@ -91,24 +90,22 @@ func (s *Scanner) scanHTML(markup []byte) {
 			if block(a) {
 				s.addText([]byte{'\n'})
 			}
-			for hasAttr {
+			for more := linkTag(a); more; {
 				var key, val []byte
-				key, val, hasAttr = z.TagAttr()
+				key, val, more = z.TagAttr()
 				if !linkAttr(a, key) {
 					continue
 				}
-				u, ok := s.link(string(val), true)
+				u, ok := s.link(val, true, a == atom.A)
 				if a == atom.A && string(key) == "href" && ok {
 					anchor, href, hrefOK = true, u, true
-					href.Domain = registrable(u.Host)
 				}
 			}
 			if a == atom.A && !hrefOK {
 				anchor = true // a link that goes nowhere shows no deceit
 			}
 		case html.EndTagToken:
-			name, _ := z.TagName()
-			a := atom.Lookup(name)
+			a := tagAtom(z.Raw())
 			switch a {
 			case atom.Script, atom.Style, atom.Title:
 				if skip > 0 {
@@ -125,6 +122,40 @@ func (s *Scanner) scanHTML(markup []byte) {
 	}
 }
 
+// tagAtom reads the element of a tag as written ("<IMG src=...>",
+// "</a>"): the tokenizer's TagName would copy it for every tag.
+func tagAtom(raw []byte) atom.Atom {
+	raw = bytes.TrimPrefix(raw, []byte("<"))
+	raw = bytes.TrimPrefix(raw, []byte("/"))
+	var name [16]byte
+	n := 0
+	for _, c := range raw {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			break
+		}
+		if n == len(name) {
+			return 0 // longer than any element that matters here
+		}
+		name[n] = c
+		n++
+	}
+	return atom.Lookup(name[:n])
+}
+
+// linkTag says an element may have an attribute with a link out: the
+// attributes of others are not read (each costs the tokenizer a copy).
+func linkTag(a atom.Atom) bool {
+	switch a {
+	case atom.A, atom.Area, atom.Img, atom.Iframe, atom.Frame, atom.Embed, atom.Script, atom.Source, atom.Form,
+		atom.Body, atom.Table, atom.Td, atom.Th, atom.Tr:
+		return true
+	}
+	return false
+}
+
 // linkAttr says an attribute holds a link out.
 func linkAttr(a atom.Atom, key []byte) bool {
 	switch string(key) {
@@ -133,7 +164,7 @@ func linkAttr(a atom.Atom, key []byte) bool {
 	case "src":
 		return a == atom.Img || a == atom.Iframe || a == atom.Frame || a == atom.Embed || a == atom.Script || a == atom.Source
 	case "background":
-		return true
+		return a != atom.A
 	case "action":
 		return a == atom.Form
 	}

@@ -53,6 +53,18 @@ func (w *walker) init(s *Scanner) {
 
 func (w *walker) Write(p []byte) {
 	for len(p) > 0 && !w.stopped {
+		if w.part == nil && w.state != inHeader && (w.lineLen == 0 && p[0] != '-' || w.lineLen > lineKeep) {
+			// Nothing reads this part and the line is no boundary (an
+			// attachment's, a preamble's): on to the next line, uncopied.
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				w.lineLen += len(p) + lineKeep + 1
+				return
+			}
+			w.line, w.lineLen = w.line[:0], 0
+			p = p[i+1:]
+			continue
+		}
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.fragment(p, false)

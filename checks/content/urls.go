@@ -1,7 +1,6 @@
 package content
 
 import (
-	"bytes"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -29,8 +28,10 @@ func isBreak(c byte) bool {
 	return c <= ' ' || c == '<' || c == '>' || c == '"' || c == '`' || c == 0x7F
 }
 
+// write looks at the runs of b in place; only a run cut by the end of
+// b is kept, to be ended by the next write.
 func (w *wordScanner) write(b []byte) {
-	for len(b) > 0 {
+	if len(w.word) > 0 || w.long {
 		i := 0
 		for i < len(b) && !isBreak(b[i]) {
 			i++
@@ -42,6 +43,16 @@ func (w *wordScanner) write(b []byte) {
 		w.end()
 		b = b[i+1:]
 	}
+	last := len(b) - 1
+	for last >= 0 && !isBreak(b[last]) {
+		last--
+	}
+	if last < 0 {
+		w.add(b)
+		return
+	}
+	w.s.findLinks(b[:last])
+	w.add(b[last+1:])
 }
 
 func (w *wordScanner) add(b []byte) {
@@ -62,8 +73,9 @@ func (w *wordScanner) end() {
 // starts are what a link in text begins with, lower-case.
 var starts = []string{"http://", "https://", "hxxp://", "hxxps://", "www.", "www[.]"}
 
-// findLinks finds each link in a run of text: one that begins inside
-// another (a redirector's target) is a link too.
+// findLinks finds each link in text: a link ends at a break (white
+// space, quotes, angle brackets), and one that begins inside another (a
+// redirector's target) is a link too.
 func (s *Scanner) findLinks(word []byte) {
 	for i := 0; i+4 <= len(word); i++ {
 		c := word[i] | 0x20
@@ -74,12 +86,19 @@ func (s *Scanner) findLinks(word []byte) {
 			continue // "awww.", "1.www." is not the start of a name
 		}
 		for _, p := range starts {
-			if len(word)-i >= len(p) && hasPrefixFold(string(word[i:i+len(p)]), p) {
-				s.link(trimLink(string(word[i:])), false)
+			if len(word)-i >= len(p) && bytesPrefixFold(word[i:], p) {
+				end := i + len(p)
+				for end < len(word) && !isBreak(word[end]) {
+					end++
+				}
+				if end-i > maxWord {
+					end = i + maxWord
+				}
+				s.link(trimLink(word[i:end]), false, false)
 				// On past the host: "www." in "http://www.x" is not
 				// another link, a link in the path is.
 				j := i + len(p)
-				for j < len(word) && !strings.ContainsRune(`/?#\`, rune(word[j])) {
+				for j < len(word) && !isBreak(word[j]) && strings.IndexByte(`/?#\`, word[j]) < 0 {
 					j++
 				}
 				i = j - 1
@@ -94,8 +113,28 @@ func isHostByte(c byte) bool {
 }
 
 // trimLink drops what ends a sentence rather than a link.
-func trimLink(s string) string {
-	return strings.TrimRight(s, `.,;:!?)]}'*`)
+func trimLink(b []byte) []byte {
+	for len(b) > 0 && strings.IndexByte(`.,;:!?)]}'*`, b[len(b)-1]) >= 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// bytesPrefixFold is hasPrefixFold for a lower-case ASCII prefix.
+func bytesPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func hasPrefixFold(s, prefix string) bool {
@@ -185,10 +224,11 @@ func hostOf(auth string) (string, bool) {
 	if host == "" || len(host) > 253*4 {
 		return "", false
 	}
-	if a, err := netip.ParseAddr(host); err == nil {
+	if !maybeIP(host) {
+		// A name: not worth the address parsers' errors.
+	} else if a, err := netip.ParseAddr(host); err == nil {
 		return a.String(), true
-	}
-	if n, err := strconv.ParseUint(host, 10, 32); err == nil {
+	} else if n, err := strconv.ParseUint(host, 10, 32); err == nil {
 		// "http://3232235777/": browsers read a number as an IPv4 address.
 		return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}).String(), true
 	}
@@ -225,6 +265,18 @@ func hostOf(auth string) (string, bool) {
 	return host, true
 }
 
+// maybeIP says a host could be an IP address: digits and dots, or a colon.
+func maybeIP(h string) bool {
+	v6 := strings.IndexByte(h, ':') >= 0
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('0' <= c && c <= '9' || c == '.' || c == ':' || v6 && 'a' <= c|0x20 && c|0x20 <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func percentDecode(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -248,8 +300,10 @@ func registrable(host string) string {
 	if host == "" || strings.IndexByte(host, ':') >= 0 {
 		return ""
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return ""
+	if maybeIP(host) {
+		if _, err := netip.ParseAddr(host); err == nil {
+			return ""
+		}
 	}
 	d, err := publicsuffix.EffectiveTLDPlusOne(host)
 	if err != nil {
@@ -276,5 +330,10 @@ func looksLikeDomain(w string) bool {
 		return false
 	}
 	// A number is not a name: "1.5" has no letters in its last label.
-	return bytes.ContainsAny([]byte(suffix), "abcdefghijklmnopqrstuvwxyz") || strings.HasPrefix(suffix, "xn--")
+	for i := 0; i < len(suffix); i++ {
+		if 'a' <= suffix[i] && suffix[i] <= 'z' {
+			return true
+		}
+	}
+	return false
 }
