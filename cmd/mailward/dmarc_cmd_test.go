@@ -135,10 +135,6 @@ func TestDMARCReportThroughPostfix(t *testing.T) {
 	if !testenv.E2E() {
 		t.Skip("set MAILWARD_E2E=1 to send a report through a private Postfix")
 	}
-	xmllint, err := exec.LookPath("xmllint")
-	if err != nil {
-		t.Fatal("xmllint (libxml2-utils) is needed to validate the report")
-	}
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Fatal("python3 is needed to read the report independently")
@@ -178,16 +174,11 @@ print(parts[0].get_filename())
 	if name := strings.TrimSpace(string(out)); !strings.HasPrefix(name, "mw.test.example!rep.example!") || !strings.HasSuffix(name, ".xml.gz") {
 		t.Errorf("file name %q", name)
 	}
-	schema := filepath.Join("..", "..", "reports", "testdata", "dmarc-2.0.xsd")
-	if out, err := exec.Command(xmllint, "--noout", "--schema", schema, xmlFile).CombinedOutput(); err != nil {
-		b, _ := os.ReadFile(xmlFile)
-		t.Fatalf("xmllint: %v\n%s\n%s", err, out, b)
-	}
 	b, _ := os.ReadFile(xmlFile)
+	validateReport(t, b)
 	if !strings.Contains(string(b), "<count>2</count>") || !strings.Contains(string(b), "<source_ip>2001:db8::1</source_ip>") {
 		t.Errorf("report content:\n%s", b)
 	}
-
 }
 
 // TestDMARCReportFleet: two instances share Redis. What serve records

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -97,7 +98,33 @@ func TestServeRecordsReports(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "<count>3</count>") || !strings.Contains(out, "<source_ip>192.0.2.10</source_ip>") || !strings.Contains(out, "# to dmarc@rep.example") {
 		t.Errorf("preview after serve: exit %d\n%s\n%s", code, out, errs)
 	}
+	// What live traffic made is valid RFC 9990 XML.
+	if i, j := strings.Index(out, "<?xml"), strings.Index(out, "</feedback>"); i >= 0 && j > i {
+		validateReport(t, []byte(out[i:j+len("</feedback>")]))
+	} else {
+		t.Errorf("no XML in the preview:\n%s", out)
+	}
 	if j, err := os.ReadFile(filepath.Join(dir, "journal.jsonl")); err != nil || strings.Count(string(j), "\n") != 3 {
 		t.Errorf("journal: %v\n%s", err, j)
+	}
+}
+
+// validateReport checks doc against the RFC 9990 schema with xmllint.
+func validateReport(t *testing.T, doc []byte) {
+	t.Helper()
+	xmllint, err := exec.LookPath("xmllint")
+	if err != nil {
+		if testenv.E2E() {
+			t.Fatal("xmllint (libxml2-utils) is not installed")
+		}
+		t.Skip("xmllint (libxml2-utils) is not installed: the report was not validated")
+	}
+	file := filepath.Join(t.TempDir(), "report.xml")
+	if err := os.WriteFile(file, doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	schema := filepath.Join("..", "..", "reports", "testdata", "dmarc-2.0.xsd")
+	if out, err := exec.Command(xmllint, "--noout", "--schema", schema, file).CombinedOutput(); err != nil {
+		t.Fatalf("xmllint: %v\n%s\n%s", err, out, doc)
 	}
 }
