@@ -10,6 +10,7 @@ import (
 
 	gosasl "github.com/emersion/go-sasl"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/internal/testenv"
 )
 
@@ -169,4 +170,42 @@ func TestAuthOfferedOnImplicitTLS(t *testing.T) {
 	}
 	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
 	rc.expect(535)
+}
+
+// TestAuthFailLimitSharedThroughRedis: two proxies on one Redis, as a
+// fleet would run: failures on one spend the allowance on both. With
+// Redis gone, AUTH is decided as if there were no limit.
+func TestAuthFailLimitSharedThroughRedis(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	cfg := Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket(),
+		AuthFailLimit: 2, AuthFailWindow: time.Hour}
+	var addrs []string
+	for range 2 {
+		ccfg := cache.DefaultConfig()
+		ccfg.Type, ccfg.Redis.Addrs = cache.TypeRedis, []string{rd.Addr()}
+		rc, err := cache.NewRedis(ccfg, cache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		srv, addr := startProxy(t, cfg)
+		srv.SetCache(rc)
+		addrs = append(addrs, addr)
+	}
+	c, _ := rawTLS(t, "127.0.0.9", addrs[0])
+	for range 2 {
+		c.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
+		c.expect(535)
+	}
+	c2, _ := rawTLS(t, "127.0.0.9", addrs[1])
+	c2.send("AUTH PLAIN " + b64("\x00alice\x00"+alicePass) + "\r\n")
+	c2.expect(454)
+
+	rd.Stop()
+	c3, _ := rawTLS(t, "127.0.0.9", addrs[1])
+	c3.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
+	c3.expect(535)
 }
