@@ -244,12 +244,6 @@ func (r *Redis) Claim(ctx context.Context, k Key) (func(), bool, error) {
 		sent = n == 1
 		return err
 	})
-	if err != nil {
-		return nil, false, fmt.Errorf("locking the DMARC report of %s: %w", k.Domain, err)
-	}
-	if !ok {
-		return nil, false, nil
-	}
 	release := func() {
 		// Released even when the caller's context has ended.
 		ctx := context.WithoutCancel(ctx)
@@ -260,8 +254,17 @@ func (r *Redis) Claim(ctx context.Context, k Key) (func(), bool, error) {
 			r.log.Warn("DMARC report lock not released; it expires", "policy_domain", k.Domain, "err", err)
 		}
 	}
+	if err != nil {
+		if ok {
+			release()
+		}
+		return nil, false, fmt.Errorf("locking the DMARC report of %s: %w", k.Domain, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
 	if sent {
-		// A late message made the aggregate again; it is not reported.
+		// Done already (by another instance): what is left is cleaned up.
 		err := r.forget(ctx, k)
 		release()
 		return nil, false, err
