@@ -113,12 +113,12 @@ func TestMetrics(t *testing.T) {
 	m := NewMetrics()
 	m.GaugeFunc("mailward_test_open_connections", "Open connections.", map[string]string{"front": "milter"}, func() float64 { return 3 })
 	m.Stage("milter", policy.StageRcpt, policy.Verdict{Action: policy.Reject}, 2*time.Millisecond)
-	f := &policy.Facts{SPF: &spf.Result{Result: "fail"}}
+	f := &policy.Facts{Results: policy.Results{SPF: &spf.Result{Result: "fail"}}}
 	m.Transaction("milter", policy.Verdict{Action: policy.Reject}, f, []policy.Match{{Rule: "bad-sender"}, {Rule: "watch", Monitor: true}}, 5*time.Millisecond)
 	m.Reload(nil)
 	m.Reload(errors.New("broken"))
 	m.Greylist("milter", "greylisted", "new")
-	m.Transaction("milter", policy.Verdict{Action: policy.Accept}, &policy.Facts{DNSBL: []dnsbl.Result{{Zone: "zen.test", Codes: []string{"127.0.0.2"}}}}, nil, time.Millisecond)
+	m.Transaction("milter", policy.Verdict{Action: policy.Accept}, &policy.Facts{Results: policy.Results{DNSBL: []dnsbl.Result{{Zone: "zen.test", Codes: []string{"127.0.0.2"}}}}}, nil, time.Millisecond)
 	base := startAdmin(t, Config{}, m, Hooks{})
 	code, body := do(t, "GET", base+"/metrics")
 	if code != 200 {

@@ -25,11 +25,11 @@ type recorded struct {
 	used []bool
 }
 
-func newRecorded(c *checked) *recorded { return &recorded{c: c, used: make([]bool, len(c.dnsbl))} }
+func newRecorded(c *checked) *recorded { return &recorded{c: c, used: make([]bool, len(c.res.DNSBL))} }
 
 func (r *recorded) take(match func(q string) bool) []dnsbl.Result {
 	var out []dnsbl.Result
-	for i, d := range r.c.dnsbl {
+	for i, d := range r.c.res.DNSBL {
 		if !r.used[i] && match(d.Query) {
 			r.used[i] = true
 			out = append(out, d)
@@ -40,18 +40,18 @@ func (r *recorded) take(match func(q string) bool) []dnsbl.Result {
 
 func (r *recorded) Client(_ context.Context, ip netip.Addr) (*iprev.Result, []dnsbl.Result) {
 	s := ip.String()
-	return r.c.iprev, r.take(func(q string) bool { return q == "" || q == s })
+	return r.c.res.IPRev, r.take(func(q string) bool { return q == "" || q == s })
 }
 
 func (r *recorded) Domains(_ context.Context, names ...string) []dnsbl.Result {
 	return r.take(func(q string) bool { return slices.Contains(names, q) })
 }
 
-func (r *recorded) URLs(context.Context, []policy.URL) []uribl.Result { return r.c.uribl }
+func (r *recorded) URLs(context.Context, []policy.URL) []uribl.Result { return r.c.res.URIBL }
 
-func (r *recorded) SPFHelo(context.Context, netip.Addr, string) *spf.Result { return r.c.spfHelo }
+func (r *recorded) SPFHelo(context.Context, netip.Addr, string) *spf.Result { return r.c.res.SPFHelo }
 
-func (r *recorded) SPF(context.Context, netip.Addr, string, string) *spf.Result { return r.c.spf }
+func (r *recorded) SPF(context.Context, netip.Addr, string, string) *spf.Result { return r.c.res.SPF }
 
 func (r *recorded) Message() policy.MessageVerifier { return recordedMessage{r.c} }
 
@@ -60,7 +60,7 @@ type recordedMessage struct{ c *checked }
 func (recordedMessage) Write(p []byte) (int, error) { return len(p), nil }
 
 func (m recordedMessage) Finish(context.Context, *spf.Result) ([]dkim.Result, *dmarc.Result) {
-	return m.c.dkim, m.c.dmarc
+	return m.c.res.DKIM, m.c.res.DMARC
 }
 
 func (recordedMessage) Close() {}

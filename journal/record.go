@@ -11,10 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailward/mailward/checks/dkim"
-	"github.com/mailward/mailward/checks/dmarc"
-	"github.com/mailward/mailward/checks/dnsbl"
-	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
 	"github.com/mailward/mailward/policy"
 )
@@ -51,7 +47,9 @@ type Record struct {
 	// text is not kept (a replay's rules read body_text as "").
 	URLs    []URL    `json:"urls,omitempty"`
 	Content *Content `json:"content,omitempty"`
-	Checks  Checks   `json:"checks"`
+	// Checks are the check results as the engine had them, each in its
+	// check's own type and JSON (policy.Results).
+	Checks policy.Results `json:"checks"`
 	// Lookups are what rule functions learned from the network, e.g.
 	// "org_domain:example.com": "example.com".
 	Lookups map[string]string `json:"lookups,omitempty"`
@@ -100,66 +98,6 @@ type Attachment struct {
 	Name        string `json:"name,omitempty"`
 	ContentType string `json:"content_type,omitempty"`
 	Size        int64  `json:"size"`
-}
-
-// Checks are the check results as the engine had them.
-type Checks struct {
-	IPRev   *IPRev    `json:"iprev,omitempty"`
-	DNSBL   []DNSList `json:"dnsbl,omitempty"`
-	SPFHelo *SPF      `json:"spf_helo,omitempty"`
-	SPF     *SPF      `json:"spf,omitempty"`
-	DKIM    []DKIM    `json:"dkim,omitempty"`
-	DMARC   *DMARC    `json:"dmarc,omitempty"`
-	// URIBL are the URI lists' listings of the message's links, and
-	// their failures, in the shape of a DNS list's.
-	URIBL []DNSList `json:"uribl,omitempty"`
-}
-
-// IPRev is the reverse DNS result.
-type IPRev struct {
-	Result string   `json:"result"`
-	PTR    string   `json:"ptr,omitempty"`
-	Names  []string `json:"names,omitempty"`
-	FCrDNS bool     `json:"fcrdns,omitempty"`
-}
-
-// DNSList is one DNS list's answer for one name or address.
-type DNSList struct {
-	Zone  string   `json:"zone"`
-	Query string   `json:"query,omitempty"`
-	Codes []string `json:"codes,omitempty"`
-	Names []string `json:"names,omitempty"`
-	Allow bool     `json:"allow,omitempty"`
-	Error string   `json:"error,omitempty"`
-}
-
-// SPF is one SPF evaluation.
-type SPF struct {
-	Result      string `json:"result"`
-	Domain      string `json:"domain,omitempty"`
-	Explanation string `json:"explanation,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-}
-
-// DKIM is one signature's result.
-type DKIM struct {
-	Domain     string `json:"domain"`
-	Selector   string `json:"selector,omitempty"`
-	Algorithm  string `json:"algorithm,omitempty"`
-	Result     string `json:"result"`
-	Reason     string `json:"reason,omitempty"`
-	Identifier string `json:"identifier,omitempty"`
-}
-
-// DMARC is the message's DMARC result.
-type DMARC struct {
-	Result       string `json:"result"`
-	Policy       string `json:"policy,omitempty"`
-	Domain       string `json:"domain,omitempty"`
-	PolicyDomain string `json:"policy_domain,omitempty"`
-	OrgDomain    string `json:"org_domain,omitempty"`
-	Testing      bool   `json:"testing,omitempty"`
-	Reason       string `json:"reason,omitempty"`
 }
 
 // Verdict is what the transaction came to.
@@ -226,45 +164,11 @@ func newRecord(f *policy.Finished, omit map[string]bool) *Record {
 		c := Content(*x)
 		r.Content = &c
 	}
-	c := &r.Checks
-	if x := fa.IPRev; x != nil {
-		c.IPRev = &IPRev{Result: x.Result, PTR: x.PTR, Names: x.Names, FCrDNS: x.FCrDNS}
-	}
-	c.DNSBL, c.URIBL = listsOf(fa.DNSBL), listsOf(fa.URIBL)
-	c.SPFHelo, c.SPF = spfOf(fa.SPFHelo), spfOf(fa.SPF)
-	for _, x := range fa.DKIM {
-		c.DKIM = append(c.DKIM, DKIM{Domain: x.Domain, Selector: x.Selector, Algorithm: x.Algorithm, Result: x.Result, Reason: x.Reason, Identifier: x.Identifier})
-	}
-	if x := fa.DMARC; x != nil {
-		c.DMARC = &DMARC{Result: x.Result, Policy: x.Policy, Domain: x.Domain, PolicyDomain: x.PolicyDomain, OrgDomain: x.OrgDomain, Testing: x.Testing, Reason: x.Reason}
-	}
+	r.Checks = fa.Results
 	for _, m := range f.Matches {
 		r.Matches = append(r.Matches, Match{Rule: m.Rule, Action: m.Action, Stage: m.Stage.String(), Monitor: m.Monitor, Score: m.Score, Unknown: m.Unknown})
 	}
 	return r
-}
-
-func listsOf(rs []dnsbl.Result) []DNSList {
-	var out []DNSList
-	for _, x := range rs {
-		out = append(out, DNSList{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
-	}
-	return out
-}
-
-func listsBack(ls []DNSList) []dnsbl.Result {
-	var out []dnsbl.Result
-	for _, x := range ls {
-		out = append(out, dnsbl.Result{Zone: x.Zone, Query: x.Query, Codes: x.Codes, Names: x.Names, Allow: x.Allow, Error: x.Error})
-	}
-	return out
-}
-
-func spfOf(x *spf.Result) *SPF {
-	if x == nil {
-		return nil
-	}
-	return &SPF{Result: x.Result, Domain: x.Domain, Explanation: x.Explanation, Reason: x.Reason}
 }
 
 func verdictOf(v policy.Verdict) Verdict {
@@ -285,13 +189,7 @@ type checked struct {
 	attach  []policy.Attachment
 	urls    []policy.URL
 	content *policy.Content
-	iprev   *iprev.Result
-	dnsbl   []dnsbl.Result
-	uribl   []dnsbl.Result
-	spfHelo *spf.Result
-	spf     *spf.Result
-	dkim    []dkim.Result
-	dmarc   *dmarc.Result
+	res     policy.Results
 }
 
 // decode checks a line's version and fields and converts them.
@@ -331,23 +229,16 @@ func (r *Record) decode() (*checked, error) {
 		c := policy.Content(*x)
 		out.content = &c
 	}
-	c := &r.Checks
-	if x := c.IPRev; x != nil {
-		out.iprev = &iprev.Result{Result: x.Result, PTR: x.PTR, Names: x.Names, FCrDNS: x.FCrDNS}
-	}
-	out.dnsbl, out.uribl = listsBack(c.DNSBL), listsBack(c.URIBL)
-	spfBack := func(x *SPF, identity string) *spf.Result {
-		if x == nil {
-			return nil
+	out.res = r.Checks
+	// Lines before the identity was kept have it by position.
+	identity := func(x *spf.Result, id string) *spf.Result {
+		if x == nil || x.Identity != "" {
+			return x
 		}
-		return &spf.Result{Result: x.Result, Domain: x.Domain, Identity: identity, Explanation: x.Explanation, Reason: x.Reason}
+		y := *x
+		y.Identity = id
+		return &y
 	}
-	out.spfHelo, out.spf = spfBack(c.SPFHelo, "helo"), spfBack(c.SPF, "mailfrom")
-	for _, x := range c.DKIM {
-		out.dkim = append(out.dkim, dkim.Result{Domain: x.Domain, Selector: x.Selector, Algorithm: x.Algorithm, Result: x.Result, Reason: x.Reason, Identifier: x.Identifier})
-	}
-	if x := c.DMARC; x != nil {
-		out.dmarc = &dmarc.Result{Result: x.Result, Policy: x.Policy, Domain: x.Domain, PolicyDomain: x.PolicyDomain, OrgDomain: x.OrgDomain, Testing: x.Testing, Reason: x.Reason}
-	}
+	out.res.SPFHelo, out.res.SPF = identity(out.res.SPFHelo, "helo"), identity(out.res.SPF, "mailfrom")
 	return out, nil
 }

@@ -87,7 +87,7 @@ func TestReplayMatchesLive(t *testing.T) {
 			}
 			ctx := context.Background()
 			res := results()
-			res.spf.Result, res.dmarc.Result = "softfail", "fail"
+			res.res.SPF.Result, res.res.DMARC.Result = "softfail", "fail"
 			e := policy.NewEngine(policy.Settings{Hostname: "mx.test"}, newRecorded(res), set, quiet())
 			e.SetRecorder(w)
 			c, _ := e.Connect(ctx, policy.ConnInfo{IP: netip.MustParseAddr("192.0.2.7"), Front: "smtp"})

@@ -48,7 +48,7 @@ func TestReplayKeepsURILists(t *testing.T) {
 			}
 			ctx := context.Background()
 			res := results()
-			res.uribl = tc.uribl
+			res.res.URIBL = tc.uribl
 			e := policy.NewEngine(settings, newRecorded(res), set, quiet())
 			e.SetRecorder(w)
 			c, _ := e.Connect(ctx, policy.ConnInfo{IP: netip.MustParseAddr("192.0.2.7"), Front: "milter"})

@@ -33,14 +33,14 @@ func testConfig(t *testing.T) Config {
 
 // results are what the checks of the engine tests say.
 func results() *checked {
-	return &checked{
-		iprev:   &iprev.Result{Result: "pass", PTR: "mx.example.org", FCrDNS: true},
-		dnsbl:   []dnsbl.Result{{Zone: "zen.test", Query: "192.0.2.7", Codes: []string{"127.0.0.2"}, Names: []string{"sbl"}}},
-		spfHelo: &spf.Result{Result: "none", Identity: "helo"},
-		spf:     &spf.Result{Result: "pass", Domain: "example.org", Identity: "mailfrom"},
-		dkim:    []dkim.Result{{Domain: "example.org", Selector: "s1", Algorithm: "rsa-sha256", Result: "pass"}},
-		dmarc:   &dmarc.Result{Result: "pass", Policy: "reject", Domain: "example.org"},
-	}
+	return &checked{res: policy.Results{
+		IPRev:   &iprev.Result{Result: "pass", PTR: "mx.example.org", FCrDNS: true},
+		DNSBL:   []dnsbl.Result{{Zone: "zen.test", Query: "192.0.2.7", Codes: []string{"127.0.0.2"}, Names: []string{"sbl"}}},
+		SPFHelo: &spf.Result{Result: "none", Identity: "helo"},
+		SPF:     &spf.Result{Result: "pass", Domain: "example.org", Identity: "mailfrom"},
+		DKIM:    []dkim.Result{{Domain: "example.org", Selector: "s1", Algorithm: "rsa-sha256", Result: "pass"}},
+		DMARC:   &dmarc.Result{Result: "pass", Policy: "reject", Domain: "example.org"},
+	}}
 }
 
 // send plays one message through a real engine whose recorder is r.

@@ -454,8 +454,9 @@ func (c *Conn) resetMessage() {
 	c.scan.close()
 	keep := c.facts
 	c.facts = Facts{
-		IP: keep.IP, ClientName: keep.ClientName, IPRev: keep.IPRev, Time: keep.Time,
-		Helo: keep.Helo, SPFHelo: keep.SPFHelo, Macros: keep.Macros,
+		IP: keep.IP, ClientName: keep.ClientName, Time: keep.Time, Helo: keep.Helo, Macros: keep.Macros,
+		// The connection's results stay; the message's go.
+		Results: Results{IPRev: keep.IPRev, SPFHelo: keep.SPFHelo},
 	}
 	// Domain-list hits on the previous sender do not belong to the next message.
 	for _, r := range keep.DNSBL {

@@ -6,12 +6,6 @@ import (
 	"time"
 
 	"github.com/mailward/mailward/checks/content"
-	"github.com/mailward/mailward/checks/dkim"
-	"github.com/mailward/mailward/checks/dmarc"
-	"github.com/mailward/mailward/checks/dnsbl"
-	"github.com/mailward/mailward/checks/iprev"
-	"github.com/mailward/mailward/checks/spf"
-	"github.com/mailward/mailward/checks/uribl"
 )
 
 // Header is one message header as received, in order.
@@ -39,24 +33,23 @@ type Content = content.Summary
 // Facts is everything known about a transaction so far. Each field says the
 // stage at which it becomes known; before that it holds its zero value.
 type Facts struct {
+	// Results are the checks' results, each known at its check's stage
+	// (see Results).
+	Results
 	// Connect.
-	IP          netip.Addr     `json:"ip"`
-	ClientName  string         `json:"client_name,omitempty"` // the MTA's view of the client's name
-	IPRev       *iprev.Result  `json:"iprev,omitempty"`
-	DNSBL       []dnsbl.Result `json:"dnsbl,omitempty"`
-	Time        time.Time      `json:"time"`
-	Helo        string         `json:"helo,omitempty"` // helo
-	SPFHelo     *spf.Result    `json:"spf_helo,omitempty"`
-	MailFrom    string         `json:"mail_from"` // mail; "" is the null sender
-	AuthUser    string         `json:"auth_user,omitempty"`
-	TLS         bool           `json:"tls"`
-	TLSVersion  string         `json:"tls_version,omitempty"`
-	SPF         *spf.Result    `json:"spf,omitempty"`
-	Rcpt        string         `json:"rcpt,omitempty"`  // rcpt: the recipient being decided
-	Rcpts       []string       `json:"rcpts,omitempty"` // accepted recipients so far
-	Headers     []Header       `json:"-"`               // data (end of headers)
-	Size        int64          `json:"size"`            // eom: header and body bytes
-	Attachments []Attachment   `json:"attachments,omitempty"`
+	IP          netip.Addr   `json:"ip"`
+	ClientName  string       `json:"client_name,omitempty"` // the MTA's view of the client's name
+	Time        time.Time    `json:"time"`
+	Helo        string       `json:"helo,omitempty"` // helo
+	MailFrom    string       `json:"mail_from"`      // mail; "" is the null sender
+	AuthUser    string       `json:"auth_user,omitempty"`
+	TLS         bool         `json:"tls"`
+	TLSVersion  string       `json:"tls_version,omitempty"`
+	Rcpt        string       `json:"rcpt,omitempty"`  // rcpt: the recipient being decided
+	Rcpts       []string     `json:"rcpts,omitempty"` // accepted recipients so far
+	Headers     []Header     `json:"-"`               // data (end of headers)
+	Size        int64        `json:"size"`            // eom: header and body bytes
+	Attachments []Attachment `json:"attachments,omitempty"`
 	// URLs are the links found in the message's text parts (eom), each
 	// once, in order of first appearance, at most content.max_urls.
 	URLs []URL `json:"urls,omitempty"`
@@ -66,13 +59,8 @@ type Facts struct {
 	// Content is the rest of what the content scan found (eom); nil
 	// when it did not run (content.enabled false, no content seen).
 	Content *Content `json:"content,omitempty"`
-	// URIBL are the URI lists' listings of the URLs' domains and the
-	// lists that failed (eom).
-	URIBL   []uribl.Result `json:"uribl,omitempty"`
-	DKIM    []dkim.Result  `json:"dkim,omitempty"`
-	DMARC   *dmarc.Result  `json:"dmarc,omitempty"`
-	QueueID string         `json:"queue_id,omitempty"` // whenever the MTA tells it
-	Score   float64        `json:"score"`
+	QueueID string   `json:"queue_id,omitempty"` // whenever the MTA tells it
+	Score   float64  `json:"score"`
 	// Signing is how DKIM signing ended (eom): signed, missing_key,
 	// not_in_table, no_from or error; empty when the message was not
 	// one to sign.

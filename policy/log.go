@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
-
-	"github.com/mailward/mailward/checks/spf"
 )
 
 // logTransaction writes the one line a transaction leaves in the log, and
@@ -35,7 +32,7 @@ func (c *Conn) logTransaction(v Verdict) {
 		attrs = append(attrs, slog.String("reason", why(v)))
 	}
 	attrs = append(attrs, slog.Any("rules", matchList(c.matches)))
-	attrs = append(attrs, slog.Float64("score", f.Score), slog.Any("checks", checkList(f)))
+	attrs = append(attrs, slog.Float64("score", f.Score), slog.Any("checks", f.logParts()))
 	if f.Signing != "" {
 		attrs = append(attrs, slog.String("dkim_sign", f.Signing))
 	}
@@ -64,38 +61,6 @@ func ipString(f *Facts) string {
 		return ""
 	}
 	return f.IP.String()
-}
-
-// checkList is the compact form of the check results for the log line.
-func checkList(f *Facts) []string {
-	parts := []string{}
-	if f.IPRev != nil {
-		parts = append(parts, "iprev="+f.IPRev.Result)
-	}
-	for _, r := range f.DNSBL {
-		if len(r.Codes) > 0 {
-			parts = append(parts, "dnsbl="+r.Zone)
-		}
-	}
-	for _, r := range f.URIBL {
-		if len(r.Codes) > 0 && !slices.Contains(parts, "uribl="+r.Zone) {
-			parts = append(parts, "uribl="+r.Zone)
-		}
-	}
-	addSPF := func(name string, r *spf.Result) {
-		if r != nil {
-			parts = append(parts, name+"="+r.Result)
-		}
-	}
-	addSPF("spf_helo", f.SPFHelo)
-	addSPF("spf", f.SPF)
-	for _, d := range f.DKIM {
-		parts = append(parts, "dkim="+d.Result+"("+d.Domain+")")
-	}
-	if f.DMARC != nil {
-		parts = append(parts, "dmarc="+f.DMARC.Result)
-	}
-	return parts
 }
 
 // outcomeList renders recipients as ["a@x=ok", "b@y=550"].

@@ -54,11 +54,9 @@ func (c *Conn) record(v Verdict) {
 	}
 	f.Facts.Macros = nil
 	f.Facts.Lookups = maps.Clone(f.Facts.Lookups)
-	f.Facts.DNSBL = slices.Clone(f.Facts.DNSBL)
-	f.Facts.URIBL = slices.Clone(f.Facts.URIBL)
 	f.Facts.Rcpts = slices.Clone(f.Facts.Rcpts)
 	f.Facts.Headers = slices.Clone(f.Facts.Headers)
-	f.Facts.DKIM = slices.Clone(f.Facts.DKIM)
+	f.Facts.Results = f.Facts.clone()
 	f.Facts.Attachments = slices.Clone(f.Facts.Attachments)
 	f.Facts.URLs = slices.Clone(f.Facts.URLs)
 	f.Facts.BodyText = "" // not recorded; no need to keep it alive

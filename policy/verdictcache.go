@@ -118,7 +118,7 @@ func (c *Conn) cachedVerdict(ctx context.Context, key string) (Verdict, bool) {
 // storeVerdict keeps v for a retry of the same message when it was
 // reached on complete information.
 func (c *Conn) storeVerdict(ctx context.Context, key string, v Verdict) {
-	if !cacheableAction(v.Action) || c.degraded || hasTemperror(&c.facts) {
+	if !cacheableAction(v.Action) || c.degraded || c.facts.temperror() {
 		return
 	}
 	s := storedVerdict{Action: v.Action.String(), Code: v.Code, Enhanced: v.Enhanced, Text: v.Text, Reason: v.Reason,
@@ -143,30 +143,4 @@ func cacheableAction(a Action) bool {
 		return true
 	}
 	return false
-}
-
-// hasTemperror reports whether any check of the message failed on DNS.
-func hasTemperror(f *Facts) bool {
-	if f.IPRev != nil && f.IPRev.Result == "temperror" {
-		return true
-	}
-	for _, r := range f.DNSBL {
-		if r.Error != "" {
-			return true
-		}
-	}
-	for _, r := range f.URIBL {
-		if r.Error != "" {
-			return true
-		}
-	}
-	if (f.SPF != nil && f.SPF.Result == "temperror") || (f.SPFHelo != nil && f.SPFHelo.Result == "temperror") {
-		return true
-	}
-	for _, d := range f.DKIM {
-		if d.Result == "temperror" {
-			return true
-		}
-	}
-	return f.DMARC != nil && f.DMARC.Result == "temperror"
 }

@@ -66,15 +66,19 @@ func wantProblem(t testing.TB, ps Problems, line, col int, msg string) {
 // fullFacts is a message with every fact known.
 func fullFacts() *policy.Facts {
 	return &policy.Facts{
+		Results: policy.Results{
+			IPRev:   &iprev.Result{Result: "pass", PTR: "mail.example.org", FCrDNS: true},
+			DNSBL:   []dnsbl.Result{{Zone: "zen.example", Codes: []string{"127.0.0.2"}, Query: "192.0.2.7"}},
+			SPFHelo: &spf.Result{Result: "pass"},
+			SPF:     &spf.Result{Result: "pass"},
+			DKIM:    []dkim.Result{{Domain: "example.org", Selector: "s1", Algorithm: "rsa-sha256", Result: "pass"}},
+			DMARC:   &dmarc.Result{Result: "pass", Policy: "reject", Domain: "example.org"},
+		},
 		IP:       netip.MustParseAddr("192.0.2.7"),
-		IPRev:    &iprev.Result{Result: "pass", PTR: "mail.example.org", FCrDNS: true},
-		DNSBL:    []dnsbl.Result{{Zone: "zen.example", Codes: []string{"127.0.0.2"}, Query: "192.0.2.7"}},
 		Time:     time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC),
 		Helo:     "mail.example.org",
-		SPFHelo:  &spf.Result{Result: "pass"},
 		MailFrom: "alice@example.org",
 		TLS:      true,
-		SPF:      &spf.Result{Result: "pass"},
 		Rcpts:    []string{"bob@example.net"},
 		Headers: []policy.Header{
 			{Name: "From", Value: `"Alice" <alice@Example.org>`},
@@ -86,8 +90,6 @@ func fullFacts() *policy.Facts {
 		},
 		Size:        2048,
 		Attachments: []policy.Attachment{{Name: "report.PDF", ContentType: "application/PDF", Size: 1000}},
-		DKIM:        []dkim.Result{{Domain: "example.org", Selector: "s1", Algorithm: "rsa-sha256", Result: "pass"}},
-		DMARC:       &dmarc.Result{Result: "pass", Policy: "reject", Domain: "example.org"},
 		QueueID:     "ABC123",
 	}
 }

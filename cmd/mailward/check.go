@@ -230,27 +230,27 @@ func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintln(w)
-	if r.IPRev != nil {
-		fmt.Fprintf(w, "iprev     %s %s\n", r.IPRev.Result, r.IPRev.PTR)
+	if r.Checks.IPRev != nil {
+		fmt.Fprintf(w, "iprev     %s %s\n", r.Checks.IPRev.Result, r.Checks.IPRev.PTR)
 	}
-	for _, d := range r.DNSBL {
+	for _, d := range r.Checks.DNSBL {
 		fmt.Fprintf(w, "dnsbl     %s %s %s\n", d.Zone, strings.Join(d.Codes, ","), d.Error)
 	}
-	for _, d := range r.URIBL {
+	for _, d := range r.Checks.URIBL {
 		fmt.Fprintf(w, "uribl     %s %s %s %s\n", d.Zone, d.Query, strings.Join(d.Names, ","), d.Error)
 	}
-	if r.SPFHelo != nil {
-		fmt.Fprintf(w, "spf helo  %s %s\n", r.SPFHelo.Result, r.SPFHelo.Domain)
+	if r.Checks.SPFHelo != nil {
+		fmt.Fprintf(w, "spf helo  %s %s\n", r.Checks.SPFHelo.Result, r.Checks.SPFHelo.Domain)
 	}
-	if r.SPF != nil {
-		fmt.Fprintf(w, "spf       %s %s %s\n", r.SPF.Result, r.SPF.Domain, r.SPF.Explanation)
+	if r.Checks.SPF != nil {
+		fmt.Fprintf(w, "spf       %s %s %s\n", r.Checks.SPF.Result, r.Checks.SPF.Domain, r.Checks.SPF.Explanation)
 	}
-	for _, d := range r.DKIM {
+	for _, d := range r.Checks.DKIM {
 		fmt.Fprintf(w, "dkim      %s d=%s s=%s a=%s %s\n", d.Result, d.Domain, d.Selector, d.Algorithm, d.Reason)
 	}
-	if r.DMARC != nil {
+	if r.Checks.DMARC != nil {
 		fmt.Fprintf(w, "dmarc     %s policy=%s domain=%s policy_domain=%s org_domain=%s testing=%v %s\n",
-			r.DMARC.Result, r.DMARC.Policy, r.DMARC.Domain, r.DMARC.PolicyDomain, r.DMARC.OrgDomain, r.DMARC.Testing, r.DMARC.Reason)
+			r.Checks.DMARC.Result, r.Checks.DMARC.Policy, r.Checks.DMARC.Domain, r.Checks.DMARC.PolicyDomain, r.Checks.DMARC.OrgDomain, r.Checks.DMARC.Testing, r.Checks.DMARC.Reason)
 	}
 	if len(r.Matches) > 0 {
 		fmt.Fprintln(w)

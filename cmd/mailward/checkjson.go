@@ -1,11 +1,12 @@
 package main
 
 import (
-	"github.com/mailward/mailward/checks/dkim"
-	"github.com/mailward/mailward/checks/dmarc"
-	"github.com/mailward/mailward/checks/dnsbl"
-	"github.com/mailward/mailward/checks/iprev"
-	"github.com/mailward/mailward/checks/spf"
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"reflect"
+	"strings"
+
 	"github.com/mailward/mailward/policy"
 	"github.com/mailward/mailward/rules"
 )
@@ -14,7 +15,9 @@ import (
 // contract with scripts: add, never rename. Every field is always
 // present: empty strings, zero, false and [] stand for nothing; a check
 // that did not run is null (spf, spf_helo, dmarc, iprev). Only explain
-// depends on a flag (--explain). README.md lists the fields.
+// depends on a flag (--explain). README.md lists the fields. The checks'
+// results are not declared here: they are policy.Results, printed with
+// every field of the checks' own types (see MarshalJSON).
 type checkReport struct {
 	File           string              `json:"file"` // the message checked; - for standard input
 	Action         string              `json:"action"`
@@ -24,13 +27,6 @@ type checkReport struct {
 	Reason         string              `json:"reason"`
 	Stage          string              `json:"stage"`
 	Rcpts          []rcptReport        `json:"rcpts"`
-	SPF            *spfReport          `json:"spf"`
-	SPFHelo        *spfReport          `json:"spf_helo"`
-	DKIM           []dkimReport        `json:"dkim"`
-	DMARC          *dmarcReport        `json:"dmarc"`
-	IPRev          *iprevReport        `json:"iprev"`
-	DNSBL          []dnsblReport       `json:"dnsbl"`
-	URIBL          []dnsblReport       `json:"uribl"` // the URI lists, in the shape of dnsbl
 	URLs           []urlReport         `json:"urls"`
 	Content        *contentReport      `json:"content"`
 	Rules          []string            `json:"rules"`
@@ -40,6 +36,90 @@ type checkReport struct {
 	HeadersRemoved []policy.HeaderRef  `json:"headers_removed"`
 	Stages         []stageReport       `json:"stages"`
 	Explain        []rules.Explanation `json:"explain,omitempty"`
+	// Checks are spf, spf_helo, dkim, dmarc, iprev, dnsbl, uribl, ...
+	Checks policy.Results `json:"-"`
+}
+
+// MarshalJSON prints the report's own fields, then every field of the
+// checks' results.
+func (r *checkReport) MarshalJSON() ([]byte, error) {
+	type plain checkReport // without this method
+	head, err := json.Marshal((*plain)(r))
+	if err != nil {
+		return nil, err
+	}
+	var checks bytes.Buffer
+	if err := writeEveryField(&checks, reflect.ValueOf(r.Checks)); err != nil {
+		return nil, err
+	}
+	if checks.Len() <= 2 {
+		return head, nil
+	}
+	out := append(head[:len(head)-1], ',')
+	return append(out, checks.Bytes()[1:]...), nil
+}
+
+var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+
+// writeEveryField writes v as JSON with every field present, whatever
+// its omitempty says: strings, numbers and bools as they are, a nil
+// slice as [], a nil pointer as null; json:"-" fields stay out. So one
+// declaration of a result type serves the journal, which leaves empty
+// fields out, and `check --json`, which shows them all.
+func writeEveryField(b *bytes.Buffer, v reflect.Value) error {
+	if v.Type().Implements(jsonMarshaler) {
+		data, err := json.Marshal(v.Interface())
+		b.Write(data)
+		return err
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			b.WriteString("null")
+			return nil
+		}
+		return writeEveryField(b, v.Elem())
+	case reflect.Struct:
+		b.WriteByte('{')
+		first := true
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if !first {
+				b.WriteByte(',')
+			}
+			first = false
+			key, _ := json.Marshal(cmp.Or(name, f.Name))
+			b.Write(key)
+			b.WriteByte(':')
+			if err := writeEveryField(b, v.Field(i)); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+		return nil
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			break
+		}
+		b.WriteByte('[')
+		for i := range v.Len() {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeEveryField(b, v.Index(i)); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+		return nil
+	}
+	data, err := json.Marshal(v.Interface())
+	b.Write(data)
+	return err
 }
 
 type stageReport struct {
@@ -53,49 +133,6 @@ type rcptReport struct {
 	Rcpt   string `json:"rcpt"`
 	Action string `json:"action"`
 	Code   int    `json:"code"`
-}
-
-type spfReport struct {
-	Result      string `json:"result"`
-	Domain      string `json:"domain"`
-	Identity    string `json:"identity"`
-	Explanation string `json:"explanation"`
-	Reason      string `json:"reason"`
-}
-
-type dkimReport struct {
-	Result     string `json:"result"`
-	Domain     string `json:"domain"`
-	Selector   string `json:"selector"`
-	Algorithm  string `json:"algorithm"`
-	Identifier string `json:"identifier"`
-	Reason     string `json:"reason"`
-}
-
-type dmarcReport struct {
-	Result       string `json:"result"`
-	Policy       string `json:"policy"`
-	Domain       string `json:"domain"`
-	PolicyDomain string `json:"policy_domain"`
-	OrgDomain    string `json:"org_domain"`
-	Testing      bool   `json:"testing"`
-	Reason       string `json:"reason"`
-}
-
-type iprevReport struct {
-	Result string   `json:"result"`
-	PTR    string   `json:"ptr"`
-	Names  []string `json:"names"`
-	FCrDNS bool     `json:"fcrdns"`
-}
-
-type dnsblReport struct {
-	Zone  string   `json:"zone"`
-	Query string   `json:"query"`
-	Codes []string `json:"codes"`
-	Names []string `json:"names"`
-	Allow bool     `json:"allow"`
-	Error string   `json:"error"`
 }
 
 // urlReport is one link of the message (checks/content).
@@ -138,9 +175,9 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	v, f := out.Verdict, &out.Facts
 	rep := &checkReport{
 		Action: v.Action.String(), Stage: v.Stage.String(), Reason: v.Reason, Score: f.Score,
-		Rcpts: []rcptReport{}, DKIM: []dkimReport{}, DNSBL: []dnsblReport{}, URIBL: []dnsblReport{}, URLs: []urlReport{}, Rules: []string{},
+		Rcpts: []rcptReport{}, URLs: []urlReport{}, Rules: []string{},
 		Matches: []matchReport{}, HeadersAdded: []headerReport{}, HeadersRemoved: []policy.HeaderRef{}, Stages: []stageReport{},
-		SPF: spfOf(f.SPF), SPFHelo: spfOf(f.SPFHelo), DMARC: dmarcOf(f.DMARC), IPRev: iprevOf(f.IPRev),
+		Checks: f.Results,
 	}
 	if v.Action == policy.Reject || v.Action == policy.Tempfail {
 		rep.SMTPCode, rep.EnhancedCode, rep.Message = v.Code, v.Enhanced, v.Text
@@ -154,15 +191,6 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	}
 	for _, r := range out.Rcpts {
 		rep.Rcpts = append(rep.Rcpts, rcptReport{Rcpt: r.Rcpt, Action: r.Action.String(), Code: r.Code})
-	}
-	for _, d := range f.DKIM {
-		rep.DKIM = append(rep.DKIM, dkimOf(d))
-	}
-	for _, d := range f.DNSBL {
-		rep.DNSBL = append(rep.DNSBL, dnsblOf(d))
-	}
-	for _, d := range f.URIBL {
-		rep.URIBL = append(rep.URIBL, dnsblOf(d))
 	}
 	for _, u := range f.URLs {
 		rep.URLs = append(rep.URLs, urlReport(u))
@@ -181,36 +209,6 @@ func newCheckReport(out *policy.Outcome) *checkReport {
 	}
 	rep.HeadersRemoved = append(rep.HeadersRemoved, v.Remove...)
 	return rep
-}
-
-func spfOf(r *spf.Result) *spfReport {
-	if r == nil {
-		return nil
-	}
-	return &spfReport{Result: r.Result, Domain: r.Domain, Identity: r.Identity, Explanation: r.Explanation, Reason: r.Reason}
-}
-
-func dkimOf(r dkim.Result) dkimReport {
-	return dkimReport{Result: r.Result, Domain: r.Domain, Selector: r.Selector, Algorithm: r.Algorithm, Identifier: r.Identifier, Reason: r.Reason}
-}
-
-func dmarcOf(r *dmarc.Result) *dmarcReport {
-	if r == nil {
-		return nil
-	}
-	return &dmarcReport{Result: r.Result, Policy: r.Policy, Domain: r.Domain, PolicyDomain: r.PolicyDomain,
-		OrgDomain: r.OrgDomain, Testing: r.Testing, Reason: r.Reason}
-}
-
-func iprevOf(r *iprev.Result) *iprevReport {
-	if r == nil {
-		return nil
-	}
-	return &iprevReport{Result: r.Result, PTR: r.PTR, Names: orEmpty(r.Names), FCrDNS: r.FCrDNS}
-}
-
-func dnsblOf(r dnsbl.Result) dnsblReport {
-	return dnsblReport{Zone: r.Zone, Query: r.Query, Codes: orEmpty(r.Codes), Names: orEmpty(r.Names), Allow: r.Allow, Error: r.Error}
 }
 
 func orEmpty(s []string) []string {

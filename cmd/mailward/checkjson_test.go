@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +15,9 @@ import (
 	"github.com/mailward/mailward/checks/dnsbl"
 	"github.com/mailward/mailward/checks/iprev"
 	"github.com/mailward/mailward/checks/spf"
+	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/internal/testenv"
+	"github.com/mailward/mailward/policy"
 )
 
 // The fields of `check --json`, as README.md documents them.
@@ -22,7 +25,7 @@ var checkJSONFields = map[string][]string{
 	"":                {"file", "action", "smtp_code", "enhanced_code", "message", "reason", "stage", "rcpts", "spf", "spf_helo", "dkim", "dmarc", "iprev", "dnsbl", "uribl", "urls", "content", "rules", "matches", "score", "headers_added", "headers_removed", "stages"},
 	"spf":             {"result", "domain", "identity", "explanation", "reason"},
 	"dkim":            {"result", "domain", "selector", "algorithm", "identifier", "reason"},
-	"dmarc":           {"result", "policy", "domain", "policy_domain", "org_domain", "testing", "reason"},
+	"dmarc":           {"result", "policy", "domain", "policy_domain", "org_domain", "testing", "reason", "spf_aligned", "dkim_aligned"},
 	"iprev":           {"result", "ptr", "names", "fcrdns"},
 	"dnsbl":           {"zone", "query", "codes", "names", "allow", "error"},
 	"uribl":           {"zone", "query", "codes", "names", "allow", "error"},
@@ -65,19 +68,33 @@ func wantKeys(t *testing.T, what string, v any) {
 // Every result of every check has every documented field, empty ones too.
 func TestCheckJSONSchemaPerResult(t *testing.T) {
 	for _, r := range []string{"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"} {
-		wantKeys(t, "spf", spfOf(&spf.Result{Result: r}))
+		wantKeys(t, "spf", everyField(t, &spf.Result{Result: r}))
 	}
 	for _, r := range []string{"pass", "fail", "neutral", "policy", "temperror", "permerror", "none"} {
-		wantKeys(t, "dkim", dkimOf(dkim.Result{Result: r}))
+		wantKeys(t, "dkim", everyField(t, dkim.Result{Result: r}))
 	}
 	for _, r := range []string{"pass", "fail", "none", "temperror", "permerror"} {
-		wantKeys(t, "dmarc", dmarcOf(&dmarc.Result{Result: r}))
+		wantKeys(t, "dmarc", everyField(t, &dmarc.Result{Result: r}))
 	}
 	for _, r := range []string{"pass", "fail", "temperror", "permerror"} {
-		wantKeys(t, "iprev", iprevOf(&iprev.Result{Result: r}))
+		wantKeys(t, "iprev", everyField(t, &iprev.Result{Result: r}))
 	}
-	wantKeys(t, "dnsbl", dnsblOf(dnsbl.Result{Zone: "zen.test", Error: "timed out"}))
-	wantKeys(t, "dnsbl", dnsblOf(dnsbl.Result{Zone: "zen.test", Codes: []string{"127.0.0.2"}}))
+	wantKeys(t, "dnsbl", everyField(t, dnsbl.Result{Zone: "zen.test", Error: "timed out"}))
+	wantKeys(t, "dnsbl", everyField(t, dnsbl.Result{Zone: "zen.test", Codes: []string{"127.0.0.2"}}))
+	wantKeys(t, "uribl", everyField(t, uribl.Result{Zone: "multi.test", Query: "spam.example", Codes: []string{"127.0.0.2"}}))
+	// Nothing is left out, and nothing stands for nothing as [] or null.
+	if got := string(everyField(t, policy.Results{IPRev: &iprev.Result{Result: "fail"}})); got != `{"iprev":{"result":"fail","ptr":"","names":[],"fcrdns":false},"dnsbl":[],"spf_helo":null,"spf":null,"dkim":[],"dmarc":null,"uribl":[]}` {
+		t.Errorf("results: %s", got)
+	}
+}
+
+func everyField(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	var b bytes.Buffer
+	if err := writeEveryField(&b, reflect.ValueOf(v)); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 // The same holds end to end, for a message whose checks all fail for
