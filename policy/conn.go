@@ -209,6 +209,7 @@ func (c *Conn) EndOfHeaders(ctx context.Context) Verdict {
 		if v.Action == Accept {
 			c.startSigning() // accepted early, but signed all the same
 		}
+		c.scan.closeContentScan() // no rule will read what it finds
 		return v
 	}
 	c.facts.Rcpt = ""

@@ -72,3 +72,22 @@ func contentOptions(text, urls int) (o content.Options) {
 	o.MaxTextBytes, o.MaxURLs = text, urls
 	return o
 }
+
+// A message accepted before its content arrives is not scanned: no rule
+// will read what the scan finds.
+func TestContentNotScannedWhenDecided(t *testing.T) {
+	e := newTestEngine(func(_ context.Context, st Stage, f *Facts, _ *[]Match) Verdict {
+		if st == StageMail {
+			return Verdict{Action: Accept}
+		}
+		return Verdict{}
+	})
+	out, err := e.Drive(ctx, Transaction{From: "a@x.example", Rcpts: []string{"b@y.example"},
+		Header: []Header{{Name: "Subject", Value: " hi"}}, Body: strings.NewReader("see http://a.example/\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Verdict.Action != Accept || out.Facts.Content != nil || out.Facts.URLs != nil {
+		t.Errorf("%s; content %+v, urls %+v", out.Verdict.Action, out.Facts.Content, out.Facts.URLs)
+	}
+}
