@@ -20,6 +20,10 @@ type Recorder struct {
 	store   Store
 	enforce bool
 	queue   chan *policy.Finished
+	// stop, not closing queue: a transaction that ends after Close (a
+	// shutdown that timed out) must not panic on a closed channel.
+	stop    chan struct{}
+	closed  atomic.Bool
 	done    sync.WaitGroup
 	once    sync.Once
 	dropped atomic.Int64
@@ -31,7 +35,7 @@ func NewRecorder(store Store, enforce bool, queue int) *Recorder {
 	if queue <= 0 {
 		queue = DefaultQueue
 	}
-	r := &Recorder{store: store, enforce: enforce, queue: make(chan *policy.Finished, queue)}
+	r := &Recorder{store: store, enforce: enforce, queue: make(chan *policy.Finished, queue), stop: make(chan struct{})}
 	r.done.Add(1)
 	go r.loop()
 	return r
@@ -40,6 +44,10 @@ func NewRecorder(store Store, enforce bool, queue int) *Recorder {
 // Record implements policy.Recorder; it never blocks.
 func (r *Recorder) Record(f *policy.Finished) {
 	if f.Facts.DMARC == nil {
+		return
+	}
+	if r.closed.Load() {
+		r.dropped.Add(1)
 		return
 	}
 	select {
@@ -51,15 +59,31 @@ func (r *Recorder) Record(f *policy.Finished) {
 
 func (r *Recorder) loop() {
 	defer r.done.Done()
-	for f := range r.queue {
-		if o, ok := Observe(f, r.enforce); ok {
-			t := f.Facts.Time
-			if t.IsZero() {
-				t = time.Now()
+	for {
+		select {
+		case f := <-r.queue:
+			r.add(f)
+		case <-r.stop:
+			for {
+				select {
+				case f := <-r.queue:
+					r.add(f)
+				default:
+					return
+				}
 			}
-			// Store faults and bounds are counted by the store.
-			_ = r.store.Add(context.Background(), t, o)
 		}
+	}
+}
+
+func (r *Recorder) add(f *policy.Finished) {
+	if o, ok := Observe(f, r.enforce); ok {
+		t := f.Facts.Time
+		if t.IsZero() {
+			t = time.Now()
+		}
+		// Store faults and bounds are counted by the store.
+		_ = r.store.Add(context.Background(), t, o)
 	}
 }
 
@@ -69,6 +93,9 @@ func (r *Recorder) Dropped() int64 { return r.dropped.Load() + r.store.Dropped()
 
 // Close records what is queued and stops.
 func (r *Recorder) Close() {
-	r.once.Do(func() { close(r.queue) })
+	r.once.Do(func() {
+		r.closed.Store(true)
+		close(r.stop)
+	})
 	r.done.Wait()
 }

@@ -405,3 +405,17 @@ func TestLocalGivesUp(t *testing.T) {
 		t.Errorf("still held: %v", ds)
 	}
 }
+
+// TestRecordAfterClose: a transaction that ends after Close, as in a
+// shutdown that timed out, is dropped, not a panic.
+func TestRecordAfterClose(t *testing.T) {
+	l, _ := NewLocal(LocalConfig{Interval: 24 * time.Hour})
+	rec := NewRecorder(l, true, 0)
+	rec.Record(finished(t, testRecord, "pass", policy.Accept, "192.0.2.1"))
+	rec.Close()
+	rec.Record(finished(t, testRecord, "pass", policy.Accept, "192.0.2.1"))
+	rec.Close()
+	if ds, _ := l.Current(context.Background()); len(ds) != 1 || rec.Dropped() != 1 {
+		t.Errorf("%d aggregates, %d dropped; want the first recorded, the second dropped", len(ds), rec.Dropped())
+	}
+}
