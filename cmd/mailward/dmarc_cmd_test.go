@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,5 +256,62 @@ func TestDMARCReportFleet(t *testing.T) {
 	// The running period stays for its own report.
 	if _, out, _ := runCmd("dmarc", "report", "--preview", "--config", cfg); !strings.Contains(out, "<count>2</count>") || strings.Count(out, "<feedback") != 1 {
 		t.Errorf("after --send, preview:\n%s", out)
+	}
+}
+
+// busyRelay answers every connection with 421, as a relay that is
+// overloaded does; it counts the sessions.
+func busyRelay(t *testing.T) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			fmt.Fprint(c, "421 4.3.2 busy, try later\r\n")
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// TestServeKeepsReportOnShutdown: serve sends a due report at start;
+// the relay defers it; SIGTERM during the retries keeps it in the store,
+// and a later --send through a working relay delivers it whole.
+func TestServeKeepsReportOnShutdown(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "reports.json")
+	seedStore(t, store)
+	relay, tries := busyRelay(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := writeFile(t, dir, "mailward.yaml", reportsTestConfig(t, addr, store, relay, "admin:\n  listen: \"\"\n"))
+	p := startProc(t, cfg, addr)
+	for deadline := time.Now().Add(20 * time.Second); tries.Load() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not try the relay twice:\n%s", p.out.String())
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("mailward exited with %v", err)
+	}
+	if !strings.Contains(p.out.String(), "kept for a later try") {
+		t.Errorf("no report kept:\n%s", p.out.String())
+	}
+	sink := testenv.StartSink(t)
+	cfg = writeFile(t, dir, "mailward.yaml", reportsTestConfig(t, addr, store, sink.Addr(), ""))
+	if code, out, errs := runCmd("dmarc", "report", "--send", "--domain", "rep.example", "--config", cfg); code != 0 {
+		t.Fatalf("--send: exit %d\n%s\n%s", code, out, errs)
+	}
+	msgs := sink.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want the kept report", len(msgs))
 	}
 }
