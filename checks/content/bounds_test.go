@@ -104,3 +104,19 @@ func TestPathologicalHTML(t *testing.T) {
 		}
 	}
 }
+
+// Runs of links without a break, and fields folded over many lines, cost
+// their length once, not once per link or line.
+func TestLongRunsAndFolds(t *testing.T) {
+	run := "\r\n" + strings.Repeat("http://a.example/hxxp://b[.]example/www.c.example/", 100000) + "\r\n"
+	r := scan(t, Options{}, run, 1<<20)
+	if len(r.URLs) == 0 || r.URLCount > maxCandidates {
+		t.Errorf("%d URLs, count %d", len(r.URLs), r.URLCount)
+	}
+	folded := "From: \"x\"\r\n" + strings.Repeat(" a@b.example\r\n", 200000) + " <c@d.example>\r\nContent-Type: text/plain;\r\n" +
+		strings.Repeat(" x=y;\r\n", 200000) + "\r\nhttp://e.example/\r\n"
+	r = scan(t, Options{}, folded, 1<<16)
+	if len(r.URLs) != 1 {
+		t.Errorf("URLs %+v", r.URLs)
+	}
+}

@@ -41,10 +41,12 @@ type walker struct {
 	stopped bool
 }
 
+// fields are kept as bytes: a field folded over thousands of lines is
+// appended to, never copied whole per line.
 type fields struct {
-	contentType, disposition, encoding string
-	from                               string
-	cur                                *string
+	contentType, disposition, encoding []byte
+	from                               []byte
+	cur                                *[]byte
 }
 
 func (w *walker) init(s *Scanner) {
@@ -199,7 +201,7 @@ func (w *walker) headerLine(line []byte) {
 	line = trimEOL(line)
 	if line[0] == ' ' || line[0] == '\t' {
 		if f.cur != nil && len(*f.cur) < fieldKeep {
-			*f.cur += " " + strings.TrimSpace(string(line))
+			*f.cur = append(append(*f.cur, ' '), bytes.TrimSpace(line)...)
 		}
 		return
 	}
@@ -208,7 +210,7 @@ func (w *walker) headerLine(line []byte) {
 	if !ok {
 		return
 	}
-	var dst *string
+	var dst *[]byte
 	switch strings.ToLower(string(bytes.TrimRight(name, " \t"))) {
 	case "content-type":
 		dst = &f.contentType
@@ -224,8 +226,8 @@ func (w *walker) headerLine(line []byte) {
 	default:
 		return
 	}
-	if *dst == "" { // the first of each counts
-		*dst = strings.TrimSpace(string(value))
+	if *dst == nil { // the first of each counts
+		*dst = append([]byte{}, bytes.TrimSpace(value)...)
 		f.cur = dst
 	}
 }
@@ -234,13 +236,13 @@ func (w *walker) headerLine(line []byte) {
 func (w *walker) endHeader() {
 	f := w.fields
 	if w.top {
-		w.s.from = f.from
+		w.s.from = string(f.from)
 		w.top = false
 	}
 	w.state = inSkip
-	ct, params, err := mime.ParseMediaType(f.contentType)
+	ct, params, err := mime.ParseMediaType(string(f.contentType))
 	switch {
-	case f.contentType == "":
+	case len(f.contentType) == 0:
 		ct = "text/plain"
 	case err != nil && ct == "":
 		// Unreadable: readers show such a part as text.
@@ -263,7 +265,7 @@ func (w *walker) endHeader() {
 	if !strings.HasPrefix(ct, "text/") {
 		return
 	}
-	if disp, _, _ := mime.ParseMediaType(f.disposition); disp == "attachment" {
+	if disp, _, _ := mime.ParseMediaType(string(f.disposition)); disp == "attachment" {
 		return
 	}
 	w.state = inBody
@@ -272,7 +274,7 @@ func (w *walker) endHeader() {
 	if isHTML {
 		w.s.res.HTML = true
 	}
-	w.part = newPartDecoder(w.s, strings.ToLower(strings.TrimSpace(f.encoding)), params["charset"], isHTML)
+	w.part = newPartDecoder(w.s, strings.ToLower(string(f.encoding)), params["charset"], isHTML)
 }
 
 // endPart ends the current part at a boundary or at the end of the message.
@@ -291,7 +293,7 @@ func (w *walker) finish() {
 		w.endLine(len(w.line) == w.lineLen)
 	}
 	if w.state == inHeader && w.top {
-		w.s.from = w.fields.from // a message of header only
+		w.s.from = string(w.fields.from) // a message of header only
 	}
 	w.endPart()
 }

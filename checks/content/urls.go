@@ -77,6 +77,7 @@ var starts = []string{"http://", "https://", "hxxp://", "hxxps://", "www.", "www
 // space, quotes, angle brackets), and one that begins inside another (a
 // redirector's target) is a link too.
 func (s *Scanner) findLinks(word []byte) {
+	runEnd := 0 // the break that ends the run at i
 	for i := 0; i+4 <= len(word); i++ {
 		c := word[i] | 0x20
 		if c != 'h' && c != 'w' {
@@ -87,13 +88,16 @@ func (s *Scanner) findLinks(word []byte) {
 		}
 		for _, p := range starts {
 			if len(word)-i >= len(p) && bytesPrefixFold(word[i:], p) {
-				end := i + len(p)
-				for end < len(word) && !isBreak(word[end]) {
-					end++
+				// Every link of a run ends where the run does: found
+				// once per run, or a run of links would cost its
+				// length for each.
+				if runEnd <= i {
+					runEnd = i + len(p)
+					for runEnd < len(word) && !isBreak(word[runEnd]) {
+						runEnd++
+					}
 				}
-				if end-i > maxWord {
-					end = i + maxWord
-				}
+				end := min(runEnd, i+maxWord)
 				s.link(trimLink(word[i:end]), false, false)
 				// On past the host: "www." in "http://www.x" is not
 				// another link, a link in the path is.
