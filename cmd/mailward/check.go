@@ -252,6 +252,13 @@ func printReport(w io.Writer, r *checkReport, explain bool, set *rules.Set) {
 		fmt.Fprintf(w, "dmarc     %s policy=%s domain=%s policy_domain=%s org_domain=%s testing=%v %s\n",
 			r.Checks.DMARC.Result, r.Checks.DMARC.Policy, r.Checks.DMARC.Domain, r.Checks.DMARC.PolicyDomain, r.Checks.DMARC.OrgDomain, r.Checks.DMARC.Testing, r.Checks.DMARC.Reason)
 	}
+	if c := r.Content; c != nil {
+		fmt.Fprintf(w, "content   html=%v text_parts=%d text_bytes=%d url_count=%d phish_links=%d from_display_mismatch=%v %s\n",
+			c.HTML, c.TextParts, c.TextBytes, c.URLCount, c.PhishLinks, c.FromDisplayMismatch, c.Limit)
+	}
+	for _, u := range r.URLs {
+		fmt.Fprintf(w, "url       %s://%s%s %s\n", u.Scheme, u.Host, u.Path, u.Domain)
+	}
 	if len(r.Matches) > 0 {
 		fmt.Fprintln(w)
 		for _, m := range r.Matches {
