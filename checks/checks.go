@@ -27,16 +27,24 @@ import (
 
 // Config holds the checks' config sections.
 type Config struct {
+	Sections `yaml:",inline"`
+	DMARC    DMARCConfig `yaml:"dmarc"`
+	// Hostname names this host in SPF explanations (%{r}); not a key of
+	// its own: it comes from the top-level hostname.
+	Hostname string `yaml:"-"`
+}
+
+// Sections are the checks' sections that the config file holds as they
+// are, inlined at its top level (cmd/mailward): a new check's section
+// added here is a key of the file. The dmarc section stands apart, since
+// the file adds the engine's keys to it.
+type Sections struct {
 	DNS   resolver.Config `yaml:"dns"`
 	SPF   SPFConfig       `yaml:"spf"`
 	IPRev IPRevConfig     `yaml:"iprev"`
 	DNSBL dnsbl.Config    `yaml:"dnsbl"`
 	URIBL uribl.Config    `yaml:"uribl"`
 	DKIM  DKIMConfig      `yaml:"dkim"`
-	DMARC DMARCConfig     `yaml:"dmarc"`
-	// Hostname names this host in SPF explanations (%{r}); not a key of
-	// its own: it comes from the top-level hostname.
-	Hostname string `yaml:"-"`
 }
 
 // SPFConfig is the spf section.
@@ -71,13 +79,14 @@ type DMARCConfig struct {
 // lists. Every limit is spelled out, though zero takes the same, so that
 // the example config can be held to the true defaults.
 func DefaultConfig() Config {
-	return Config{
+	return Config{Sections: Sections{
 		DNS:   resolver.Config{Timeout: resolver.DefaultTimeout, Retries: resolver.DefaultRetries, CacheSize: resolver.DefaultCacheSize, CacheBytes: resolver.DefaultCacheBytes},
 		SPF:   SPFConfig{Enable: true, Timeout: spf.DefaultTimeout, VoidLookupLimit: spf.DefaultVoidLookupLimit},
 		IPRev: IPRevConfig{Enable: true, MaxNames: iprev.DefaultMaxNames},
 		DKIM: DKIMConfig{Enable: true, Options: dkim.Options{
 			MaxSignatures: dkim.DefaultMaxSignatures, MaxSize: dkim.DefaultMaxSize, MinRSABits: dkim.DefaultMinRSABits, ClockSkew: dkim.DefaultClockSkew,
 		}},
+	},
 		DMARC: DMARCConfig{Enable: true, Options: dmarc.Options{MaxAuthorDomains: dmarc.DefaultMaxAuthorDomains}},
 	}
 }

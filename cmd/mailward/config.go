@@ -14,9 +14,6 @@ import (
 	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks"
 	"github.com/mailward/mailward/checks/content"
-	"github.com/mailward/mailward/checks/dnsbl"
-	"github.com/mailward/mailward/checks/resolver"
-	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/internal/config"
 	"github.com/mailward/mailward/journal"
 	"github.com/mailward/mailward/policy"
@@ -30,31 +27,27 @@ import (
 
 // Config is the whole config file. Every key is documented in the README.
 type Config struct {
-	Hostname    string               `yaml:"hostname"`
-	OnError     string               `yaml:"on_error"`
-	Log         LogConfig            `yaml:"log"`
-	Milter      milter.Config        `yaml:"milter"`
-	Policy      policyd.Config       `yaml:"policy"`
-	SMTP        smtpproxy.Config     `yaml:"smtp"`
-	Admin       admin.Config         `yaml:"admin"`
-	DNS         resolver.Config      `yaml:"dns"`
-	SPF         checks.SPFConfig     `yaml:"spf"`
-	IPRev       checks.IPRevConfig   `yaml:"iprev"`
-	DNSBL       dnsbl.Config         `yaml:"dnsbl"`
-	URIBL       uribl.Config         `yaml:"uribl"`
-	DKIM        checks.DKIMConfig    `yaml:"dkim"`
-	DMARC       DMARCConfig          `yaml:"dmarc"`
-	Thresholds  Thresholds           `yaml:"thresholds"`
-	ScoreHeader string               `yaml:"score_header"`
-	Timeouts    Timeouts             `yaml:"timeouts"`
-	Limits      Limits               `yaml:"limits"`
-	Content     ContentConfig        `yaml:"content"`
-	Rules       rules.Config         `yaml:"rules"`
-	Cache       cache.Config         `yaml:"cache"`
-	Greylist    cache.GreylistConfig `yaml:"greylist"`
-	Signing     signing.Config       `yaml:"signing"`
-	Journal     journal.Config       `yaml:"journal"`
-	Reports     reports.Config       `yaml:"reports"`
+	Hostname string           `yaml:"hostname"`
+	OnError  string           `yaml:"on_error"`
+	Log      LogConfig        `yaml:"log"`
+	Milter   milter.Config    `yaml:"milter"`
+	Policy   policyd.Config   `yaml:"policy"`
+	SMTP     smtpproxy.Config `yaml:"smtp"`
+	Admin    admin.Config     `yaml:"admin"`
+	// The checks' sections: dns, spf, iprev, dnsbl, uribl, dkim.
+	checks.Sections `yaml:",inline"`
+	DMARC           DMARCConfig          `yaml:"dmarc"`
+	Thresholds      Thresholds           `yaml:"thresholds"`
+	ScoreHeader     string               `yaml:"score_header"`
+	Timeouts        Timeouts             `yaml:"timeouts"`
+	Limits          Limits               `yaml:"limits"`
+	Content         ContentConfig        `yaml:"content"`
+	Rules           rules.Config         `yaml:"rules"`
+	Cache           cache.Config         `yaml:"cache"`
+	Greylist        cache.GreylistConfig `yaml:"greylist"`
+	Signing         signing.Config       `yaml:"signing"`
+	Journal         journal.Config       `yaml:"journal"`
+	Reports         reports.Config       `yaml:"reports"`
 	// Lists may also stand at the top level, beside rules.
 	Lists map[string]rules.ListConfig `yaml:"lists"`
 
@@ -122,10 +115,7 @@ func defaultConfig() *Config {
 		Journal:  journal.DefaultConfig(),
 		Reports:  reports.DefaultConfig(),
 		Admin:    admin.Config{Listen: "127.0.0.1:9101"},
-		DNS:      def.DNS,
-		SPF:      def.SPF,
-		IPRev:    def.IPRev,
-		DKIM:     def.DKIM,
+		Sections: def.Sections,
 		DMARC:    DMARCConfig{DMARCConfig: def.DMARC, OnTemperror: "tempfail"},
 		Timeouts: Timeouts{Checks: 30 * time.Second, Milter: 5 * time.Minute, Shutdown: 30 * time.Second},
 		Limits:   Limits{MessageCPU: policy.DefaultMessageCPU, MIMEDepth: policy.DefaultMIMEDepth, MIMEParts: policy.DefaultMIMEParts},
@@ -272,7 +262,7 @@ func (c *Config) smtp() smtpproxy.Config {
 
 // checks is the checks' part of the config.
 func (c *Config) checks() checks.Config {
-	return checks.Config{DNS: c.DNS, SPF: c.SPF, IPRev: c.IPRev, DNSBL: c.DNSBL, URIBL: c.URIBL, DKIM: c.DKIM, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
+	return checks.Config{Sections: c.Sections, DMARC: c.DMARC.DMARCConfig, Hostname: c.Hostname}
 }
 
 // rulesConfig merges the top-level lists into the rules' config.
