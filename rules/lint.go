@@ -139,9 +139,12 @@ func lintUnknown(rules []*rule, p *problems) {
 				break
 			}
 		}
-		if r.reads&(1<<vDNSBL) != 0 && r.reads&(1<<vDNSBLErrors) == 0 && r.prog != nil && negates(r.prog.Node(), "dnsbl") {
-			p.warnf(r.whenPos, "rule %s %ss when a zone is not in dnsbl, which is also the case when that list's look-up failed; "+
-				"test dnsbl_errors too: as written, a failed look-up answers with on_error", r.name, r.kind)
+		for _, v := range [][2]int{{vDNSBL, vDNSBLErrors}, {vURIBL, vURIBLErrors}} {
+			name, errs := variables[v[0]].name, variables[v[1]].name
+			if r.reads&(1<<v[0]) != 0 && r.reads&(1<<v[1]) == 0 && r.prog != nil && negates(r.prog.Node(), name) {
+				p.warnf(r.whenPos, "rule %s %ss when a zone is not in %s, which is also the case when that list's look-up failed; "+
+					"test %s too: as written, a failed look-up answers with on_error", r.name, r.kind, name, errs)
+			}
 		}
 	}
 }

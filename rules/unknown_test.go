@@ -162,6 +162,12 @@ rules:
     when: '!fcrdns && tls'
     action: reject
     mode: monitor
+  - name: f
+    when: 'not ("multi.example" in uribl) && size > 100'
+    action: reject
+  - name: g
+    when: '"multi.example" in uribl'
+    action: reject
 `}, LintOptions{}, "r.yaml")
 	if !hasProblem(ps, "r.yaml:4:11", true, "rule a rejects on fcrdns") {
 		t.Errorf("no warning for a: %v", ps)
@@ -169,7 +175,10 @@ rules:
 	if !hasProblem(ps, "r.yaml:7:11", true, "rule b rejects when a zone is not in dnsbl") {
 		t.Errorf("no warning for b: %v", ps)
 	}
-	if len(ps) != 2 {
-		t.Errorf("want 2 warnings, got %v", ps)
+	if !hasProblem(ps, "r.yaml:20:11", true, "rule f rejects when a zone is not in uribl, which is also the case when that list's look-up failed; test uribl_errors too") {
+		t.Errorf("no warning for f: %v", ps)
+	}
+	if len(ps) != 3 {
+		t.Errorf("want 3 warnings, got %v", ps)
 	}
 }
