@@ -33,6 +33,9 @@ func (c *Conn) logTransaction(v Verdict) {
 	}
 	attrs = append(attrs, slog.Any("rules", matchList(c.matches)))
 	attrs = append(attrs, slog.Float64("score", f.Score), slog.Any("checks", f.logParts()))
+	if f.AuthUser != "" {
+		attrs = append(attrs, slog.String("auth_user", f.AuthUser))
+	}
 	if f.Signing != "" {
 		attrs = append(attrs, slog.String("dkim_sign", f.Signing))
 	}

@@ -89,8 +89,8 @@ func TestDovecotAuth(t *testing.T) {
 	if err := r.pf.WaitLog("sasl_username=alice", 10*time.Second); err != nil {
 		t.Error(err)
 	}
-	if !strings.Contains(r.logs.String(), "auth_user=alice") {
-		t.Error("no auth_user=alice in the log")
+	if !transactionLine(r.logs.String(), "auth_user=alice") {
+		t.Error("no transaction line with auth_user=alice in the log")
 	}
 
 	// Second failure from this address spends the limit of 2.
