@@ -197,10 +197,12 @@ func (s *mimeScanner) pop() {
 	}
 }
 
-// partFields are the fields of a part's header that say what it is.
+// partFields are the fields of a part's header that say what it is,
+// as bytes: a field folded over thousands of lines is appended to, not
+// copied whole for each line.
 type partFields struct {
-	contentType, disposition, encoding string
-	cur                                *string // the field being continued
+	contentType, disposition, encoding []byte
+	cur                                *[]byte // the field being continued
 }
 
 func (s *mimeScanner) headerLine(line []byte, whole bool) {
@@ -211,7 +213,7 @@ func (s *mimeScanner) headerLine(line []byte, whole bool) {
 	}
 	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 		if f.cur != nil && len(*f.cur) < fieldKeep {
-			*f.cur += " " + strings.TrimSpace(string(line))
+			*f.cur = append(append(*f.cur, ' '), bytes.TrimSpace(line)...)
 		}
 		return
 	}
@@ -220,7 +222,7 @@ func (s *mimeScanner) headerLine(line []byte, whole bool) {
 	if !ok {
 		return
 	}
-	var dst *string
+	var dst *[]byte
 	switch strings.ToLower(string(bytes.TrimRight(name, " \t"))) {
 	case "content-type":
 		dst = &f.contentType
@@ -231,8 +233,8 @@ func (s *mimeScanner) headerLine(line []byte, whole bool) {
 	default:
 		return
 	}
-	if *dst == "" { // the first of each counts
-		*dst = strings.TrimSpace(string(value))
+	if len(*dst) == 0 { // the first of each counts
+		*dst = append((*dst)[:0], bytes.TrimSpace(value)...)
 		f.cur = dst
 	}
 }
@@ -241,11 +243,11 @@ func (s *mimeScanner) headerLine(line []byte, whole bool) {
 func (s *mimeScanner) endHeader() {
 	var h message.Header
 	f := s.fields
-	if f.contentType != "" {
-		h.Set("Content-Type", f.contentType)
+	if len(f.contentType) > 0 {
+		h.Set("Content-Type", string(f.contentType))
 	}
-	if f.disposition != "" {
-		h.Set("Content-Disposition", f.disposition)
+	if len(f.disposition) > 0 {
+		h.Set("Content-Disposition", string(f.disposition))
 	}
 	ct, ctParams, _ := h.ContentType()
 	s.state = inSkip
@@ -271,7 +273,7 @@ func (s *mimeScanner) endHeader() {
 	if name == "" && disp != "attachment" {
 		return
 	}
-	s.leaf = &leafCount{a: Attachment{Name: name, ContentType: ct}, enc: strings.ToLower(strings.TrimSpace(f.encoding))}
+	s.leaf = &leafCount{a: Attachment{Name: name, ContentType: ct}, enc: strings.ToLower(string(f.encoding))}
 }
 
 // endPart ends the current part at a boundary or at the end of the message.

@@ -205,3 +205,19 @@ func FuzzMIMEScanner(f *testing.F) {
 		}
 	})
 }
+
+// A field folded over many lines costs its length once: each part's
+// Content-Type below has 20,000 continuation lines.
+func TestMIMEFoldedFields(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for range 50 {
+		b.WriteString("--b\r\nContent-Disposition: attachment;\r\n filename=a.exe\r\nContent-Type: application/octet-stream;\r\n" +
+			strings.Repeat(" x=y;\r\n", 20000) + "\r\nMZ\r\n")
+	}
+	b.WriteString("--b--\r\n")
+	a, err := scan(b.String(), 1<<16)
+	if err != nil || len(a) != 50 || a[0].Name != "a.exe" {
+		t.Fatalf("%d attachments (%+v), %v", len(a), a[:min(len(a), 1)], err)
+	}
+}
