@@ -76,3 +76,23 @@ func names(ms []policy.Match) []string {
 	}
 	return out
 }
+
+// A diff says which rules read the text the journal does not keep.
+func TestDiffNamesTextRules(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "text.yaml")
+	os.WriteFile(file, []byte("rules:\n  - name: lure\n    when: body_matches(\"(?i)invoice\")\n    action: reject\n  - name: links\n    when: len(urls) > 3\n    action: reject\n"), 0o644)
+	set, err := rules.Load(rules.Config{Files: []string{file}}, rules.Options{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Differ{Settings: policy.Settings{Hostname: "mx.test"}, Old: set, New: set, Log: quiet()}
+	if got := d.Result().TextRules; !slices.Equal(got, []string{"lure"}) {
+		t.Errorf("text rules %v", got)
+	}
+	var b strings.Builder
+	d.Result().Print(&b)
+	if !strings.Contains(b.String(), `lure read body_text and saw ""`) {
+		t.Errorf("report:\n%s", b.String())
+	}
+}

@@ -39,6 +39,10 @@ type Diff struct {
 	// Omitted are the header fields the journal left out
 	// (journal.omit_headers): rules that read them saw no value.
 	Omitted []string `json:"omitted_headers"`
+	// TextRules are the rules of either set that read the decoded text
+	// (body_text, body_matches): the journal keeps none, so in a replay
+	// they saw "".
+	TextRules []string `json:"text_rules"`
 }
 
 // VerdictChange counts the transactions whose verdict went From → To.
@@ -192,6 +196,12 @@ func (d *Differ) Result() *Diff {
 	out.Omitted = slices.Clone(out.Omitted)
 	if out.Omitted == nil {
 		out.Omitted = []string{}
+	}
+	out.TextRules = []string{}
+	for _, r := range append(d.Old.TextRules(), d.New.TextRules()...) {
+		if !slices.Contains(out.TextRules, r) {
+			out.TextRules = append(out.TextRules, r)
+		}
 	}
 	return &out
 }

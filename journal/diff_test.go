@@ -23,7 +23,7 @@ func TestDiff(t *testing.T) {
 		}
 	}
 	res := d.Result()
-	if res.Transactions != 3 || res.Changed != 2 || len(res.Verdicts) != 1 || len(res.Omitted) != 0 {
+	if res.Transactions != 3 || res.Changed != 2 || len(res.Verdicts) != 1 || len(res.Omitted) != 0 || res.TextRules == nil || len(res.TextRules) != 0 {
 		t.Fatalf("got %+v", res)
 	}
 	vc := res.Verdicts[0]

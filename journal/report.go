@@ -89,6 +89,9 @@ func (d *Diff) Print(w io.Writer) {
 	if len(d.Omitted) > 0 {
 		fmt.Fprintf(w, "(the journal leaves out %s: rules that read them saw no value)\n", strings.Join(d.Omitted, ", "))
 	}
+	if len(d.TextRules) > 0 {
+		fmt.Fprintf(w, "(the journal keeps no message text: %s read body_text and saw \"\")\n", strings.Join(d.TextRules, ", "))
+	}
 	if len(d.Verdicts) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)

@@ -276,6 +276,21 @@ func (s *Set) ContentRules() []string {
 	return out
 }
 
+// TextRules names the rules that read the message's decoded text
+// (body_text, body_matches), which the journal does not keep.
+func (s *Set) TextRules() []string {
+	if s == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range s.rules {
+		if r.reads&(1<<vBodyText) != 0 {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
 // Explanation is what one rule did at one evaluation.
 type Explanation struct {
 	Rule    string       `json:"rule"`
