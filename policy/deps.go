@@ -87,3 +87,41 @@ type Observer interface {
 	// Transaction is called once per transaction, at its end.
 	Transaction(front string, v Verdict, f *Facts, matches []Match, d time.Duration)
 }
+
+// Given is a Checker that answers with results known beforehand: the
+// ones a journal line recorded, the ones a rule test states. It asks no
+// DNS server and reads no message. A new Checker method answers from
+// Results here, once, for every such checker; they override what they
+// answer differently (which DNS list results go to which name).
+type Given struct {
+	Results
+}
+
+var _ Checker = (*Given)(nil)
+
+// Client gives the reverse DNS result and every DNS list result.
+func (g *Given) Client(context.Context, netip.Addr) (*iprev.Result, []dnsbl.Result) {
+	return g.IPRev, g.DNSBL
+}
+
+// Domains gives none: Client gave them all.
+func (g *Given) Domains(context.Context, ...string) []dnsbl.Result { return nil }
+
+func (g *Given) URLs(context.Context, []URL) []uribl.Result { return g.URIBL }
+
+func (g *Given) SPFHelo(context.Context, netip.Addr, string) *spf.Result { return g.Results.SPFHelo }
+
+func (g *Given) SPF(context.Context, netip.Addr, string, string) *spf.Result { return g.Results.SPF }
+
+// Message reads nothing; Finish gives the DKIM and DMARC results.
+func (g *Given) Message() MessageVerifier { return givenMessage{g} }
+
+type givenMessage struct{ g *Given }
+
+func (givenMessage) Write(p []byte) (int, error) { return len(p), nil }
+
+func (m givenMessage) Finish(context.Context, *spf.Result) ([]dkim.Result, *dmarc.Result) {
+	return m.g.DKIM, m.g.DMARC
+}
+
+func (givenMessage) Close() {}

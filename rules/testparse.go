@@ -240,7 +240,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 			tp.errorf(f, "dnsbl maps zones to their codes, e.g. {zen.spamhaus.org: [127.0.0.2]}")
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.dnsbl = append(c.dnsbl, dnsbl.Result{Zone: f.Content[i].Value, Codes: tp.strings(f.Content[i+1], "dnsbl codes")})
+				c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: f.Content[i].Value, Codes: tp.strings(f.Content[i+1], "dnsbl codes")})
 			}
 		}
 	}
@@ -250,12 +250,12 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
 				zone := f.Content[i].Value
-				j := slices.IndexFunc(c.dnsbl, func(r dnsbl.Result) bool { return r.Zone == zone })
+				j := slices.IndexFunc(c.DNSBL, func(r dnsbl.Result) bool { return r.Zone == zone })
 				if j < 0 {
 					tp.errorf(f.Content[i], "dnsbl_names: zone %s is not in dnsbl", zone)
 					continue
 				}
-				c.dnsbl[j].Names = tp.strings(f.Content[i+1], "dnsbl names")
+				c.DNSBL[j].Names = tp.strings(f.Content[i+1], "dnsbl names")
 			}
 		}
 	}
@@ -264,7 +264,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 			tp.errorf(f, "dnsbl_errors maps zones whose look-up failed to the error, e.g. {zen.spamhaus.org: timed out}")
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.dnsbl = append(c.dnsbl, dnsbl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "dnsbl error")})
+				c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "dnsbl error")})
 			}
 		}
 	}
@@ -273,7 +273,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 			tp.errorf(f, "uribl maps zones to the names of their listings, e.g. {multi.uribl.com: [black]}")
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.uribl = append(c.uribl, uribl.Result{Zone: f.Content[i].Value, Names: tp.strings(f.Content[i+1], "uribl names")})
+				c.URIBL = append(c.URIBL, uribl.Result{Zone: f.Content[i].Value, Names: tp.strings(f.Content[i+1], "uribl names")})
 			}
 		}
 	}
@@ -282,15 +282,15 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 			tp.errorf(f, "uribl_errors maps zones whose look-up failed to the error, e.g. {multi.uribl.com: timed out}")
 		} else {
 			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.uribl = append(c.uribl, uribl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "uribl error")})
+				c.URIBL = append(c.URIBL, uribl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "uribl error")})
 			}
 		}
 	}
 	if f := fields["spf"]; f != nil {
-		c.spf = &spf.Result{Result: tp.result(f, "spf", "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"), Identity: "mailfrom"}
+		c.Results.SPF = &spf.Result{Result: tp.result(f, "spf", "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"), Identity: "mailfrom"}
 	}
 	if f := fields["spf_helo"]; f != nil {
-		c.spfHelo = &spf.Result{Result: tp.result(f, "spf_helo", "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"), Identity: "helo"}
+		c.Results.SPFHelo = &spf.Result{Result: tp.result(f, "spf_helo", "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"), Identity: "helo"}
 	}
 	if f := fields["dkim"]; f != nil {
 		items := []*yaml.Node{f}
@@ -320,7 +320,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 					d.Reason = s
 				}
 			}
-			c.dkim = append(c.dkim, d)
+			c.DKIM = append(c.DKIM, d)
 		}
 	}
 	if f := fields["dmarc"]; f != nil {
@@ -352,7 +352,7 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		default:
 			tp.errorf(f, "dmarc is a result or {result, policy, domain, ...}")
 		}
-		c.dmarc = d
+		c.DMARC = d
 	}
 }
 
