@@ -252,6 +252,12 @@ func (d *daemon) run() error {
 	}
 	d.metrics.CounterFunc("mailward_message_cpu_seconds_total", "CPU time spent on messages' checks, rules, DKIM hashing and attachment scans.", nil,
 		func() float64 { return d.engine.MessageCPU().Seconds() })
+	if sp != nil {
+		for _, o := range smtpproxy.AuthOutcomes {
+			d.metrics.CounterFunc("mailward_smtp_auth_total", "SMTP AUTH exchanges in the proxy by outcome: ok, failed (a wrong password), blocked (over smtp.auth_fail_limit), tempfail.",
+				prometheus.Labels{"outcome": o}, func() float64 { return float64(sp.AuthCount(o)) })
+		}
+	}
 	for _, front := range []string{"milter", "policy", "smtp"} {
 		d.metrics.GaugeFunc("mailward_connections_open", "Connections open, by front.", prometheus.Labels{"front": front},
 			func() float64 { return float64(d.engine.Open(front)) })

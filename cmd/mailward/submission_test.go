@@ -42,6 +42,7 @@ const (
 type submission struct {
 	p         *proc
 	dir, addr string
+	admin     string // HOST:PORT of /metrics
 	sink      *testenv.Sink
 	pf        *testenv.Postfix
 	cert      *testenv.TestCert
@@ -77,8 +78,9 @@ func startSubmission(t *testing.T, authCfg, extra string) *submission {
 	writeFile(t, dir, "rules.d/submission.yaml", submissionRules)
 	milterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	proxyAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := writeFile(t, dir, "mailward.yaml", baseConfig(t, milterAddr)+fmt.Sprintf(`admin:
-  listen: ""
+  listen: %s
 rules:
   files: ["rules.d/*.yaml"]
 journal:
@@ -90,8 +92,8 @@ smtp:
   tls_key: %s
   auth_fail_limit: 5
   auth_fail_window: 10m
-`, proxyAddr, upstream, cert.CertFile, cert.KeyFile)+strings.ReplaceAll(authCfg, "DOVECOT_SOCKET", dc.Socket())+extra)
-	return &submission{dir: dir, addr: proxyAddr, sink: sink, pf: pf, cert: cert, p: startProc(t, cfg, proxyAddr)}
+`, adminAddr, proxyAddr, upstream, cert.CertFile, cert.KeyFile)+strings.ReplaceAll(authCfg, "DOVECOT_SOCKET", dc.Socket())+extra)
+	return &submission{dir: dir, addr: proxyAddr, admin: adminAddr, sink: sink, pf: pf, cert: cert, p: startProc(t, cfg, proxyAddr)}
 }
 
 // startTLS connects to the proxy, says EHLO and starts TLS.
@@ -204,6 +206,12 @@ func TestSubmissionBehindProxy(t *testing.T) {
 	}
 	if err := pf.WaitLog("sasl_method=LOGIN, sasl_username=alice", 10*time.Second); err != nil {
 		t.Error(err)
+	}
+	_, metrics := httpDo(t, "GET", "http://"+s.admin+"/metrics")
+	for _, want := range []string{`mailward_smtp_auth_total{outcome="ok"} 1`, `mailward_smtp_auth_total{outcome="failed"} 1`, `mailward_smtp_auth_total{outcome="blocked"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 
 	p.cmd.Process.Signal(syscall.SIGTERM)

@@ -81,6 +81,30 @@ func loopbackConn(c net.Conn) bool {
 	return ok && a.AddrPort().Addr().Unmap().IsLoopback()
 }
 
+// AuthOutcomes names what AUTH commands ended in, for AuthCount.
+var AuthOutcomes = [authOutcomes]string{"ok", "failed", "blocked", "tempfail"}
+
+const (
+	authOK = iota
+	authFailedOutcome
+	authBlockedOutcome
+	authTempfail
+	authOutcomes
+)
+
+// AuthCount is how many AUTH exchanges ended in outcome (one of
+// AuthOutcomes) since the server started.
+func (s *Server) AuthCount(outcome string) uint64 {
+	for i, o := range AuthOutcomes {
+		if o == outcome {
+			return s.auths[i].Load()
+		}
+	}
+	return 0
+}
+
+func (s *session) countAuth(outcome int) { s.srv.auths[outcome].Add(1) }
+
 func authLostReply(host string) reply {
 	return newReply(421, "4.4.2", host+" Error: upstream connection lost; connect and authenticate again")
 }
@@ -136,6 +160,7 @@ func (s *session) cmdAuth(arg string) bool {
 		return true
 	}
 	if s.authBlocked() {
+		s.countAuth(authBlockedOutcome)
 		s.reply(newReply(454, "4.7.0", "Too many failed authentications from "+s.countIP().String()+"; try again later"))
 		return true
 	}
@@ -150,17 +175,17 @@ func (s *session) cmdAuth(arg string) bool {
 func (s *session) relayAuth(mech, initial string) bool {
 	if err := s.ensureUpstream(); err != nil {
 		s.log.Warn("smtp: AUTH: upstream unavailable", "upstream", s.settings.cfg.Upstream, "err", err)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
 	if !s.up.tls && !loopbackConn(s.up.conn.Conn) {
 		s.log.Error("smtp: AUTH refused: upstream session has no TLS and is not on loopback; credentials are never relayed in plain text", "upstream", s.settings.cfg.Upstream)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
 	if !slices.Contains(s.up.caps.auth, mech) {
 		s.log.Warn("smtp: AUTH: upstream session does not offer the mechanism", "mechanism", mech)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
 	line := "AUTH " + mech
@@ -204,7 +229,7 @@ func (s *session) relayAuth(mech, initial string) bool {
 	if err != nil {
 		s.log.Warn("smtp: AUTH: upstream connection lost", "upstream", s.settings.cfg.Upstream, "err", err)
 		s.dropUpstream(false)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
 	s.reply(r)
@@ -219,12 +244,15 @@ func (s *session) relayAuth(mech, initial string) bool {
 			return false
 		}
 		s.auth = authState{user: user, relayed: true}
+		s.countAuth(authOK)
 		s.log.Info("smtp: client authenticated", "auth_user", user, "mechanism", mech)
 	case r.code == 421:
 		s.dropUpstream(false)
 		return false
 	case r.code == 535:
 		s.authFailed(mech)
+	case r.transient():
+		s.countAuth(authTempfail)
 	case r.code >= 500 && !(len(responses) > 0 && responses[len(responses)-1] == "*"):
 		// A response upstream could not decode, say: a bad command,
 		// not a wrong password.
@@ -250,6 +278,12 @@ func (s *session) readSASLLine() (string, error) {
 // budget and the client address's failure limit.
 func (s *session) authFailed(mech string) {
 	s.errors++
+	s.countAuth(authFailedOutcome)
 	s.log.Info("smtp: authentication failed", "mechanism", mech)
 	s.countAuthFailure()
+}
+
+func (s *session) tempFailAuth() {
+	s.countAuth(authTempfail)
+	s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
 }

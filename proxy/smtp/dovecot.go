@@ -72,7 +72,7 @@ func (s *session) dovecotAuth(mech, initial string) bool {
 	cfg := &s.settings.cfg
 	tempFail := func(msg string, args ...any) bool {
 		s.log.Warn("smtp: AUTH: "+msg, args...)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
 	dctx, cancel := context.WithTimeout(s.ctx, dovecotDial)
@@ -143,9 +143,10 @@ func (s *session) dovecotAuth(mech, initial string) bool {
 		s.auth = authState{}
 		s.dropUpstream(true)
 		s.log.Error("smtp: AUTH refused: upstream did not take XCLIENT LOGIN, so it would not know the client authenticated; allow mailward in smtpd_authorized_xclient_hosts", "upstream", cfg.Upstream)
-		s.reply(newReply(454, "4.7.0", "Temporary authentication failure"))
+		s.tempFailAuth()
 		return true
 	}
+	s.countAuth(authOK)
 	s.log.Info("smtp: client authenticated", "auth_user", r.User, "mechanism", mech, "by", "dovecot")
 	s.reply(newReply(235, "2.7.0", "Authentication successful"))
 	return true

@@ -43,6 +43,7 @@ type Server struct {
 	probed sync.Once
 	limits atomic.Pointer[limitCache] // for the failed-auth limit
 	mechs  mechCache                  // Dovecot's, for EHLO
+	auths  [authOutcomes]atomic.Uint64
 }
 
 // New checks cfg, loads its certificate and returns a server; nothing
