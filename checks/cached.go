@@ -127,7 +127,8 @@ func (k *cached) Domains(ctx context.Context, names ...string) []dnsbl.Result {
 // make a long key.
 func (k *cached) URLs(ctx context.Context, urls []policy.URL) []uribl.Result {
 	names := uriNames(urls)
-	if len(names) == 0 {
+	if s, ok := k.inner.(*Suite); len(names) == 0 || (ok && s.uris == nil) {
+		// Nothing to ask: no round trip to the cache for it.
 		return k.inner.URLs(ctx, urls)
 	}
 	h := sha256.New()

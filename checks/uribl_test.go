@@ -192,3 +192,18 @@ func TestURIListsThroughEngine(t *testing.T) {
 		t.Errorf("refused answer: %+v, want tempfail", v)
 	}
 }
+
+// Without URI lists a message's links cost the cache nothing.
+func TestCachedURLsWithoutZones(t *testing.T) {
+	srv := testenv.StartDNS(t, uriZone)
+	cfg := uriConfig(srv)
+	cfg.URIBL = uribl.Config{}
+	c := newMemCache(t)
+	k := Cached(uriSuite(t, cfg), c, CacheOptions{Scope: ConfigScope(cfg)})
+	if res := k.URLs(context.Background(), links("spam.example")); res != nil {
+		t.Fatalf("%+v", res)
+	}
+	if st := c.Stats(); st.Entries != 0 || st.Hits+st.Misses != 0 {
+		t.Errorf("the cache was asked: %+v", st)
+	}
+}
