@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mailward/mailward/cache"
 	"github.com/mailward/mailward/checks/resolver"
 	"github.com/mailward/mailward/checks/uribl"
 	"github.com/mailward/mailward/internal/testenv"
@@ -93,9 +94,24 @@ func TestSuiteURLs(t *testing.T) {
 }
 
 func TestCachedURLs(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { cachedURLs(t, newMemCache(t)) })
+	// Through Redis the results go as JSON and come back decoded.
+	t.Run("redis", func(t *testing.T) {
+		srv := testenv.StartRedis(t)
+		cfg := cache.DefaultConfig()
+		cfg.Type, cfg.Redis.Addrs = cache.TypeRedis, []string{srv.Addr()}
+		c, err := cache.New(cfg, cache.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cachedURLs(t, c)
+	})
+}
+
+func cachedURLs(t *testing.T, c cache.Cache) {
 	srv := testenv.StartDNS(t, uriZone)
 	cfg := uriConfig(srv)
-	c := newMemCache(t)
 	ctx := context.Background()
 	// Two suites with their own resolvers, so that only the check cache
 	// can spare the second its look-ups.
@@ -103,7 +119,7 @@ func TestCachedURLs(t *testing.T) {
 	b := Cached(uriSuite(t, cfg), c, CacheOptions{Scope: ConfigScope(cfg)})
 	for i, k := range []policy.Checker{a, b} {
 		res := k.URLs(ctx, links("spam.example", "ok.example"))
-		if len(res) != 1 || res[0].Names[0] != "black" {
+		if len(res) != 1 || res[0].Names[0] != "black" || res[0].Codes[0] != "127.0.0.2" || res[0].Query != "spam.example" {
 			t.Fatalf("message %d: %+v", i, res)
 		}
 	}
