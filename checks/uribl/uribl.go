@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -203,6 +204,9 @@ func (c *Checker) one(ctx context.Context, z list, q query) *Result {
 		}
 		return &Result{Zone: z.name, Query: q.shown, Error: fmt.Sprintf("asking %s about %s: %v", z.name, q.shown, err)}
 	}
+	if slices.Contains(addrs, noIPQueries) {
+		return nil
+	}
 	r := dnsbl.Answer(z.name, q.shown, addrs, z.names, refused)
 	return &r
 }
@@ -212,3 +216,8 @@ func (c *Checker) one(ctx context.Context, z list, q query) *Result {
 func refused(a netip.Addr) bool {
 	return dnsbl.Refused(a) || a == netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
+
+// noIPQueries is Spamhaus DBL's answer to an IP-literal host ("IP
+// queries prohibited"): for good, so not an error to retry on, and no
+// listing either.
+var noIPQueries = netip.AddrFrom4([4]byte{127, 0, 1, 255})

@@ -27,6 +27,7 @@ both.example IN A 127.0.0.6
 odd.example IN A 127.0.0.64
 refused.example IN A 127.255.255.254
 blocked.example IN A 127.0.0.1
+9.2.0.192 IN A 127.0.1.255
 public.example IN A 192.0.2.1
 10.2.0.192 IN A 127.0.0.4
 $ORIGIN dbl.test.
@@ -112,6 +113,15 @@ func TestRefusedAnswersAreErrors(t *testing.T) {
 		if !strings.Contains(res[0].Error, "not a listing") {
 			t.Errorf("%s: error %q", name, res[0].Error)
 		}
+	}
+}
+
+// 127.0.1.255 is Spamhaus DBL refusing IP queries for good: no listing,
+// and no error to defer mail on.
+func TestNoIPQueriesIsNotListed(t *testing.T) {
+	_, c := start(t, cfg)
+	if res := c.Check(context.Background(), []string{"192.0.2.9"}); len(res) != 0 {
+		t.Errorf("%+v", res)
 	}
 }
 
