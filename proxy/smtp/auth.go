@@ -200,7 +200,7 @@ func (s *session) relayAuth(mech, initial string) bool {
 	for step := 0; err == nil && r.code == 334; step++ {
 		if step >= maxSASLSteps {
 			s.log.Warn("smtp: AUTH: too many challenges from upstream", "mechanism", mech)
-			r, err = s.up.cmd("*")
+			r, err = s.up.saslResponse("*")
 			if err == nil {
 				r = newReply(454, "4.7.0", "Temporary authentication failure")
 			}
@@ -210,7 +210,7 @@ func (s *session) relayAuth(mech, initial string) bool {
 		resp, rerr := s.readSASLLine()
 		if errors.Is(rerr, errLineTooLong) {
 			// Upstream is waiting for an answer: cancel there, refuse here.
-			if _, err = s.up.cmd("*"); err == nil {
+			if _, err = s.up.saslResponse("*"); err == nil {
 				s.protocolError(newReply(500, "5.5.6", "Authentication exchange line is too long"))
 				return true
 			}
@@ -224,7 +224,7 @@ func (s *session) relayAuth(mech, initial string) bool {
 			resp = "*"
 		}
 		responses = append(responses, resp)
-		r, err = s.up.cmd(resp)
+		r, err = s.up.saslResponse(resp)
 	}
 	if err != nil {
 		s.log.Warn("smtp: AUTH: upstream connection lost", "upstream", s.settings.cfg.Upstream, "err", err)

@@ -444,3 +444,24 @@ func transactionLine(log, want string) bool {
 	}
 	return false
 }
+
+// A relayed exchange whose upstream goes away after the password was sent
+// answers 454, and the error logged does not quote the password.
+func TestPostfixAuthRelayLostKeepsPasswordOutOfLog(t *testing.T) {
+	r := startAuthRig(t, Config{Auth: AuthRelay})
+	cab := startCable(t, r.pf.SMTPAddr())
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	logs := &logBuffer{t: t}
+	_, addr := startProxyLog(t, Config{Upstream: cab.addr(), Auth: AuthRelay, TLSCert: cert.CertFile, TLSKey: cert.KeyFile},
+		slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	rc, _ := rawTLS(t, "127.0.0.9", addr)
+	rc.send("AUTH LOGIN " + b64("alice") + "\r\n")
+	rc.expect(334)
+	cab.cut()
+	rc.send(b64(alicePass) + "\r\n")
+	rc.expect(454)
+	if !strings.Contains(logs.String(), "AUTH: upstream connection lost") {
+		t.Fatalf("the lost upstream was not logged:\n%s", logs.String())
+	}
+	noSecrets(t, logs.String())
+}

@@ -271,6 +271,17 @@ func (up *upstream) xforward(ci *clientInfo, id string, log *slog.Logger) error 
 // cmd sends one command and reads its reply.
 func (up *upstream) cmd(line string) (reply, error) {
 	verb, _, _ := strings.Cut(line, " ")
+	return up.send(line, verb)
+}
+
+// saslResponse sends a client's response of an AUTH exchange. Errors name
+// it only as such: the line is a credential (LOGIN's password, say).
+func (up *upstream) saslResponse(resp string) (reply, error) {
+	return up.send(resp, "AUTH response")
+}
+
+// send sends line and reads the reply; verb names the line in errors.
+func (up *upstream) send(line, verb string) (reply, error) {
 	if _, err := up.bw.WriteString(line + "\r\n"); err != nil {
 		return reply{}, fmt.Errorf("sending %s upstream: %w", verb, err)
 	}
