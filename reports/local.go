@@ -316,9 +316,14 @@ func (l *Local) Load(_ context.Context, k Key) (*Domain, error) { return l.agg.g
 // it returns, so that a restart never reports it again; the next
 // snapshot takes it in.
 func (l *Local) Done(_ context.Context, k Key) error {
+	d := l.agg.get(k)
 	l.agg.remove(k)
 	l.dirty.Store(true)
 	if err := l.logDone(doneLine{Begin: k.Begin.UTC(), Domain: k.Domain}); err != nil {
+		// Not done, so kept: the next snapshot would lose it otherwise.
+		if d != nil {
+			l.agg.restore(d)
+		}
 		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
 	}
 	return nil

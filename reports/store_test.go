@@ -419,3 +419,39 @@ func TestRecordAfterClose(t *testing.T) {
 		t.Errorf("%d aggregates, %d dropped; want the first recorded, the second dropped", len(ds), rec.Dropped())
 	}
 }
+
+// TestLocalDoneFailureKeepsReport: a report whose done mark cannot be
+// written (a full or failing disk) is not done: it is still in the store,
+// to be tried again, and in the next snapshot.
+func TestLocalDoneFailureKeepsReport(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reports.json")
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	l, err := NewLocal(LocalConfig{Interval: 24 * time.Hour, Path: path, SnapshotEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Add(ctx, at, observe(t, "example.com", "192.0.2.1", "pass")); err != nil {
+		t.Fatal(err)
+	}
+	// The done log cannot be opened for writing.
+	if err := os.Mkdir(path+".done", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var s sent
+	r := &Reporter{Store: l, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s}
+	if n, err := r.Due(ctx, at.Add(24*time.Hour)); n != 0 || err == nil {
+		t.Fatalf("%d reports (%v), want none and an error", n, err)
+	}
+	if ks, _ := l.Ended(ctx, at.Add(24*time.Hour)); len(ks) != 1 {
+		t.Fatalf("the report not done is gone from the store: %v", ks)
+	}
+	os.Remove(path + ".done")
+	if n, err := r.Due(ctx, at.Add(24*time.Hour)); n != 1 || err != nil {
+		t.Fatalf("%d reports (%v) once the disk is back, want 1", n, err)
+	}
+	if got := s.list(); len(got) != 1 || countRows(t, got[0].XML) != 1 {
+		t.Fatalf("sent %d reports, want 1 with 1 message", len(got))
+	}
+}
