@@ -321,15 +321,24 @@ func (r *Redis) Load(ctx context.Context, k Key) (*Domain, error) {
 }
 
 // Done implements Store: the mark outlives the aggregate's keys, so
-// that a late message cannot make the report again.
+// that a late message cannot make the report again. Mark and deletion are
+// one transaction: a mark set without the deletion would make the next
+// Claim forget a report the Reporter left for later because Done failed.
 func (r *Redis) Done(ctx context.Context, k Key) error {
+	b := strconv.FormatInt(k.Begin.Unix(), 10)
 	err := r.rc.Shared(ctx, "dmarc report done", func(ctx context.Context, c redis.UniversalClient, p string) error {
-		return c.Set(ctx, p+keySent+keyOf(k), "1", r.ttl(k.Begin, 24*time.Hour)).Err()
+		_, err := c.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			tx.Set(ctx, p+keySent+keyOf(k), "1", r.ttl(k.Begin, 24*time.Hour))
+			tx.Del(ctx, p+keyAgg+keyOf(k))
+			tx.SRem(ctx, p+keyDomains+b, k.Domain)
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("marking the DMARC report of %s done: %w", k.Domain, err)
 	}
-	return r.forget(ctx, k)
+	return nil
 }
 
 // Undo implements Store.

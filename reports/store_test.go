@@ -455,3 +455,30 @@ func TestLocalDoneFailureKeepsReport(t *testing.T) {
 		t.Fatalf("sent %d reports, want 1 with 1 message", len(got))
 	}
 }
+
+// TestRedisDoneFailureKeepsReport: when Redis refuses part of marking a
+// report done, none of it is done, and the next Due sends the report
+// rather than finding it marked and forgetting it unsent.
+func TestRedisDoneFailureKeepsReport(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	st := newRedisStore(t, srv.Addr(), RedisConfig{Interval: 24 * time.Hour})
+	ctx := context.Background()
+	at := time.Now().UTC().Add(-72 * time.Hour)
+	if err := st.Add(ctx, at, observe(t, "example.com", "192.0.2.1", "pass")); err != nil {
+		t.Fatal(err)
+	}
+	var s sent
+	r := &Reporter{Store: st, Meta: Meta{OrgName: "o", Email: "e@r.example", Submitter: "r.example"}, Send: &s}
+	// Deleting the aggregate fails after the done mark could be set.
+	srv.MustDo("ACL", "SETUSER", "default", "-srem")
+	if n, err := r.Due(ctx, time.Now()); n != 0 || err == nil {
+		t.Fatalf("%d reports (%v), want none and an error", n, err)
+	}
+	srv.MustDo("ACL", "SETUSER", "default", "+srem")
+	if n, err := r.Due(ctx, time.Now()); n != 1 || err != nil {
+		t.Fatalf("%d reports (%v) once Redis is whole, want 1", n, err)
+	}
+	if got := s.list(); len(got) != 1 || countRows(t, got[0].XML) != 1 {
+		t.Fatalf("sent %d reports, want 1 with 1 message", len(got))
+	}
+}
