@@ -76,6 +76,7 @@ type Conn struct {
 	mechs   []Mech
 	id      uint64
 	active  bool
+	until   time.Time // while set, no read or write waits past it
 }
 
 // Dial connects to the socket at path and does the handshake. timeout
@@ -87,16 +88,32 @@ func Dial(ctx context.Context, path string, timeout time.Duration) (*Conn, error
 		return nil, fmt.Errorf("connecting to Dovecot auth socket %s: %w", path, err)
 	}
 	conn := &Conn{c: c, br: bufio.NewReaderSize(c, 4096), timeout: timeout}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	} else {
-		c.SetDeadline(time.Now().Add(timeout))
+	// The handshake's reads and writes end with the context too: its
+	// deadline bounds them, and cancelling it closes the connection.
+	conn.until, _ = ctx.Deadline()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	err = conn.handshake()
+	if !stop() && err == nil {
+		err = ctx.Err()
 	}
-	if err := conn.handshake(); err != nil {
+	conn.until = time.Time{}
+	if err != nil {
 		c.Close()
+		if ctx.Err() != nil {
+			err = errors.Join(err, ctx.Err())
+		}
 		return nil, fmt.Errorf("Dovecot auth handshake on %s: %w", path, err)
 	}
 	return conn, nil
+}
+
+// deadline is when the next read or write must be done by.
+func (c *Conn) deadline() time.Time {
+	d := time.Now().Add(c.timeout)
+	if !c.until.IsZero() && c.until.Before(d) {
+		return c.until
+	}
+	return d
 }
 
 func (c *Conn) handshake() error {
@@ -242,7 +259,7 @@ func (c *Conn) result() (Result, error) {
 }
 
 func (c *Conn) write(s string) error {
-	c.c.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.c.SetWriteDeadline(c.deadline())
 	if _, err := c.c.Write([]byte(s)); err != nil {
 		return fmt.Errorf("writing to Dovecot: %w", err)
 	}
@@ -251,7 +268,7 @@ func (c *Conn) write(s string) error {
 
 // readFields reads one line, split at tabs.
 func (c *Conn) readFields() ([]string, error) {
-	c.c.SetReadDeadline(time.Now().Add(c.timeout))
+	c.c.SetReadDeadline(c.deadline())
 	var line []byte
 	for {
 		frag, err := c.br.ReadSlice('\n')

@@ -6,7 +6,10 @@ import (
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -110,5 +113,48 @@ func TestEscape(t *testing.T) {
 	}
 	if unescape("a\x01tb") != "a\tb" {
 		t.Error("unescape")
+	}
+}
+
+// TestDialEndsWithContext: a socket that accepts and never answers (an
+// auth process stuck) holds Dial only as long as its context, deadline
+// or cancel, not for the much longer timeout of later reads.
+func TestDialEndsWithContext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	deadline, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel2)
+	for name, ctx := range map[string]context.Context{"deadline": deadline, "cancel": cancelled} {
+		done := make(chan error, 1)
+		go func() {
+			c, err := Dial(ctx, path, time.Hour)
+			if err == nil {
+				c.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ctx.Err()) {
+				t.Errorf("%s: Dial returned %v, want the context's error", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: Dial still waiting for a silent socket after its context ended", name)
+		}
 	}
 }
