@@ -22,6 +22,11 @@ const maxLine = 16 << 10
 // maxHandshake bounds the lines of the handshake (MECH lines mostly).
 const maxHandshake = 256
 
+// maxOther bounds the lines about other requests read while waiting for
+// the answer to ours: each read has its own timeout, so without it a
+// Dovecot talking of something else would hold the exchange for ever.
+const maxOther = 256
+
 // Mech is one mechanism Dovecot offers.
 type Mech struct {
 	Name string
@@ -209,7 +214,10 @@ func (c *Conn) Continue(resp string) (Result, error) {
 }
 
 func (c *Conn) result() (Result, error) {
-	for {
+	for i := 0; ; i++ {
+		if i >= maxOther {
+			return Result{}, errors.New("too many lines about other requests")
+		}
 		f, err := c.readFields()
 		if err != nil {
 			return Result{}, err

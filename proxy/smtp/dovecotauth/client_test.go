@@ -1,12 +1,14 @@
 package dovecotauth
 
 import (
+	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -156,5 +158,59 @@ func TestDialEndsWithContext(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: Dial still waiting for a silent socket after its context ended", name)
 		}
+	}
+}
+
+// TestAnswerAmongOtherLines: lines about other requests are skipped, but
+// only so many: a peer that never answers ours ends the exchange.
+func TestAnswerAmongOtherLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\nCOOKIE\tx\nDONE\n")
+		br := bufio.NewReader(c)
+		br.ReadString('\n') // VERSION
+		br.ReadString('\n') // CPID
+		br.ReadString('\n') // AUTH 1
+		for i := 0; i < 10 && err == nil; i++ {
+			_, err = io.WriteString(c, "FAIL\t99\treason=not yours\n")
+		}
+		io.WriteString(c, "OK\t1\tuser=alice\n")
+		br.ReadString('\n') // AUTH 2
+		for err == nil {
+			_, err = io.WriteString(c, "CONT\t99\t\n")
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, path, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Auth("PLAIN", b64("\x00alice\x00pw"), info); err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("first exchange: %+v, %v", r, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Auth("PLAIN", b64("\x00alice\x00pw"), info)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("an exchange Dovecot never answered succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still reading lines about other requests")
 	}
 }
