@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-message"
+
+	"github.com/mailward/mailward/internal/mimewalk"
 )
 
 // walkAttachments lists attachments the way go-message's own reader
@@ -40,7 +42,7 @@ func walkAttachments(t *testing.T, msg string) []Attachment {
 }
 
 func scan(msg string, chunk int) ([]Attachment, error) {
-	s := newMIMEScanner(DefaultMIMEDepth, DefaultMIMEParts)
+	s := newAttachmentScan(DefaultMIMEDepth, DefaultMIMEParts)
 	for i := 0; i < len(msg); i += chunk {
 		s.Write([]byte(msg[i:min(i+chunk, len(msg))]))
 	}
@@ -156,7 +158,7 @@ func BenchmarkMIMENested20000(b *testing.B) {
 	msg := []byte(nested(20000))
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		s := newMIMEScanner(DefaultMIMEDepth, DefaultMIMEParts)
+		s := newAttachmentScan(DefaultMIMEDepth, DefaultMIMEParts)
 		for i := 0; i < len(msg); i += 64 << 10 {
 			s.Write(msg[i:min(i+64<<10, len(msg))])
 		}
@@ -179,7 +181,7 @@ func BenchmarkMIMEManyBoundaryLines(b *testing.B) {
 	msg := []byte(m.String())
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
-		s := newMIMEScanner(DefaultMIMEDepth, DefaultMIMEParts)
+		s := newAttachmentScan(DefaultMIMEDepth, DefaultMIMEParts)
 		s.Write(msg)
 		s.Finish()
 	}
@@ -190,7 +192,7 @@ func FuzzMIMEScanner(f *testing.F) {
 	f.Add("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Disposition: attachment; filename=a\r\n\r\nx\r\n--b--\r\n", 1)
 	f.Fuzz(func(t *testing.T, msg string, chunk int) {
 		chunk = max(1, chunk%100)
-		s := newMIMEScanner(4, 20)
+		s := newAttachmentScan(4, 20)
 		for i := 0; i < len(msg); i += chunk {
 			s.Write([]byte(msg[i:min(i+chunk, len(msg))]))
 		}
@@ -220,4 +222,22 @@ func TestMIMEFoldedFields(t *testing.T) {
 	if err != nil || len(a) != 50 || a[0].Name != "a.exe" {
 		t.Fatalf("%d attachments (%+v), %v", len(a), a[:min(len(a), 1)], err)
 	}
+}
+
+// attachmentScan is the walk with the attachment list as its one reader.
+type attachmentScan struct {
+	w *mimewalk.Walker
+	l *attachmentList
+}
+
+func newAttachmentScan(depth, parts int) *attachmentScan {
+	l := &attachmentList{}
+	return &attachmentScan{w: mimewalk.New(mimewalk.Options{MaxDepth: depth, MaxParts: parts}, l), l: l}
+}
+
+func (s *attachmentScan) Write(b []byte) { s.w.Write(b) }
+
+func (s *attachmentScan) Finish() ([]Attachment, error) {
+	err := s.w.Finish()
+	return s.l.result, err
 }

@@ -3,28 +3,35 @@ package policy
 import (
 	"context"
 	"hash"
-
-	"github.com/mailward/mailward/checks/content"
 	"mime"
 	"strings"
 
+	"github.com/mailward/mailward/checks/content"
 	"github.com/mailward/mailward/checks/uribl"
+	"github.com/mailward/mailward/internal/mimewalk"
 )
 
-// messageScan is what reads the message as it streams: the attachment
-// scanner, the content scanner, the digest for the verdict cache and the
-// DKIM and DMARC verifier. Each is nil when not wanted.
+// messageScan is what reads the message as it streams: one walk of its
+// MIME structure for the attachment list and the content scan, the
+// digest for the verdict cache and the DKIM and DMARC verifier. Each is
+// nil when not wanted.
 type messageScan struct {
-	mime *mimeScanner
-	// scanMIME says the attachment scan is still to start, at the end
-	// of the header, if the header says the message may have any.
-	scanMIME bool
-	// mimeDepth and mimeParts bound the scan (Settings.MIMEDepth, MIMEParts).
+	walk *mimewalk.Walker
+	// started: the walk was set up, at the end of the header.
+	started bool
+	// mimeDepth and mimeParts bound the walk (Settings.MIMEDepth, MIMEParts).
 	mimeDepth, mimeParts int
-	digest               hash.Hash
-	verifier             MessageVerifier
-	// content reads the text parts and their links (checks/content).
-	content *content.Scanner
+	// attach lists the attachments, when the header says there may be
+	// any; wantAttach says it is to start with the walk.
+	attach     *attachmentList
+	wantAttach bool
+	// content reads the text parts and their links (checks/content);
+	// wantContent says it is to start with the walk.
+	content     *content.Scanner
+	wantContent bool
+	contentOpts content.Options
+	digest      hash.Hash
+	verifier    MessageVerifier
 }
 
 // newScan sets up the readers a new message needs.
@@ -34,25 +41,36 @@ func (c *Conn) newScan() messageScan {
 		m.verifier = c.snap.checker.Message()
 	}
 	// A replay has no content to scan: its attachments are recorded.
-	m.scanMIME = !c.info.Replay
+	m.wantAttach = !c.info.Replay
 	m.mimeDepth, m.mimeParts = c.snap.settings.MIMEDepth, c.snap.settings.MIMEParts
 	m.digest = c.newDigest()
-	if !c.info.Replay && !c.snap.settings.ContentOff {
-		m.content = content.NewScanner(c.snap.settings.Content)
-	}
+	m.wantContent = !c.info.Replay && !c.snap.settings.ContentOff
+	m.contentOpts = c.snap.settings.Content
 	return m
 }
 
-// startMIME starts the attachment scan, unless the header says there
-// is nothing to find: a message that is neither multipart nor has a
-// Content-Disposition or a named part is one part and no attachment,
-// and most mail is such. Scanning it cost a goroutine, a pipe and a
-// MIME parser per message.
+// startMIME starts the walk for the readers the message needs: the
+// content scan, and the attachment list unless the header says there is
+// nothing to find (a message that is neither multipart nor has a
+// Content-Disposition or a named part is one part and no attachment, and
+// most mail is such). With neither, there is no walk.
 func (m *messageScan) startMIME(hs []Header) {
-	if m.scanMIME && mayHaveAttachments(hs) {
-		m.mime = newMIMEScanner(m.mimeDepth, m.mimeParts)
+	if m.started {
+		return
 	}
-	m.scanMIME = false
+	m.started = true
+	var readers []mimewalk.Handler
+	if m.wantAttach && mayHaveAttachments(hs) {
+		m.attach = &attachmentList{}
+		readers = append(readers, m.attach)
+	}
+	if m.wantContent {
+		m.content = content.NewReader(m.contentOpts)
+		readers = append(readers, m.content)
+	}
+	if len(readers) > 0 {
+		m.walk = mimewalk.New(mimewalk.Options{MaxDepth: m.mimeDepth, MaxParts: m.mimeParts}, readers...)
+	}
 }
 
 // mayHaveAttachments reads the top-level header as the MIME scanner
@@ -77,14 +95,11 @@ func mayHaveAttachments(hs []Header) bool {
 // write gives the next bytes of the message, header block then body, to
 // every reader. Only the verifier can refuse them.
 func (m *messageScan) write(b []byte) error {
-	if m.mime != nil {
-		m.mime.Write(b)
+	if m.walk != nil {
+		m.walk.Write(b)
 	}
 	if m.digest != nil {
 		m.digest.Write(b)
-	}
-	if m.content != nil {
-		m.content.Write(b)
 	}
 	if m.verifier == nil {
 		return nil
@@ -97,13 +112,28 @@ func (m *messageScan) write(b []byte) error {
 // no scan running (skipped, or attachments given) f is left as it is. The
 // error says the message passed a bound of the scan: the list may miss some.
 func (m *messageScan) attachments(f *Facts) error {
-	if m.mime == nil {
+	if m.attach == nil {
 		return nil
 	}
-	var err error
-	f.Attachments, err = m.mime.Finish()
-	m.mime = nil
+	err := m.finishWalk()
+	f.Attachments = m.attach.result
+	m.attach = nil
 	return err
+}
+
+// finishWalk ends the walk, once; the error says which bound stopped it.
+func (m *messageScan) finishWalk() error {
+	if m.walk == nil {
+		return nil
+	}
+	return m.walk.Finish()
+}
+
+// dropWalk forgets the walk once no one reads it.
+func (m *messageScan) dropWalk() {
+	if m.attach == nil && m.content == nil {
+		m.walk = nil
+	}
 }
 
 // contentFacts ends the content scan and records what it found. A bound
@@ -113,24 +143,29 @@ func (m *messageScan) contentFacts(f *Facts) {
 	if m.content == nil {
 		return
 	}
-	r := m.content.Finish()
+	m.finishWalk()
+	r := m.content.End(m.walk)
 	m.content = nil
 	f.BodyText, f.URLs, f.Content = r.Text, r.URLs, &r.Summary
 }
 
+// closeContentScan ends the content scan unread; a walk begun goes on
+// for the attachments, feeding it still, its findings dropped.
 func (m *messageScan) closeContentScan() {
+	m.wantContent = false
 	if m.content != nil {
 		m.content.Close()
 		m.content = nil
+		m.dropWalk()
 	}
 }
 
+// closeMIME ends the attachment list, and the walk unless the content
+// scan reads it.
 func (m *messageScan) closeMIME() {
-	m.scanMIME = false
-	if m.mime != nil {
-		m.mime.Close()
-		m.mime = nil
-	}
+	m.wantAttach = false
+	m.attach = nil
+	m.dropWalk()
 }
 
 func (m *messageScan) closeVerifier() {

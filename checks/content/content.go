@@ -8,8 +8,12 @@ import (
 	"bytes"
 	"fmt"
 	"hash/maphash"
+	"mime"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/mailward/mailward/internal/mimewalk"
 )
 
 // Defaults of the bounds (Options).
@@ -101,7 +105,7 @@ type Result struct {
 // bounds: the cost is linear in the message.
 type Scanner struct {
 	o      Options
-	walk   walker
+	walk   *mimewalk.Walker // its own walk; nil when it reads a shared one
 	text   []byte
 	limit  string
 	res    Result
@@ -117,23 +121,60 @@ type Scanner struct {
 	words  wordScanner
 }
 
-// NewScanner starts the scan of one message.
+// NewScanner starts the scan of one message, which it walks itself:
+// write the message to it, then Finish.
 func NewScanner(o Options) *Scanner {
+	s := NewReader(o)
+	s.walk = mimewalk.New(mimewalk.Options{MaxDepth: s.o.MaxDepth, MaxParts: s.o.MaxParts}, s)
+	return s
+}
+
+// NewReader starts the scan of one message as a reader of a walk shared
+// with other readers (give it to mimewalk.New, then End it with the
+// finished walk). The walk's own bounds apply, not o's MaxDepth and
+// MaxParts.
+func NewReader(o Options) *Scanner {
 	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}}
-	s.walk.init(s)
 	s.words.s = s
 	return s
 }
 
 // Write takes the next bytes of the message; it never fails.
 func (s *Scanner) Write(p []byte) (int, error) {
-	s.walk.Write(p)
-	return len(p), nil
+	return s.walk.Write(p)
 }
 
 // Finish ends the message and returns what was found.
 func (s *Scanner) Finish() *Result {
-	s.walk.finish()
+	s.walk.Finish()
+	return s.End(s.walk)
+}
+
+// Part implements mimewalk.Handler: the text parts that are not
+// attachments are read.
+func (s *Scanner) Part(p *mimewalk.Part) mimewalk.Body {
+	if p.Multipart || !strings.HasPrefix(p.MediaType, "text/") {
+		return nil
+	}
+	if disp, _, _ := mime.ParseMediaType(p.Disposition); disp == "attachment" {
+		return nil
+	}
+	s.res.TextParts++
+	isHTML := p.MediaType == "text/html"
+	if isHTML {
+		s.res.HTML = true
+	}
+	return newPartDecoder(s, p.Encoding, p.Params["charset"], isHTML)
+}
+
+// End ends the scan of a message whose walk w finished and returns what
+// was found. A bound that stopped the walk is the scan's Limit, unless
+// another came first.
+func (s *Scanner) End(w *mimewalk.Walker) *Result {
+	if err := w.Err(); err != nil {
+		s.setLimit("%s", err)
+	}
+	s.from = w.From()
 	if len(s.text) > 0 {
 		// The buffer is never written again: the text is not copied,
 		// which would double what a message holds at its end.
@@ -149,7 +190,7 @@ func (s *Scanner) Finish() *Result {
 // Close abandons the message.
 func (s *Scanner) Close() {
 	s.text, s.html, s.seen, s.raw = nil, nil, nil, nil
-	s.walk = walker{}
+	s.walk = nil
 }
 
 // setLimit records the first bound passed.

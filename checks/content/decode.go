@@ -62,6 +62,14 @@ func charsetDecoder(label string) (tr transform.Transformer, utf8 bool) {
 	return enc.NewDecoder(), false
 }
 
+// Content implements mimewalk.Body.
+func (d *partDecoder) Content(b []byte, eolLen int) {
+	d.write(b, eolLen > 0)
+}
+
+// End implements mimewalk.Body.
+func (d *partDecoder) End() { d.finish() }
+
 // write takes a piece of a body line; eol says the line ended after it.
 func (d *partDecoder) write(b []byte, eol bool) {
 	if d.bad || d.done {
