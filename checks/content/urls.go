@@ -228,13 +228,10 @@ func hostOf(auth string) (string, bool) {
 	if host == "" || len(host) > 253*4 {
 		return "", false
 	}
-	if !maybeIP(host) {
-		// A name: not worth the address parsers' errors.
-	} else if a, err := netip.ParseAddr(host); err == nil {
-		return a.String(), true
-	} else if n, err := strconv.ParseUint(host, 10, 32); err == nil {
-		// "http://3232235777/": browsers read a number as an IPv4 address.
-		return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}).String(), true
+	if strings.IndexByte(host, ':') >= 0 {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return a.String(), true
+		}
 	}
 	ascii := true
 	for i := 0; i < len(host); i++ {
@@ -257,6 +254,12 @@ func hostOf(auth string) (string, bool) {
 	if len(host) > 253 {
 		return "", false
 	}
+	if endsInNumber(host) {
+		// Browsers read a host whose last label is a number as an IPv4
+		// address ("3232235777", "0x7f.1", "0177.0.0.1") or reject the
+		// link: such a host is no name to ask a domain list about.
+		return parseIPv4(host)
+	}
 	for i := 0; i < len(host); i++ {
 		c := host[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
@@ -267,6 +270,60 @@ func hostOf(auth string) (string, bool) {
 		return "", false
 	}
 	return host, true
+}
+
+// endsInNumber says the last label of a host (lower case, no trailing
+// dot) is a number, as the WHATWG URL standard's host parser tells IPv4
+// hosts: decimal digits, or "0x" and hex digits.
+func endsInNumber(host string) bool {
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	if last == "" {
+		return false
+	}
+	if strings.HasPrefix(last, "0x") {
+		last = last[2:]
+		return strings.Trim(last, "0123456789abcdef") == ""
+	}
+	return strings.Trim(last, "0123456789") == ""
+}
+
+// parseIPv4 is the WHATWG URL standard's IPv4 parser: up to four
+// numbers, each decimal, octal (a leading 0) or hex (0x), the last
+// filling the bytes the others leave.
+func parseIPv4(host string) (string, bool) {
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return "", false
+	}
+	var ip uint64
+	for i, p := range parts {
+		base := 10
+		switch {
+		case strings.HasPrefix(p, "0x"):
+			p, base = p[2:], 16
+			if p == "" {
+				p = "0"
+			}
+		case len(p) > 1 && p[0] == '0':
+			p, base = p[1:], 8
+		}
+		n, err := strconv.ParseUint(p, base, 32)
+		if err != nil || p == "" || p[0] == '+' || p[0] == '-' {
+			return "", false
+		}
+		if i < len(parts)-1 {
+			if n > 255 {
+				return "", false
+			}
+			ip |= n << (8 * (3 - i))
+			continue
+		}
+		if n >= 1<<(8*(5-len(parts))) {
+			return "", false
+		}
+		ip |= n
+	}
+	return netip.AddrFrom4([4]byte{byte(ip >> 24), byte(ip >> 16), byte(ip >> 8), byte(ip)}).String(), true
 }
 
 // maybeIP says a host could be an IP address: digits and dots, or a colon.
