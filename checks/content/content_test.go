@@ -247,4 +247,20 @@ func TestLinksInRunningText(t *testing.T) {
 	if want := []string{"a.example", "www.b.example", "c.example", "d.example", "r.example", "e.example"}; !reflect.DeepEqual(hosts, want) {
 		t.Errorf("hosts %v, want %v", hosts, want)
 	}
+	// White space and punctuation outside ASCII end a link: a link then
+	// "&nbsp;" is not a name "example.comtoday" the lists never heard of.
+	for _, c := range []struct{ body, host, path string }{
+		{"Content-Type: text/html\r\n\r\n<p>Visit http://spam.example&nbsp;today</p>", "spam.example", ""},
+		{"\r\nhttp://spam.example/x\u00a0today", "spam.example", "/x"},
+		{"\r\n詳しくはhttp://spam.example。次へ", "spam.example", ""},
+		{"\r\n（http://spam.example、http://spam.example）", "spam.example", ""},
+		{"\r\n「http://spam.example/a」", "spam.example", "/a"},
+		{"\r\n«http://spam.example/a»", "spam.example", "/a"},
+		{"\r\nhttp://ex\u3002spam.example/", "ex.spam.example", "/"},
+	} {
+		r := scan(t, Options{}, c.body+"\r\n", 3)
+		if len(r.URLs) != 1 || r.URLs[0].Host != c.host || r.URLs[0].Path != c.path {
+			t.Errorf("%q: %+v, want host %s path %q", c.body, r.URLs, c.host, c.path)
+		}
+	}
 }

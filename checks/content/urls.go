@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"
@@ -93,7 +95,7 @@ func (s *Scanner) findLinks(word []byte) {
 				// length for each.
 				if runEnd <= i {
 					runEnd = i + len(p)
-					for runEnd < len(word) && !isBreak(word[runEnd]) {
+					for runEnd < len(word) && !isBreak(word[runEnd]) && (word[runEnd] < 0x80 || !isWideBreak(word[runEnd:])) {
 						runEnd++
 					}
 				}
@@ -110,6 +112,19 @@ func (s *Scanner) findLinks(word []byte) {
 			}
 		}
 	}
+}
+
+// isWideBreak says the character b starts with ends a link in text as
+// white space or punctuation outside ASCII do: "&nbsp;" after a link in
+// HTML, "。", "、" or "）" after one in CJK text. A full stop IDNA reads as
+// a dot ("ex。example") goes on when a name follows it.
+func isWideBreak(b []byte) bool {
+	r, n := utf8.DecodeRune(b)
+	switch r {
+	case '\u3002', '\uFF0E', '\uFF61':
+		return n == len(b) || !isHostByte(b[n])
+	}
+	return unicode.IsSpace(r) || unicode.IsPunct(r)
 }
 
 func isHostByte(c byte) bool {
