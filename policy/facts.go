@@ -24,7 +24,7 @@ type Attachment struct {
 // URL is one link found in the message (eom), normalised: the host is
 // lower-case with A-labels, an IP literal without brackets. Domain is
 // the registrable domain of Host (the public suffix list, as URI
-// blocklists expect); "" for an IP literal. See checks/content.
+// blocklists expect); "" for an IP literal or a host without one. See checks/content.
 type URL = content.URL
 
 // Content is what the content scan found besides the text and the links.
