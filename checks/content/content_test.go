@@ -257,6 +257,12 @@ func TestLinksInRunningText(t *testing.T) {
 		{"\r\n「http://spam.example/a」", "spam.example", "/a"},
 		{"\r\n«http://spam.example/a»", "spam.example", "/a"},
 		{"\r\nhttp://ex\u3002spam.example/", "ex.spam.example", "/"},
+		// A bracket the link opened is the link's: an IPv6 literal, a
+		// path; one it did not open ends a sentence.
+		{"\r\nsee http://[2001:db8::1]. now", "2001:db8::1", ""},
+		{"\r\n[http://[2001:db8::1]]", "2001:db8::1", ""},
+		{"\r\n(see https://en.wikipedia.example/wiki/Foo_(bar)).", "en.wikipedia.example", "/wiki/Foo_(bar)"},
+		{"\r\n(https://spam.example/a)", "spam.example", "/a"},
 	} {
 		r := scan(t, Options{}, c.body+"\r\n", 3)
 		if len(r.URLs) != 1 || r.URLs[0].Host != c.host || r.URLs[0].Path != c.path {

@@ -1,6 +1,7 @@
 package content
 
 import (
+	"bytes"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -131,12 +132,30 @@ func isHostByte(c byte) bool {
 	return 'a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.'
 }
 
-// trimLink drops what ends a sentence rather than a link.
+// trimLink drops what ends a sentence rather than a link. A closing
+// bracket the link opened stays: "http://[2001:db8::1]" is an IPv6
+// literal, "/wiki/Foo_(bar)" a path.
 func trimLink(b []byte) []byte {
-	for len(b) > 0 && strings.IndexByte(`.,;:!?)]}'*`, b[len(b)-1]) >= 0 {
-		b = b[:len(b)-1]
+	end := len(b)
+	for end > 0 && strings.IndexByte(`.,;:!?)]}'*`, b[end-1]) >= 0 {
+		end--
 	}
-	return b
+	if end == len(b) {
+		return b
+	}
+	// Counted once, then kept track of, so that a long tail of brackets
+	// costs its length.
+	open := [2]int{bytes.Count(b[:end], []byte("(")), bytes.Count(b[:end], []byte("["))}
+	shut := [2]int{bytes.Count(b[:end], []byte(")")), bytes.Count(b[:end], []byte("]"))}
+	for end < len(b) {
+		k := strings.IndexByte(")]", b[end])
+		if k < 0 || shut[k] >= open[k] {
+			break
+		}
+		shut[k]++
+		end++
+	}
+	return b[:end]
 }
 
 // bytesPrefixFold is hasPrefixFold for a lower-case ASCII prefix.
