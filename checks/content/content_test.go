@@ -116,6 +116,15 @@ func TestNormalize(t *testing.T) {
 		{"www.example.org", true, URL{}, false},
 		{"//cdn.example/", true, URL{Scheme: "http", Host: "cdn.example", Path: "/"}, true},
 		{"//cdn.example/", false, URL{}, false},
+		// Slashes and backslashes after the scheme are skipped, as
+		// browsers do: each of these goes to evil.example.
+		{`https:\\evil.example\x`, true, URL{Scheme: "https", Host: "evil.example", Path: "/x"}, true},
+		{"HTTP:/evil.example/", true, URL{Scheme: "http", Host: "evil.example", Path: "/"}, true},
+		{"http:evil.example", true, URL{Scheme: "http", Host: "evil.example"}, true},
+		{"http:///evil.example/", false, URL{Scheme: "http", Host: "evil.example", Path: "/"}, true},
+		{`\\evil.example/`, true, URL{Scheme: "http", Host: "evil.example", Path: "/"}, true},
+		{"www.example.org:8080/x", false, URL{Scheme: "http", Host: "www.example.org", Path: "/x"}, true},
+		{"cid:part1@example", true, URL{}, false},
 		{"mailto:a@b.example", true, URL{}, false},
 		{"ftp://a.example/", false, URL{}, false},
 		{"javascript:alert(1)", true, URL{}, false},
@@ -226,6 +235,7 @@ func TestPhishLinks(t *testing.T) {
 		`<a href="https://www.paypal.com/x">paypal.com</a>`:                        0,
 		`<a href="https://t.paypal.com/x">https://www.paypal.com/</a>`:             0,
 		`<a href="https://evil.example/">Click here</a>`:                           0,
+		`<a href="https:\\evil.example\">www.paypal.com</a>`:                       1, // browsers go to evil.example
 		`<a href="mailto:a@b.example">support@bank.example</a>`:                    0,
 		`<a href="https://evil.example/">v1.2 notes</a>`:                           0,
 		`<a href="https://a.example/">a.example</a><a href=/x>b.example</a>`:       0,

@@ -195,12 +195,14 @@ func Normalize(raw string, attr bool) (URL, bool) {
 	}
 	var u URL
 	var rest string
-	switch i := strings.Index(raw, "://"); {
-	case i > 0 && i <= 6:
+	// Browsers skip every "/" and "\" after an http or https scheme:
+	// "https:\\host", "http:/host" and "http:host" go to host.
+	switch i := strings.IndexByte(raw, ':'); {
+	case i > 0 && i <= 5 && (i+2 < len(raw) && raw[i+1:i+3] == "//" || isScheme(raw[:i])):
 		u.Scheme = strings.ToLower(raw[:i])
-		rest = raw[i+3:]
-	case attr && strings.HasPrefix(raw, "//"):
-		u.Scheme, rest = "http", raw[2:]
+		rest = strings.TrimLeft(raw[i+1:], `/\`)
+	case attr && len(raw) >= 2 && strings.IndexByte(`/\`, raw[0]) >= 0 && strings.IndexByte(`/\`, raw[1]) >= 0:
+		u.Scheme, rest = "http", strings.TrimLeft(raw, `/\`)
 	case !attr && (hasPrefixFold(raw, "www.") || hasPrefixFold(raw, "www[.]")):
 		u.Scheme, rest = "http", raw
 	default:
@@ -234,6 +236,16 @@ func Normalize(raw string, attr bool) (URL, bool) {
 	}
 	u.Host = host
 	return u, true
+}
+
+// isScheme says s is a scheme Normalize keeps, in any case.
+func isScheme(s string) bool {
+	for _, k := range []string{"http", "https", "hxxp", "hxxps"} {
+		if strings.EqualFold(s, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostOf returns the normalised host of an authority without userinfo.
