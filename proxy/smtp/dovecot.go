@@ -82,6 +82,10 @@ func (s *session) dovecotAuth(mech, initial string) bool {
 		return tempFail("Dovecot unavailable", "err", err)
 	}
 	defer dc.Close()
+	// A shutdown must not wait for Dovecot: Conns.Shutdown waits for the
+	// session after cancelling it, and each read here may take
+	// upstream_timeout.
+	defer context.AfterFunc(s.ctx, func() { dc.Close() })()
 	info := dovecotauth.Info{Service: "smtp", Remote: netip.AddrPortFrom(s.client.ip, s.client.port), Secured: s.tlsState != nil}
 	if a, ok := s.sock.LocalAddr().(*net.TCPAddr); ok {
 		info.Local = a.AddrPort()

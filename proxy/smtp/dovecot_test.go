@@ -1,9 +1,12 @@
 package smtp
 
 import (
+	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -208,4 +211,52 @@ func TestAuthFailLimitSharedThroughRedis(t *testing.T) {
 	c3, _ := rawTLS(t, "127.0.0.9", addrs[1])
 	c3.send("AUTH PLAIN " + b64("\x00alice\x00"+wrongPass) + "\r\n")
 	c3.expect(535)
+}
+
+// TestShutdownDuringDovecotExchange: a shutdown whose grace period ends
+// while Dovecot has not answered an AUTH closes the Dovecot connection
+// and returns, rather than wait out upstream_timeout.
+func TestShutdownDuringDovecotExchange(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// An auth process that shakes hands and then answers nothing.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	srv, addr := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile,
+		Auth: AuthDovecot, DovecotSocket: sock, UpstreamTimeout: 40 * time.Second})
+	rc, ehlo := rawTLS(t, "127.0.0.9", addr)
+	if offersAuth(ehlo) == "" {
+		t.Fatal("no AUTH offered")
+	}
+	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+alicePass) + "\r\n")
+	time.Sleep(100 * time.Millisecond) // the AUTH is with Dovecot
+	done := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown still waiting for a session blocked on Dovecot")
+	}
 }
