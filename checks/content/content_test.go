@@ -217,13 +217,18 @@ Content-Disposition: attachment; filename=notes.txt
 
 http://attached.example/
 --x
+Content-Type: text/html
+Content-Disposition: attachment; filename=page.html
+
+<a href="http://attached-html.example/">x</a>
+--x
 Content-Type: application/octet-stream
 
 http://binary.example/
 --x--
 `)
 	r := scan(t, Options{}, msg, 1<<20)
-	if len(r.URLs) != 1 || r.URLs[0].Host != "body.example" || r.TextParts != 1 {
+	if len(r.URLs) != 1 || r.URLs[0].Host != "body.example" || r.TextParts != 1 || r.HTML {
 		t.Errorf("got %+v", r)
 	}
 }
