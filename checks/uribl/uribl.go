@@ -183,6 +183,11 @@ func queries(names []string, most int) []query {
 				continue
 			}
 			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() || ip.IsPrivate() {
+				// Loopback, private, link-local: no list knows them, and
+				// 127.0.0.2 is the lists' test entry, listed by design.
+				continue
+			}
 			q = query{label: dnsbl.Reverse(ip), shown: ip.String()}
 		} else if !dnsbl.Queryable(d) {
 			continue

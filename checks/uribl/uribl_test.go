@@ -30,6 +30,8 @@ blocked.example IN A 127.0.0.1
 9.2.0.192 IN A 127.0.1.255
 public.example IN A 192.0.2.1
 10.2.0.192 IN A 127.0.0.4
+2.0.0.127 IN A 127.0.0.2
+1.0.0.10 IN A 127.0.0.2
 $ORIGIN dbl.test.
 @ IN SOA ns hostmaster 1 3600 600 86400 60
 spam.example IN A 127.0.1.2
@@ -96,6 +98,20 @@ func TestListedIPLiteral(t *testing.T) {
 	}
 	if n := srv.Queries("localhost.multi.test", dns.TypeA); n != 0 {
 		t.Errorf("a single label was asked about")
+	}
+}
+
+// Loopback, private and link-local addresses are on no one's network
+// but the reader's: a link to one is not asked about (2.0.0.127 is every
+// list's test entry, listed by design).
+func TestLocalIPLiteralsNotAsked(t *testing.T) {
+	srv, c := start(t, cfg)
+	res := c.Check(context.Background(), []string{"127.0.0.2", "10.0.0.1", "169.254.1.1", "::1", "fd00::1", "0.0.0.0"})
+	if len(res) != 0 {
+		t.Errorf("got %s", show(res))
+	}
+	if n := srv.Queries("2.0.0.127.multi.test", dns.TypeA) + srv.Queries("1.0.0.10.multi.test", dns.TypeA); n != 0 {
+		t.Errorf("local addresses asked about %d times", n)
 	}
 }
 
