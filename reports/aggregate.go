@@ -13,6 +13,10 @@ import (
 const (
 	DefaultMaxRows    = 10_000 // rows per report
 	DefaultMaxDomains = 10_000 // policy domains per period
+	// MaxTotalRows bounds the rows held in memory over every period and
+	// domain, some 100 MB at the most: the two bounds above alone would
+	// let a sender fill 10^8 rows.
+	MaxTotalRows = 200_000
 )
 
 // PeriodStart is the start of the reporting period holding t: periods
@@ -44,6 +48,8 @@ type Aggregates struct {
 	maxRows    int
 	maxDomains int
 	periods    map[time.Time]map[string]*Domain
+	rows       int // held, over every period
+	maxTotal   int // MaxTotalRows
 	// Dropped counts observations over a bound.
 	dropped int64
 }
@@ -56,7 +62,8 @@ func NewAggregates(interval time.Duration, maxRows, maxDomains int) *Aggregates 
 	if maxDomains <= 0 {
 		maxDomains = DefaultMaxDomains
 	}
-	return &Aggregates{interval: interval, maxRows: maxRows, maxDomains: maxDomains, periods: map[time.Time]map[string]*Domain{}}
+	return &Aggregates{interval: interval, maxRows: maxRows, maxDomains: maxDomains, maxTotal: MaxTotalRows,
+		periods: map[time.Time]map[string]*Domain{}}
 }
 
 // Add counts one message seen at t; false when a bound refused it.
@@ -82,9 +89,12 @@ func (a *Aggregates) Add(t time.Time, o Observation) bool {
 		d = &Domain{Begin: begin, Rows: map[string]int64{}}
 		doms[o.Policy.Domain] = d
 	}
-	if _, ok := d.Rows[string(key)]; !ok && len(d.Rows) >= a.maxRows {
-		a.dropped++
-		return false
+	if _, ok := d.Rows[string(key)]; !ok {
+		if len(d.Rows) >= a.maxRows || a.rows >= a.maxTotal {
+			a.dropped++
+			return false
+		}
+		a.rows++
 	}
 	d.Policy = o.Policy
 	d.Rows[string(key)]++
@@ -115,6 +125,9 @@ func (a *Aggregates) Ended(now time.Time, take bool) []*Domain {
 			out = append(out, a.periods[begin][name])
 		}
 		if take {
+			for _, d := range a.periods[begin] {
+				a.rows -= len(d.Rows)
+			}
 			delete(a.periods, begin)
 		}
 	}
@@ -177,6 +190,9 @@ func (a *Aggregates) remove(k Key) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	begin := k.Begin.UTC()
+	if d := a.periods[begin][k.Domain]; d != nil {
+		a.rows -= len(d.Rows)
+	}
 	delete(a.periods[begin], k.Domain)
 	if len(a.periods[begin]) == 0 {
 		delete(a.periods, begin)
@@ -205,9 +221,13 @@ func (a *Aggregates) restore(d *Domain) int {
 	cur.Passed += d.Passed
 	lost := 0
 	for k, n := range d.Rows {
-		if _, ok := cur.Rows[k]; !ok && len(cur.Rows) >= a.maxRows || n <= 0 {
+		_, ok := cur.Rows[k]
+		if !ok && (len(cur.Rows) >= a.maxRows || a.rows >= a.maxTotal) || n <= 0 {
 			lost++
 			continue
+		}
+		if !ok {
+			a.rows++
 		}
 		cur.Rows[k] += n
 	}

@@ -142,6 +142,34 @@ func validate(t *testing.T, doc []byte) {
 	}
 }
 
+// The rows held over every period and domain have one bound, and rows a
+// report took are room again.
+func TestAggregatesTotalBound(t *testing.T) {
+	agg := NewAggregates(time.Hour, 100, 100)
+	agg.maxTotal = 3
+	at := time.Date(2026, 12, 3, 10, 30, 0, 0, time.UTC)
+	add := func(at time.Time, domain, ip string) bool {
+		o, _ := Observe(finished(t, testRecord, "pass", policy.Accept, ip), true)
+		o.Policy.Domain = domain
+		return agg.Add(at, o)
+	}
+	if !add(at, "a.example", "192.0.2.1") || !add(at, "b.example", "192.0.2.1") || !add(at.Add(time.Hour), "a.example", "192.0.2.2") {
+		t.Fatal("rows within the bound refused")
+	}
+	if add(at.Add(time.Hour), "c.example", "192.0.2.3") {
+		t.Error("a fourth row passed the total bound of 3")
+	}
+	if !add(at, "a.example", "192.0.2.1") {
+		t.Error("a row held already was refused a count")
+	}
+	if n := len(agg.Ended(at.Add(30*time.Minute), true)); n != 2 {
+		t.Fatalf("%d aggregates ended, want 2", n)
+	}
+	if !add(at.Add(time.Hour), "c.example", "192.0.2.3") {
+		t.Error("the rows a report took were not room again")
+	}
+}
+
 func TestAggregatesBounded(t *testing.T) {
 	agg := NewAggregates(time.Hour, 2, 1)
 	at := time.Date(2026, 12, 3, 10, 30, 0, 0, time.UTC)
