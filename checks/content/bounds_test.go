@@ -120,3 +120,29 @@ func TestLongRunsAndFolds(t *testing.T) {
 		t.Errorf("URLs %+v", r.URLs)
 	}
 }
+
+// A host's labels are bounded before IDNA, whose Punycode costs the
+// square of a label's length: a label of more characters than a DNS
+// label holds is no link, whatever it costs to encode.
+func TestIDNALabelBound(t *testing.T) {
+	label := func(n int) string {
+		var b strings.Builder
+		for r := rune(0x4E00); r < rune(0x4E00+n); r++ {
+			b.WriteRune(r)
+		}
+		return b.String()
+	}
+	if _, ok := Normalize("http://"+label(64)+".example/", false); ok {
+		t.Errorf("a label of 64 characters is a link")
+	}
+	if _, ok := Normalize("http://"+label(30)+"."+label(30)+"."+label(30)+"."+label(30)+"."+label(30)+"."+label(30)+".example/", false); ok {
+		t.Errorf("a host of more than 253 characters is a link")
+	}
+	// Characters IDNA drops do not count.
+	if u, ok := Normalize("http://pay"+strings.Repeat("\u00ad", 100)+"pal.example/", false); !ok || u.Host != "paypal.example" {
+		t.Errorf("soft hyphens: %+v, %v", u, ok)
+	}
+	if u, ok := Normalize("http://b\u00fccher.example/", false); !ok || u.Host != "xn--bcher-kva.example" {
+		t.Errorf("%+v, %v", u, ok)
+	}
+}

@@ -289,6 +289,9 @@ func hostOf(auth string) (string, bool) {
 	if ascii {
 		host = strings.ToLower(host)
 	} else {
+		if !labelsFit(host) {
+			return "", false
+		}
 		a, err := lookup.ToASCII(host)
 		if err != nil {
 			if a, err = idna.Punycode.ToASCII(strings.ToLower(host)); err != nil {
@@ -316,6 +319,41 @@ func hostOf(auth string) (string, bool) {
 		return "", false
 	}
 	return host, true
+}
+
+// labelsFit says no label of a host holds more characters than fit the
+// 63 octets of a DNS label once in A-labels, nor the host more than its
+// 253: each character IDNA does not drop costs at least one. Punycode's cost grows with the square of
+// a label's length, which a link must not choose.
+func labelsFit(host string) bool {
+	n, total := 0, 0 // characters of this label, of the host
+	for _, r := range host {
+		switch {
+		case r == '.' || r == '\u3002' || r == '\uFF0E' || r == '\uFF61':
+			n = 0
+			total++
+			continue
+		case idnaIgnored(r):
+			continue
+		}
+		n++
+		total++
+		if n > 63 || total > 253 {
+			return false
+		}
+	}
+	return true
+}
+
+// idnaIgnored says IDNA's mapping drops r (UTS 46 "ignored": soft
+// hyphen, zero-width space and joiners, variation selectors, BOM).
+func idnaIgnored(r rune) bool {
+	switch {
+	case r == 0xAD, r == 0x34F, 0x180B <= r && r <= 0x180F, 0x200B <= r && r <= 0x200D, r == 0x2060, r == 0x2064,
+		0xFE00 <= r && r <= 0xFE0F, r == 0xFEFF, 0x1BCA0 <= r && r <= 0x1BCA3, 0xE0100 <= r && r <= 0xE01EF:
+		return true
+	}
+	return false
 }
 
 // endsInNumber says the last label of a host (lower case, no trailing
