@@ -4,6 +4,7 @@
 package uribl
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -91,16 +92,9 @@ func compile(cfg Config, ps *config.Problems) []list {
 			ps.Add(at+".max_queries", "must not be negative")
 			continue
 		}
-		out = append(out, list{name: name, names: dnsbl.NewNamer(z.Codes, z.Bitmask, at, ps), max: cmpOr(z.MaxQueries, DefaultMaxQueries)})
+		out = append(out, list{name: name, names: dnsbl.NewNamer(z.Codes, z.Bitmask, at, ps), max: cmp.Or(z.MaxQueries, DefaultMaxQueries)})
 	}
 	return out
-}
-
-func cmpOr(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Check asks every list about names: registrable domains (as URI lists
