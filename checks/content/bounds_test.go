@@ -146,3 +146,24 @@ func TestIDNALabelBound(t *testing.T) {
 		t.Errorf("%+v, %v", u, ok)
 	}
 }
+
+// The hosts put through IDNA are bounded per message: past the bound
+// such links are not read (Limit says so), ASCII ones still are.
+func TestIDNABytesBound(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("\r\nhttp://b\u00fccher.example/\r\n")
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&b, "http://%s%d.example/\r\n", strings.Repeat("\u4e00\u4e01\u4e02", 20), i)
+	}
+	b.WriteString("http://ascii.example/ http://m\u00fcnchen.example/\r\n")
+	r := scan(t, Options{MaxURLs: 10000}, b.String(), 1<<16)
+	if !strings.Contains(r.Limit, "IDNA") {
+		t.Errorf("limit %q", r.Limit)
+	}
+	if len(r.URLs) < 2 || r.URLs[0].Host != "xn--bcher-kva.example" || r.URLs[len(r.URLs)-1].Host != "ascii.example" {
+		t.Errorf("first %+v, last %+v", r.URLs[0], r.URLs[len(r.URLs)-1])
+	}
+	if n := len(r.URLs); n > maxIDNABytes/180+2 {
+		t.Errorf("%d links read past the IDNA bound", n)
+	}
+}

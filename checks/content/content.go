@@ -28,6 +28,10 @@ const (
 	// maxCandidates bounds the links looked at per message: past it,
 	// url_count stops growing and no more are normalised.
 	maxCandidates = 10000
+	// maxIDNABytes bounds the bytes of link hosts per message that go
+	// through IDNA, a thousand times the work of ASCII: about a thousand
+	// names such as bücher.example, a hundred of the longest.
+	maxIDNABytes = 64 << 10
 	// htmlFactor: an HTML part is kept, for the tokenizer, up to this
 	// many times MaxTextBytes of decoded markup per message.
 	htmlFactor = 4
@@ -114,6 +118,7 @@ type Scanner struct {
 	hash   maphash.Hash
 	buf    []byte // the charset stage's output, made when first needed
 	cands  int
+	idna   int    // IDNA bytes left (maxIDNABytes)
 	html   []byte // the HTML part being read
 	htmlN  int    // HTML bytes kept so far in the message
 	from   string // the top-level From field, unfolded
@@ -134,7 +139,7 @@ func NewScanner(o Options) *Scanner {
 // finished walk). The walk's own bounds apply, not o's MaxDepth and
 // MaxParts.
 func NewReader(o Options) *Scanner {
-	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}}
+	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}, idna: maxIDNABytes}
 	s.words.s = s
 	return s
 }
@@ -238,6 +243,15 @@ func validCut(b []byte, n int) int {
 	return n
 }
 
+// normalize is Normalize within the message's IDNA bound.
+func (s *Scanner) normalize(raw string, attr bool) (URL, bool) {
+	u, ok := normalize(raw, attr, &s.idna)
+	if s.idna < 0 {
+		s.setLimit("link hosts needing IDNA over %d bytes", maxIDNABytes)
+	}
+	return u, ok
+}
+
 // link takes one candidate link as written; attr says it is an HTML
 // attribute (a relative one is not a link out). Unless want, a link
 // written as one seen before is not read again and reported as not ok.
@@ -259,7 +273,7 @@ func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
 		return URL{}, false
 	}
 	s.raw[rh] = struct{}{}
-	u, ok := Normalize(string(raw), attr)
+	u, ok := s.normalize(string(raw), attr)
 	if !ok {
 		return URL{}, false
 	}

@@ -51,7 +51,7 @@ func (s *Scanner) scanHTML(markup []byte) {
 	endAnchor := func() {
 		if anchor && hrefOK && bytes.IndexByte(visible, '.') >= 0 {
 			// A link to an IP address showing a name deceives as well.
-			if d := shownDomain(visible); d != "" && d != cmp.Or(registrable(href.Host), href.Host) {
+			if d := s.shownDomain(visible); d != "" && d != cmp.Or(registrable(href.Host), href.Host) {
 				s.res.PhishLinks++
 			}
 		}
@@ -184,7 +184,7 @@ func block(a atom.Atom) bool {
 
 // shownDomain returns the registrable domain a link's visible text
 // shows, if it shows one: a URL, an address or a bare domain name.
-func shownDomain(text []byte) string {
+func (s *Scanner) shownDomain(text []byte) string {
 	t := strings.TrimSpace(string(text))
 	if t == "" || len(t) > anchorKeep {
 		return ""
@@ -196,13 +196,13 @@ func shownDomain(text []byte) string {
 		}
 		var host string
 		if strings.Contains(w, "://") || hasPrefixFold(w, "www.") {
-			u, ok := Normalize(w, false)
+			u, ok := s.normalize(w, false)
 			if !ok {
 				continue
 			}
 			host = u.Host
 		} else if looksLikeDomain(w) {
-			u, ok := Normalize("http://"+w, false)
+			u, ok := s.normalize("http://"+w, false)
 			if !ok {
 				continue
 			}

@@ -185,6 +185,12 @@ var lookup = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transitional(fa
 // attribute value, where "//host/..." is a link and "www.host" is not.
 // Only http and https links count; hxxp and "[.]" are undone.
 func Normalize(raw string, attr bool) (URL, bool) {
+	return normalize(raw, attr, nil)
+}
+
+// normalize is Normalize spending idnaLeft, when not nil, on the bytes
+// of hosts that need IDNA; it is -1 once a host found it spent.
+func normalize(raw string, attr bool, idnaLeft *int) (URL, bool) {
 	if len(raw) > maxWord {
 		raw = raw[:maxWord]
 	}
@@ -230,7 +236,7 @@ func Normalize(raw string, attr bool) (URL, bool) {
 	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
 		auth = auth[i+1:]
 	}
-	host, ok := hostOf(auth)
+	host, ok := hostOf(auth, idnaLeft)
 	if !ok {
 		return URL{}, false
 	}
@@ -249,7 +255,7 @@ func isScheme(s string) bool {
 }
 
 // hostOf returns the normalised host of an authority without userinfo.
-func hostOf(auth string) (string, bool) {
+func hostOf(auth string, idnaLeft *int) (string, bool) {
 	auth = strings.ReplaceAll(auth, "[.]", ".")
 	var host string
 	if strings.HasPrefix(auth, "[") {
@@ -291,6 +297,13 @@ func hostOf(auth string) (string, bool) {
 	} else {
 		if !labelsFit(host) {
 			return "", false
+		}
+		if idnaLeft != nil {
+			if *idnaLeft < len(host) {
+				*idnaLeft = -1
+				return "", false
+			}
+			*idnaLeft -= len(host)
 		}
 		a, err := lookup.ToASCII(host)
 		if err != nil {
