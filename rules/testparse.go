@@ -222,6 +222,22 @@ func (tp *testParser) headers(n *yaml.Node) []policy.Header {
 }
 
 // checks reads what the test says the checks found.
+// zoneMap reads a field that maps DNS list zones to what they answered,
+// calling each for every zone in order; what ends the error's sentence.
+func (tp *testParser) zoneMap(fields map[string]*yaml.Node, key, what string, each func(zone string, v *yaml.Node)) {
+	f := fields[key]
+	if f == nil {
+		return
+	}
+	if f.Kind != yaml.MappingNode {
+		tp.errorf(f, "%s maps zones %s", key, what)
+		return
+	}
+	for i := 0; i+1 < len(f.Content); i += 2 {
+		each(f.Content[i].Value, f.Content[i+1])
+	}
+}
+
 func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 	if f := fields["ptr"]; f != nil {
 		c.ptr = tp.scalar(f, "ptr")
@@ -235,15 +251,9 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 		c.iprev = tp.result(f, "iprev", "pass", "fail", "temperror", "permerror")
 		c.iprevSet = true
 	}
-	if f := fields["dnsbl"]; f != nil {
-		if f.Kind != yaml.MappingNode {
-			tp.errorf(f, "dnsbl maps zones to their codes, e.g. {zen.spamhaus.org: [127.0.0.2]}")
-		} else {
-			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: f.Content[i].Value, Codes: tp.strings(f.Content[i+1], "dnsbl codes")})
-			}
-		}
-	}
+	tp.zoneMap(fields, "dnsbl", "to their codes, e.g. {zen.spamhaus.org: [127.0.0.2]}", func(zone string, v *yaml.Node) {
+		c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: zone, Codes: tp.strings(v, "dnsbl codes")})
+	})
 	if f := fields["dnsbl_names"]; f != nil {
 		if f.Kind != yaml.MappingNode {
 			tp.errorf(f, "dnsbl_names maps zones to the names of their codes, e.g. {zen.spamhaus.org: [sbl]}")
@@ -259,33 +269,15 @@ func (tp *testParser) checks(fields map[string]*yaml.Node, c *assumedChecks) {
 			}
 		}
 	}
-	if f := fields["dnsbl_errors"]; f != nil {
-		if f.Kind != yaml.MappingNode {
-			tp.errorf(f, "dnsbl_errors maps zones whose look-up failed to the error, e.g. {zen.spamhaus.org: timed out}")
-		} else {
-			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "dnsbl error")})
-			}
-		}
-	}
-	if f := fields["uribl"]; f != nil {
-		if f.Kind != yaml.MappingNode {
-			tp.errorf(f, "uribl maps zones to the names of their listings, e.g. {multi.uribl.com: [black]}")
-		} else {
-			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.URIBL = append(c.URIBL, uribl.Result{Zone: f.Content[i].Value, Names: tp.strings(f.Content[i+1], "uribl names")})
-			}
-		}
-	}
-	if f := fields["uribl_errors"]; f != nil {
-		if f.Kind != yaml.MappingNode {
-			tp.errorf(f, "uribl_errors maps zones whose look-up failed to the error, e.g. {multi.uribl.com: timed out}")
-		} else {
-			for i := 0; i+1 < len(f.Content); i += 2 {
-				c.URIBL = append(c.URIBL, uribl.Result{Zone: f.Content[i].Value, Error: tp.scalar(f.Content[i+1], "uribl error")})
-			}
-		}
-	}
+	tp.zoneMap(fields, "dnsbl_errors", "whose look-up failed to the error, e.g. {zen.spamhaus.org: timed out}", func(zone string, v *yaml.Node) {
+		c.DNSBL = append(c.DNSBL, dnsbl.Result{Zone: zone, Error: tp.scalar(v, "dnsbl error")})
+	})
+	tp.zoneMap(fields, "uribl", "to the names of their listings, e.g. {multi.uribl.com: [black]}", func(zone string, v *yaml.Node) {
+		c.URIBL = append(c.URIBL, uribl.Result{Zone: zone, Names: tp.strings(v, "uribl names")})
+	})
+	tp.zoneMap(fields, "uribl_errors", "whose look-up failed to the error, e.g. {multi.uribl.com: timed out}", func(zone string, v *yaml.Node) {
+		c.URIBL = append(c.URIBL, uribl.Result{Zone: zone, Error: tp.scalar(v, "uribl error")})
+	})
 	if f := fields["spf"]; f != nil {
 		c.Results.SPF = &spf.Result{Result: tp.result(f, "spf", "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"), Identity: "mailfrom"}
 	}
