@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -81,4 +82,32 @@ rules:
     action: reject
 `)
 	wantProblem(t, ps, 4, 11, "body_matches takes one regular expression")
+}
+
+func TestURLDomainsDistinctInOrder(t *testing.T) {
+	var urls []policy.URL
+	var want []string
+	for i := 0; i < 40; i++ {
+		d := fmt.Sprintf("d%d.example", i%30)
+		urls = append(urls, policy.URL{Host: "www." + d, Domain: d}, policy.URL{Host: "192.0.2.1"})
+		if i < 30 {
+			want = append(want, d)
+		}
+	}
+	if got := urlDomains(urls); !slices.Equal(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+}
+
+// BenchmarkURLDomains is the largest content.max_urls, every link on
+// its own domain: a look through those kept for each cost 0.2 s.
+func BenchmarkURLDomains(b *testing.B) {
+	var urls []policy.URL
+	for i := 0; i < 10000; i++ {
+		d := fmt.Sprintf("d%05d.example", i)
+		urls = append(urls, policy.URL{Host: d, Domain: d})
+	}
+	for b.Loop() {
+		urlDomains(urls)
+	}
 }

@@ -253,14 +253,7 @@ var variables = [numVars]variable{
 		},
 		value: func(e *env) any { return e.URLs }},
 	vURLDomains: {name: "url_domains", stage: policy.StageEOM,
-		fill: func(st *state, f *policy.Facts) {
-			// Few enough (content.max_urls) for a linear look for each.
-			for _, u := range f.URLs {
-				if u.Domain != "" && !slices.Contains(st.env.URLDomains, u.Domain) {
-					st.env.URLDomains = append(st.env.URLDomains, u.Domain)
-				}
-			}
-		},
+		fill:  func(st *state, f *policy.Facts) { st.env.URLDomains = urlDomains(f.URLs) },
 		value: func(e *env) any { return e.URLDomains }},
 	vURLCount: {name: "url_count", stage: policy.StageEOM,
 		fill: func(st *state, f *policy.Facts) {
@@ -302,6 +295,35 @@ func listsUnknown(f *policy.Facts) string {
 		return ""
 	}
 	return "DNS list " + strings.Join(zones, ", ") + " failed"
+}
+
+// urlDomains are the distinct domains of urls in order. content.max_urls
+// goes up to 10,000: past a few, a set tells repeats, not a look
+// through those kept for each.
+func urlDomains(urls []policy.URL) []string {
+	var out []string
+	var seen map[string]bool
+	for _, u := range urls {
+		if u.Domain == "" {
+			continue
+		}
+		if seen == nil && len(out) >= 16 {
+			seen = make(map[string]bool, len(urls))
+			for _, d := range out {
+				seen[d] = true
+			}
+		}
+		if seen != nil {
+			if seen[u.Domain] {
+				continue
+			}
+			seen[u.Domain] = true
+		} else if slices.Contains(out, u.Domain) {
+			continue
+		}
+		out = append(out, u.Domain)
+	}
+	return out
 }
 
 func uriListsUnknown(f *policy.Facts) string {
