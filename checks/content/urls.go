@@ -336,8 +336,9 @@ func hostOf(auth string, idnaLeft *int) (string, bool) {
 
 // labelsFit says no label of a host holds more characters than fit the
 // 63 octets of a DNS label once in A-labels, nor the host more than its
-// 253: each character IDNA does not drop costs at least one. Punycode's cost grows with the square of
-// a label's length, which a link must not choose.
+// 253: each character IDNA does not drop costs at least one. Punycode's
+// cost grows with the square of a label's length, which a link must not
+// choose.
 func labelsFit(host string) bool {
 	n, total := 0, 0 // characters of this label, of the host
 	for _, r := range host {
