@@ -112,6 +112,8 @@ func TestNormalize(t *testing.T) {
 		{"hxxps://bad[.]example\\x", false, URL{Scheme: "https", Host: "bad.example", Path: "/x"}, true},
 		{"http://münchen.example", false, URL{Scheme: "http", Host: "xn--mnchen-3ya.example"}, true},
 		{"http://ex\u3002example/", false, URL{Scheme: "http", Host: "ex.example", Path: "/"}, true},
+		{"http://spam.example\u3002/", true, URL{Scheme: "http", Host: "spam.example", Path: "/"}, true},
+		{"http://spam\uFF0Eexample\uFF0E/x", true, URL{Scheme: "http", Host: "spam.example", Path: "/x"}, true},
 		{"www.example.org", false, URL{Scheme: "http", Host: "www.example.org"}, true},
 		{"www.example.org", true, URL{}, false},
 		{"//cdn.example/", true, URL{Scheme: "http", Host: "cdn.example", Path: "/"}, true},

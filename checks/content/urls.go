@@ -311,7 +311,9 @@ func hostOf(auth string, idnaLeft *int) (string, bool) {
 				return "", false
 			}
 		}
-		host = strings.ToLower(a)
+		// A full stop IDNA reads as a dot can end the name, as a dot
+		// can: "spam.example。" is spam.example.
+		host = strings.TrimRight(strings.ToLower(a), ".")
 	}
 	if len(host) > 253 {
 		return "", false
