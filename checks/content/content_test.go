@@ -113,6 +113,7 @@ func TestNormalize(t *testing.T) {
 		{"http://münchen.example", false, URL{Scheme: "http", Host: "xn--mnchen-3ya.example"}, true},
 		{"http://ex\u3002example/", false, URL{Scheme: "http", Host: "ex.example", Path: "/"}, true},
 		{"http://spam.example\u3002/", true, URL{Scheme: "http", Host: "spam.example", Path: "/"}, true},
+		{"\x01\x1fhttp://spam.example/\x00", true, URL{Scheme: "http", Host: "spam.example", Path: "/"}, true},
 		{"http://spam\uFF0Eexample\uFF0E/x", true, URL{Scheme: "http", Host: "spam.example", Path: "/x"}, true},
 		{"www.example.org", false, URL{Scheme: "http", Host: "www.example.org"}, true},
 		{"www.example.org", true, URL{}, false},

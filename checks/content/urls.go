@@ -194,7 +194,9 @@ func normalize(raw string, attr bool, idnaLeft *int) (URL, bool) {
 	if len(raw) > maxWord {
 		raw = raw[:maxWord]
 	}
-	raw = strings.TrimSpace(raw)
+	// Browsers drop C0 controls and spaces around a URL (WHATWG URL),
+	// so "&#1;http://host/" goes to host.
+	raw = strings.TrimFunc(raw, func(r rune) bool { return r <= ' ' || unicode.IsSpace(r) })
 	if strings.ContainsAny(raw, "\t\r\n") {
 		// Browsers drop these from a URL.
 		raw = strings.NewReplacer("\t", "", "\r", "", "\n", "").Replace(raw)
