@@ -347,3 +347,14 @@ func TestDotWriterRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestValidUser(t *testing.T) {
+	for u, want := range map[string]bool{
+		"alice": true, "alice@example.com": true, "jürgen": true, "a b": true,
+		"": false, "a\x00b": false, "a\rb": false, "a\x7fb": false, "a\u0085b": false, "a\u202eb": false,
+	} {
+		if validUser(u) != want {
+			t.Errorf("validUser(%q) = %v, want %v", u, !want, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package smtp
 import (
 	"encoding/base64"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -78,8 +79,11 @@ func validUser(u string) bool {
 	if u == "" || len(u) > maxUserLen || !utf8.ValidString(u) {
 		return false
 	}
+	// The user goes to the log line and to rules: no control or format
+	// characters (C0, DEL, C1, bidirectional overrides) that could
+	// forge or hide what a log reader sees.
 	for _, r := range u {
-		if r < ' ' || r == 0x7f {
+		if !unicode.IsPrint(r) {
 			return false
 		}
 	}
