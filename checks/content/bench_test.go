@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 // cpuTime is the CPU time the process has used: on a shared machine a
@@ -17,7 +19,7 @@ func cpuTime() time.Duration {
 // BenchmarkScan scans the corpus, one message per op, in 4 KiB writes
 // as a milter front gets them.
 func BenchmarkScan(b *testing.B) {
-	msgs := corpus()
+	msgs := testenv.ContentCorpus("list.example")
 	total := 0
 	for _, m := range msgs {
 		total += len(m)
