@@ -82,6 +82,9 @@ type Conn struct {
 	id      uint64
 	active  bool
 	until   time.Time // while set, no read or write waits past it
+	// atUntil: the last deadline set was until's, so a timeout is the
+	// context's deadline passing.
+	atUntil bool
 }
 
 // Dial connects to the socket at path and does the handshake. timeout
@@ -104,8 +107,14 @@ func Dial(ctx context.Context, path string, timeout time.Duration) (*Conn, error
 	conn.until = time.Time{}
 	if err != nil {
 		c.Close()
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = errors.Join(err, ctx.Err())
+		case conn.atUntil && errors.Is(err, os.ErrDeadlineExceeded):
+			// The socket's deadline was the context's, and the poller
+			// can pass it a moment before the context's timer fires: it
+			// is the context's error all the same.
+			err = errors.Join(err, context.DeadlineExceeded)
 		}
 		return nil, fmt.Errorf("Dovecot auth handshake on %s: %w", path, err)
 	}
@@ -115,7 +124,8 @@ func Dial(ctx context.Context, path string, timeout time.Duration) (*Conn, error
 // deadline is when the next read or write must be done by.
 func (c *Conn) deadline() time.Time {
 	d := time.Now().Add(c.timeout)
-	if !c.until.IsZero() && c.until.Before(d) {
+	c.atUntil = !c.until.IsZero() && c.until.Before(d)
+	if c.atUntil {
 		return c.until
 	}
 	return d
