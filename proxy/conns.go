@@ -141,8 +141,11 @@ func (g *Conns[C]) Shutdown(ctx context.Context, wake, forceClose func(C)) int {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		g.cancel()
+		// Cancel under the lock: a connection that ends because its
+		// context ended is still one Shutdown had to stop, so it is
+		// counted and closed rather than racing its own Done.
 		g.mu.Lock()
+		g.cancel()
 		n = len(g.conns)
 		for c := range g.conns {
 			forceClose(c)
