@@ -288,3 +288,24 @@ func TestLinksInRunningText(t *testing.T) {
 		}
 	}
 }
+
+// An address is not a link, even when its domain starts with "www.".
+func TestAddressIsNoLink(t *testing.T) {
+	for _, body := range []string{
+		"write to me@www.example.com today",
+		"write to ME@WWW.example.com",
+		"<me@www.example.com>",
+		"mailto:me@www.example.com",
+		"me.too+x@www[.]example.com",
+	} {
+		r := scan(t, Options{}, "\r\n"+body+"\r\n", 3)
+		if len(r.URLs) != 0 || r.URLCount != 0 {
+			t.Errorf("%q: links %+v", body, r.URLs)
+		}
+	}
+	// A link after an address is still one.
+	r := scan(t, Options{}, "\r\nme@www.example.com www.shop.example\r\n", 3)
+	if len(r.URLs) != 1 || r.URLs[0].Host != "www.shop.example" {
+		t.Errorf("links %+v", r.URLs)
+	}
+}

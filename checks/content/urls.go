@@ -86,8 +86,10 @@ func (s *Scanner) findLinks(word []byte) {
 		if c != 'h' && c != 'w' {
 			continue
 		}
-		if c == 'w' && i > 0 && isHostByte(word[i-1]) {
-			continue // "awww.", "1.www." is not the start of a name
+		if c == 'w' && i > 0 && (isHostByte(word[i-1]) || word[i-1] == '@') {
+			// "awww.", "1.www." is not the start of a name, and the
+			// domain of an address ("me@www.example") is no link.
+			continue
 		}
 		for _, p := range starts {
 			if len(word)-i >= len(p) && bytesPrefixFold(word[i:], p) {
