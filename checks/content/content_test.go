@@ -167,6 +167,16 @@ func TestFromDisplayMismatch(t *testing.T) {
 		`=?utf-8?q?support=40bank=2Ecom?= <a@b.example>`: true,
 		`jane@example.org`:                               false,
 		`not an address`:                                 false,
+		// Compatibility forms and the full stops IDNA reads as dots
+		// are what a reader sees: "paypal.com".
+		"\"paypal\uFF0Ecom\" <x@evil.example>":                                                              true,
+		"paypal\u3002com <x@evil.example>":                                                                  true,
+		"\"paypal\uFF61com\" <x@evil.example>":                                                              true,
+		"\"\uFF50\uFF41\uFF59\uFF50\uFF41\uFF4C.com\" <x@evil.example>":                                     true,
+		"\"service\uFF20paypal.com\" <x@evil.example>":                                                      true,
+		"\"paypal\uFF0Ecom\" <x@paypal.com>":                                                                false,
+		"\"Jos\u00e9 M\u00fcller\" <x@example.org>":                                                         false,
+		"=?utf-8?b?" + base64.StdEncoding.EncodeToString([]byte("paypal\uFF0Ecom")) + "?= <x@evil.example>": true,
 	} {
 		msg := crlf("From: " + field + "\nSubject: x\n\nbody\n")
 		if got := scan(t, Options{}, msg, 1<<20).FromDisplayMismatch; got != want {

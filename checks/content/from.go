@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"golang.org/x/text/transform"
+	"golang.org/x/text/unicode/norm"
 )
 
 // fromMismatch says the From field's display name holds an address or
@@ -16,7 +17,7 @@ func fromMismatch(field string) bool {
 	// Most display names hold no dot, at sign or encoded word: no
 	// address parser for them.
 	lt := strings.LastIndexByte(field, '<')
-	if lt <= 0 || !strings.ContainsAny(field[:lt], ".@=") {
+	if lt <= 0 || !strings.ContainsAny(field[:lt], ".@=") && isASCII(field[:lt]) {
 		return false
 	}
 	p := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: func(label string, r io.Reader) (io.Reader, error) {
@@ -32,7 +33,7 @@ func fromMismatch(field string) bool {
 		return false
 	}
 	own := registrable(strings.ToLower(strings.TrimSuffix(a.Address[at+1:], ".")))
-	for _, w := range strings.FieldsFunc(a.Name, func(r rune) bool {
+	for _, w := range strings.FieldsFunc(foldWide(a.Name), func(r rune) bool {
 		return r == ' ' || r == '\t' || r == '<' || r == '>' || r == '(' || r == ')' || r == '"' || r == ',' || r == '|' || r == '['
 	}) {
 		w = strings.Trim(w, `.;:!?'`)
@@ -50,4 +51,24 @@ func fromMismatch(field string) bool {
 		}
 	}
 	return false
+}
+
+// foldWide reads text as a link's host is read (IDNA mapping): the
+// compatibility forms a reader sees as ASCII ("ｐａｙｐａｌ．com",
+// "service＠bank.example") become it (NFKC), and the full stops IDNA
+// reads as dots ("paypal。com", "paypal｡com") become dots.
+func foldWide(s string) string {
+	if isASCII(s) {
+		return s
+	}
+	return strings.ReplaceAll(norm.NFKC.String(s), "\u3002", ".")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
