@@ -38,18 +38,36 @@ const (
 	keyAgg     = "{dmarc}:agg:"     // + begin:domain: hash of row JSON → count, "policy", "passed"
 	keySent    = "{dmarc}:sent:"    // + begin:domain: the report was done
 	keyLock    = "{dmarc}:lock:"    // + begin:domain: the instance building it
+	keyRows    = "{dmarc}:rows"     // hash of day → rows held, for the total bound
 	fieldPol   = "policy"
 	fieldPass  = "passed"
 )
 
 // addScript counts one row in one atomic step, within the bounds, and
-// refuses a period already reported (a late message).
+// refuses a period already reported (a late message). KEYS[5] is the
+// store's row count, a hash of day (of the period's begin, unix days) →
+// rows: a day whose every key has expired (day < ARGV[10]) is dropped
+// from it, so that the count expires with the rows it counts.
 var addScript = redis.NewScript(`
-local agg, doms, periods, sent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local agg, doms, periods, sent, rows = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local maxRows, maxDoms, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[4])
+local day, maxTotal, cutoff = ARGV[9], tonumber(ARGV[11]), tonumber(ARGV[10])
 if redis.call('EXISTS', sent) == 1 then return 2 end
 if redis.call('SISMEMBER', doms, ARGV[7]) == 0 and redis.call('SCARD', doms) >= maxDoms then return 0 end
-if redis.call('HEXISTS', agg, ARGV[1]) == 0 and redis.call('HLEN', agg) >= maxRows + 2 then return 0 end
+if redis.call('HEXISTS', agg, ARGV[1]) == 0 then
+  if redis.call('HLEN', agg) >= maxRows + 2 then return 0 end
+  local counts, total = redis.call('HGETALL', rows), 0
+  for i = 1, #counts, 2 do
+    if tonumber(counts[i]) < cutoff then
+      redis.call('HDEL', rows, counts[i])
+    else
+      total = total + tonumber(counts[i+1])
+    end
+  end
+  if total >= maxTotal then return 3 end
+  redis.call('HINCRBY', rows, day, 1)
+  if redis.call('PTTL', rows) < ttl then redis.call('PEXPIRE', rows, ttl) end
+end
 redis.call('HINCRBY', agg, ARGV[1], 1)
 redis.call('HSET', agg, 'policy', ARGV[2])
 redis.call('HINCRBY', agg, 'passed', ARGV[3])
@@ -61,17 +79,36 @@ redis.call('PEXPIRE', periods, ttl)
 return 1
 `)
 
+// uncountScript takes an aggregate's rows off the store's row count
+// before the aggregate is deleted, in the same transaction: KEYS are
+// the aggregate and the count, ARGV[1] the day of its period.
+var uncountScript = redis.NewScript(`
+local agg, rows, day = KEYS[1], KEYS[2], ARGV[1]
+local n = redis.call('HLEN', agg) - redis.call('HEXISTS', agg, 'policy') - redis.call('HEXISTS', agg, 'passed')
+local have = tonumber(redis.call('HGET', rows, day) or '0')
+if n <= 0 or have == 0 then return 0 end
+if have <= n then redis.call('HDEL', rows, day) else redis.call('HINCRBY', rows, day, -n) end
+return n
+`)
+
 // undoScript puts a report's aggregate back and takes its done mark
-// away: ARGV holds ttl, domain, begin, policy, passed, then row, count
-// pairs.
+// away: ARGV holds ttl, domain, begin, policy, passed, day, then row,
+// count pairs. The rows it puts back are counted again, past the total
+// bound if need be: they were held before.
 var undoScript = redis.NewScript(`
-local agg, doms, periods, sent = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local agg, doms, periods, sent, rows = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl = tonumber(ARGV[1])
 redis.call('DEL', sent)
 redis.call('HSET', agg, 'policy', ARGV[4])
 redis.call('HINCRBY', agg, 'passed', ARGV[5])
-for i = 6, #ARGV, 2 do
+local added = 0
+for i = 7, #ARGV, 2 do
+  if redis.call('HEXISTS', agg, ARGV[i]) == 0 then added = added + 1 end
   redis.call('HINCRBY', agg, ARGV[i], ARGV[i+1])
+end
+if added > 0 then
+  redis.call('HINCRBY', rows, ARGV[6], added)
+  if redis.call('PTTL', rows) < ttl then redis.call('PEXPIRE', rows, ttl) end
 end
 redis.call('SADD', doms, ARGV[2])
 redis.call('SADD', periods, ARGV[3])
@@ -92,6 +129,9 @@ type RedisConfig struct {
 	Interval   time.Duration
 	MaxRows    int
 	MaxDomains int
+	// MaxTotalRows bounds the rows held over every period and domain of
+	// the store's key prefix, shared by the fleet; 0 takes MaxTotalRows.
+	MaxTotalRows int
 	// Keep and LockTTL: 0 takes DefaultKeep and DefaultLockTTL.
 	Keep    time.Duration
 	LockTTL time.Duration
@@ -117,6 +157,9 @@ func NewRedis(rc *cache.Redis, cfg RedisConfig) *Redis {
 	if cfg.MaxDomains <= 0 {
 		cfg.MaxDomains = DefaultMaxDomains
 	}
+	if cfg.MaxTotalRows <= 0 {
+		cfg.MaxTotalRows = MaxTotalRows
+	}
 	if cfg.Keep <= 0 {
 		cfg.Keep = DefaultKeep
 	}
@@ -140,6 +183,18 @@ func (r *Redis) ttl(begin time.Time, extra time.Duration) time.Duration {
 	return max(time.Second, periodEnd(begin, r.cfg.Interval).Add(r.cfg.Keep+extra).Sub(r.now()))
 }
 
+// dayOf names the row count's bucket of the period beginning at begin.
+func dayOf(begin time.Time) string {
+	return strconv.FormatInt(begin.Unix()/86400, 10)
+}
+
+// liveDays is the first day of the row count whose periods' keys may
+// not have expired yet: a day's last period ends when the day does and
+// its keys live Keep longer.
+func (r *Redis) liveDays() int64 {
+	return r.now().Add(-r.cfg.Keep-24*time.Hour).Unix()/86400 + 1
+}
+
 // Add implements Store.
 func (r *Redis) Add(ctx context.Context, t time.Time, o Observation) error {
 	row, err := json.Marshal(o.Row)
@@ -160,15 +215,18 @@ func (r *Redis) Add(ctx context.Context, t time.Time, o Observation) error {
 	var res int64
 	err = r.rc.Shared(ctx, "dmarc report add", func(ctx context.Context, c redis.UniversalClient, p string) error {
 		var err error
-		res, err = addScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k)},
-			row, pol, passed, r.ttl(begin, 0).Milliseconds(), r.cfg.MaxRows, r.cfg.MaxDomains, o.Policy.Domain, b).Int64()
+		res, err = addScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k), p + keyRows},
+			row, pol, passed, r.ttl(begin, 0).Milliseconds(), r.cfg.MaxRows, r.cfg.MaxDomains, o.Policy.Domain, b,
+			dayOf(begin), r.liveDays(), r.cfg.MaxTotalRows).Int64()
 		return err
 	})
 	switch {
 	case err != nil:
 		r.dropped.Add(1)
 		return fmt.Errorf("adding to the DMARC report of %s: %w", o.Policy.Domain, err)
-	case res == 0:
+	case res == 0 || res == 3:
+		// res 3: the store's total bound, against a flood of forged
+		// From domains that the per-report bounds would let fill Redis.
 		r.dropped.Add(1)
 		return ErrBound
 	case res == 2:
@@ -329,6 +387,7 @@ func (r *Redis) Done(ctx context.Context, k Key) error {
 	err := r.rc.Shared(ctx, "dmarc report done", func(ctx context.Context, c redis.UniversalClient, p string) error {
 		_, err := c.TxPipelined(ctx, func(tx redis.Pipeliner) error {
 			tx.Set(ctx, p+keySent+keyOf(k), "1", r.ttl(k.Begin, 24*time.Hour))
+			uncountScript.Eval(ctx, tx, []string{p + keyAgg + keyOf(k), p + keyRows}, dayOf(k.Begin))
 			tx.Del(ctx, p+keyAgg+keyOf(k))
 			tx.SRem(ctx, p+keyDomains+b, k.Domain)
 			return nil
@@ -348,12 +407,12 @@ func (r *Redis) Undo(ctx context.Context, k Key, d *Domain) error {
 		return fmt.Errorf("encoding a report policy: %w", err)
 	}
 	b := strconv.FormatInt(k.Begin.Unix(), 10)
-	args := []any{r.ttl(k.Begin, 0).Milliseconds(), k.Domain, b, pol, d.Passed}
+	args := []any{r.ttl(k.Begin, 0).Milliseconds(), k.Domain, b, pol, d.Passed, dayOf(k.Begin)}
 	for row, n := range d.Rows {
 		args = append(args, row, n)
 	}
 	err = r.rc.Shared(ctx, "dmarc report undo", func(ctx context.Context, c redis.UniversalClient, p string) error {
-		return undoScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k)}, args...).Err()
+		return undoScript.Run(ctx, c, []string{p + keyAgg + keyOf(k), p + keyDomains + b, p + keyPeriods, p + keySent + keyOf(k), p + keyRows}, args...).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("keeping the DMARC report of %s for later: %w", k.Domain, err)
@@ -366,6 +425,7 @@ func (r *Redis) forget(ctx context.Context, k Key) error {
 	b := strconv.FormatInt(k.Begin.Unix(), 10)
 	err := r.rc.Shared(ctx, "dmarc report forget", func(ctx context.Context, c redis.UniversalClient, p string) error {
 		_, err := c.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+			uncountScript.Eval(ctx, tx, []string{p + keyAgg + keyOf(k), p + keyRows}, dayOf(k.Begin))
 			tx.Del(ctx, p+keyAgg+keyOf(k))
 			tx.SRem(ctx, p+keyDomains+b, k.Domain)
 			return nil
