@@ -111,6 +111,7 @@ type Scanner struct {
 	o      Options
 	walk   *mimewalk.Walker // its own walk; nil when it reads a shared one
 	text   []byte
+	full   bool // text was cut at the bound: nothing more is kept
 	limit  string
 	res    Result
 	seen   map[uint64]struct{} // distinct links so far, by hash
@@ -214,14 +215,18 @@ func (s *Scanner) addText(b []byte) {
 	}
 	s.words.write(b)
 	room := s.o.MaxTextBytes - len(s.text)
-	if room <= 0 {
+	if room <= 0 || s.full {
 		if len(b) > 0 {
 			s.setLimit("text over %d bytes", s.o.MaxTextBytes)
 		}
 		return
 	}
 	if len(b) > room {
+		// Cut once and keep nothing after: text that follows the cut
+		// must not fill the last bytes, or how the message was split
+		// into pieces would change the result.
 		b = b[:validCut(b, room)]
+		s.full = true
 		s.setLimit("text over %d bytes", s.o.MaxTextBytes)
 	}
 	if need := len(s.text) + len(b); need > cap(s.text) {
