@@ -185,6 +185,13 @@ func (a *Aggregates) get(k Key) *Domain {
 	return &c
 }
 
+// has says whether k's aggregate is held.
+func (a *Aggregates) has(k Key) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.periods[k.Begin.UTC()][k.Domain] != nil
+}
+
 // remove forgets k's aggregate.
 func (a *Aggregates) remove(k Key) {
 	a.mu.Lock()

@@ -2,6 +2,14 @@ package reports
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +105,103 @@ func TestRedisTotalBound(t *testing.T) {
 	}
 	if got := srv.MustDo("HVALS", keys[0]); got != "1" {
 		t.Errorf("row count %q after Undo, want 1", got)
+	}
+}
+
+// TestLocalDoneLogBounded: the done log is read a line at a time, not
+// whole: a line longer than any the store writes (here 32 MiB) is
+// skipped without being held in memory, the lines after it still count,
+// lines naming reports the snapshot does not hold are not kept, and the
+// log is gone once the snapshot holds what it said.
+func TestLocalDoneLogBounded(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reports.json")
+	at := time.Now().Add(-48 * time.Hour)
+	cfg := LocalConfig{Interval: 24 * time.Hour, Path: path, SnapshotEvery: time.Hour}
+	l, err := NewLocal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a.example", "b.example", "c.example"} {
+		if err := l.Add(ctx, at, observe(t, d, "192.0.2.1", "pass")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	begin := PeriodStart(at, 24*time.Hour)
+	line := func(d string, undo bool) string {
+		b, _ := json.Marshal(doneLine{Begin: begin, Domain: d, Undo: undo})
+		return string(b) + "\n"
+	}
+	var log strings.Builder
+	log.WriteString(line("a.example", false))
+	log.WriteString(strings.Repeat("x", 32<<20) + "\n")
+	for i := range 1000 {
+		log.WriteString(line(fmt.Sprintf("n%d.example", i), false))
+	}
+	log.WriteString(line("b.example", false))
+	log.WriteString(line("c.example", false))
+	log.WriteString(line("c.example", true))
+	if err := os.WriteFile(path+".done", []byte(log.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log.Reset()
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l, err = NewLocal(cfg)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+		t.Errorf("reading a 32 MiB done log allocated %d bytes", n)
+	}
+	var held []string
+	ds, _ := l.Current(ctx)
+	for _, d := range ds {
+		held = append(held, d.Policy.Domain)
+	}
+	if !slices.Equal(held, []string{"c.example"}) {
+		t.Errorf("held %v, want c.example only (a and b done, c undone)", held)
+	}
+	if _, err := os.Stat(path + ".done"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the done log is still there once the snapshot holds it: %v", err)
+	}
+}
+
+// TestLocalDoneLogCap: a done log past its bound is read up to it, and
+// the store starts.
+func TestLocalDoneLogCap(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reports.json")
+	at := time.Now().Add(-48 * time.Hour)
+	cfg := LocalConfig{Interval: 24 * time.Hour, Path: path, SnapshotEvery: time.Hour, maxDone: 4096}
+	l, err := NewLocal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"a.example", "b.example"} {
+		l.Add(ctx, at, observe(t, d, "192.0.2.1", "pass"))
+	}
+	l.Close()
+	begin := PeriodStart(at, 24*time.Hour)
+	var log []byte
+	for _, d := range []string{"a.example", strings.Repeat("n", 5000) + ".example", "b.example"} {
+		b, _ := json.Marshal(doneLine{Begin: begin, Domain: d})
+		log = append(append(log, b...), '\n')
+	}
+	os.WriteFile(path+".done", log, 0o600)
+	l, err = NewLocal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if ds, _ := l.Current(ctx); len(ds) != 1 || ds[0].Policy.Domain != "b.example" {
+		t.Errorf("held %v, want b.example only: its line is past the bound", ds)
 	}
 }

@@ -45,6 +45,9 @@ type LocalConfig struct {
 	// processes sending from one file would both report its periods.
 	Exclusive bool
 	Log       *slog.Logger
+	// maxDone bounds the bytes of the done log read at start;
+	// 0: maxSnapshot.
+	maxDone int64
 }
 
 // Local is the Store of one instance: the aggregates in memory, saved
@@ -152,56 +155,6 @@ func (l *Local) load() error {
 	}
 	return l.loadDone()
 }
-
-// loadDone forgets the reports the done log names: reported after the
-// last snapshot.
-func (l *Local) loadDone() error {
-	b, err := os.ReadFile(l.donePath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading the DMARC report store's done log: %w", err)
-	}
-	if len(b) > maxSnapshot {
-		b = b[:maxSnapshot]
-	}
-	// A report undone after it was done is kept: the last line counts.
-	done := map[Key]bool{}
-	var order []Key
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		var e doneLine
-		if json.Unmarshal(line, &e) != nil || e.Domain == "" {
-			continue
-		}
-		k := Key{Begin: e.Begin.UTC(), Domain: e.Domain}
-		if _, seen := done[k]; !seen {
-			order = append(order, k)
-		}
-		done[k] = !e.Undo
-	}
-	for _, k := range order {
-		if done[k] {
-			l.agg.remove(k)
-		}
-	}
-	if l.cfg.ReadOnly {
-		return nil
-	}
-	l.dirty.Store(true)
-	return l.Save()
-}
-
-// doneLine is one line of the done log.
-type doneLine struct {
-	Begin  time.Time `json:"begin"`
-	Domain string    `json:"domain"`
-	Undo   bool      `json:"undo,omitempty"`
-}
-
-// donePath is the log of reports done since the last snapshot: one
-// line each, so that marking a report done never rewrites the store.
-func (l *Local) donePath() string { return l.cfg.Path + ".done" }
 
 func (l *Local) loop() {
 	defer l.done.Done()
@@ -337,33 +290,6 @@ func (l *Local) Undo(_ context.Context, k Key, d *Domain) error {
 		return fmt.Errorf("keeping the DMARC report of %s for later: %w", k.Domain, err)
 	}
 	return nil
-}
-
-// logDone appends e to the done log, synced.
-func (l *Local) logDone(e doneLine) error {
-	if l.cfg.Path == "" || l.cfg.ReadOnly {
-		return nil
-	}
-	line, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	// Under the save lock: a snapshot taken before this removal must not
-	// clear the line.
-	l.save.Lock()
-	defer l.save.Unlock()
-	f, err := os.OpenFile(l.donePath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(line, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Current implements Store.
