@@ -167,3 +167,49 @@ func TestIDNABytesBound(t *testing.T) {
 		t.Errorf("%d links read past the IDNA bound", n)
 	}
 }
+
+// Padding a message with links does not hide its anchors from the deceit
+// check: an anchor past the links looked at, or between two paddings, is
+// checked as the first one is.
+func TestPhishPastPadding(t *testing.T) {
+	pad := func(b *strings.Builder, from int) {
+		for i := from; i < from+maxCandidates; i++ {
+			fmt.Fprintf(b, "<a href=\"http://l%d.example/\">x</a>\r\n", i)
+		}
+	}
+	const phish = `<a href="https://evil.example/">paypal.com</a>` + "\r\n"
+	const honest = `<a href="https://www.paypal.com/">paypal.com</a>` + "\r\n"
+	var b strings.Builder
+	b.WriteString("Content-Type: text/html\r\n\r\n")
+	pad(&b, 0)
+	b.WriteString(phish + honest)
+	pad(&b, maxCandidates)
+	b.WriteString(phish + honest)
+	r := scan(t, Options{MaxTextBytes: 4 << 20, MaxURLs: MaxMaxURLs}, b.String(), 64<<10)
+	if r.PhishLinks != 2 || r.URLCount != maxCandidates || !strings.Contains(r.Limit, "links") {
+		t.Errorf("%d deceptive links, %d counted, limit %q", r.PhishLinks, r.URLCount, r.Limit)
+	}
+}
+
+// Past the IDNA bound, an anchor whose host or shown name was not read
+// for it counts as deceptive: it cannot be told to match, and only a
+// message padded with such names gets there.
+func TestPhishPastIDNABound(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: text/html\r\n\r\n")
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&b, "<p>http://%s%d.example/\r\n", strings.Repeat("\u4e00\u4e01\u4e02", 20), i)
+	}
+	for body, want := range map[string]int{
+		"<a href=\"http://\u00e9vil.example/\">paypal.com</a>":            1, // the href not read
+		"<a href=\"https://evil.example/\">p\u0430ypal.com</a>":           1, // the shown name not read
+		"<a href=\"https://www.paypal.com/\">paypal.com</a>":              0,
+		"<a href=\"http://\u00e9vil.example/\">click here</a>":            0,
+		"<a href=\"http://\u00e9vil.example/\">www.\u00e9vil.example</a>": 1,
+	} {
+		r := scan(t, Options{MaxTextBytes: 4 << 20, MaxURLs: MaxMaxURLs}, b.String()+body, 64<<10)
+		if r.PhishLinks != want || !strings.Contains(r.Limit, "IDNA") {
+			t.Errorf("%s: %d deceptive links, want %d; limit %q", body, r.PhishLinks, want, r.Limit)
+		}
+	}
+}

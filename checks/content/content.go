@@ -26,7 +26,8 @@ const (
 
 const (
 	// maxCandidates bounds the links looked at per message: past it,
-	// url_count stops growing and no more are normalised.
+	// url_count stops growing and no more are normalised, but an
+	// anchor's href, for the deceit check alone.
 	maxCandidates = 10000
 	// maxIDNABytes bounds the bytes of link hosts per message that go
 	// through IDNA, a thousand times the work of ASCII: about a thousand
@@ -119,7 +120,7 @@ type Scanner struct {
 	hash   maphash.Hash
 	buf    []byte // the charset stage's output, made when first needed
 	cands  int
-	idna   int    // IDNA bytes left (maxIDNABytes)
+	idna   idnaBudget
 	html   []byte // the HTML part being read
 	htmlN  int    // HTML bytes kept so far in the message
 	from   string // the top-level From field, unfolded
@@ -140,7 +141,7 @@ func NewScanner(o Options) *Scanner {
 // finished walk). The walk's own bounds apply, not o's MaxDepth and
 // MaxParts.
 func NewReader(o Options) *Scanner {
-	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}, idna: maxIDNABytes}
+	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}, idna: idnaBudget{left: maxIDNABytes}}
 	s.words.s = s
 	return s
 }
@@ -248,22 +249,31 @@ func validCut(b []byte, n int) int {
 	return n
 }
 
-// normalize is Normalize within the message's IDNA bound.
-func (s *Scanner) normalize(raw string, attr bool) (URL, bool) {
-	u, ok := normalize(raw, attr, &s.idna)
-	if s.idna < 0 {
+// normalize is Normalize within the message's IDNA bound; unread says
+// the bound, not the link, kept it from being read.
+func (s *Scanner) normalize(raw string, attr bool) (u URL, ok, unread bool) {
+	s.idna.refused = false
+	u, ok = normalize(raw, attr, &s.idna)
+	if s.idna.refused {
 		s.setLimit("link hosts needing IDNA over %d bytes", maxIDNABytes)
 	}
-	return u, ok
+	return u, ok, s.idna.refused
 }
 
 // link takes one candidate link as written; attr says it is an HTML
 // attribute (a relative one is not a link out). Unless want, a link
 // written as one seen before is not read again and reported as not ok.
-func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
+// Wanted links (an anchor's href, for the deceit check) are read past
+// the bound on the links looked at, though no longer counted: padding a
+// message with links does not hide its anchors. unread says the IDNA
+// bound kept the link from being read.
+func (s *Scanner) link(raw []byte, attr, want bool) (u URL, ok, unread bool) {
 	if s.cands >= maxCandidates {
 		s.setLimit("more than %d links", maxCandidates)
-		return URL{}, false
+		if want {
+			return s.normalize(string(raw), attr)
+		}
+		return URL{}, false, false
 	}
 	s.cands++
 	// Links are told apart by 64-bit hashes: a collision, one in 2^64,
@@ -275,12 +285,12 @@ func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
 	}
 	rh := s.hash.Sum64()
 	if _, dup := s.raw[rh]; dup && !want {
-		return URL{}, false
+		return URL{}, false, false
 	}
 	s.raw[rh] = struct{}{}
-	u, ok := s.normalize(string(raw), attr)
+	u, ok, unread = s.normalize(string(raw), attr)
 	if !ok {
-		return URL{}, false
+		return URL{}, false, unread
 	}
 	s.hash.Reset()
 	s.hash.WriteString(u.Scheme)
@@ -290,7 +300,7 @@ func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
 	s.hash.WriteString(u.Path)
 	h := s.hash.Sum64()
 	if _, dup := s.seen[h]; dup {
-		return u, true
+		return u, true, false
 	}
 	s.seen[h] = struct{}{}
 	s.res.URLCount++
@@ -300,5 +310,5 @@ func (s *Scanner) link(raw []byte, attr, want bool) (URL, bool) {
 	} else {
 		s.setLimit("more than %d URLs", s.o.MaxURLs)
 	}
-	return u, true
+	return u, true, false
 }

@@ -46,16 +46,21 @@ func (s *Scanner) scanHTML(markup []byte) {
 		anchor  bool
 		href    URL
 		hrefOK  bool
+		unread  bool // the href's host was not read for the IDNA bound
 		visible []byte
 	)
 	endAnchor := func() {
-		if anchor && hrefOK && bytes.IndexByte(visible, '.') >= 0 {
+		if anchor && (hrefOK || unread) && bytes.IndexByte(visible, '.') >= 0 {
 			// A link to an IP address showing a name deceives as well.
-			if d := s.shownDomain(visible); d != "" && d != cmp.Or(registrable(href.Host), href.Host) {
+			// Past the IDNA bound, a host or a shown name that was not
+			// read counts against the sender who padded the message
+			// with such names: it cannot be told to match.
+			d, shownUnread := s.shownDomain(visible)
+			if shownUnread || d != "" && (unread || d != cmp.Or(registrable(href.Host), href.Host)) {
 				s.res.PhishLinks++
 			}
 		}
-		anchor, hrefOK, visible = false, false, visible[:0]
+		anchor, hrefOK, unread, visible = false, false, false, visible[:0]
 	}
 	for {
 		tt := z.Next()
@@ -96,9 +101,9 @@ func (s *Scanner) scanHTML(markup []byte) {
 				if !linkAttr(a, key) {
 					continue
 				}
-				u, ok := s.link(val, true, a == atom.A)
-				if a == atom.A && string(key) == "href" && ok {
-					anchor, href, hrefOK = true, u, true
+				u, ok, notRead := s.link(val, true, a == atom.A)
+				if a == atom.A && string(key) == "href" {
+					anchor, href, hrefOK, unread = ok, u, ok, notRead && !ok
 				}
 			}
 			if a == atom.A && !hrefOK {
@@ -184,35 +189,36 @@ func block(a atom.Atom) bool {
 
 // shownDomain returns the registrable domain a link's visible text
 // shows, if it shows one: a URL, an address or a bare domain name.
-func (s *Scanner) shownDomain(text []byte) string {
+// unread says a name it shows was not read for the IDNA bound.
+func (s *Scanner) shownDomain(text []byte) (domain string, unread bool) {
 	t := strings.TrimSpace(string(text))
 	if t == "" || len(t) > anchorKeep {
-		return ""
+		return "", false
 	}
 	for _, w := range strings.Fields(t) {
 		w = strings.Trim(w, `.,;:!?()[]{}<>"'`)
 		if i := strings.LastIndexByte(w, '@'); i >= 0 && !strings.Contains(w, "/") {
 			w = w[i+1:]
 		}
-		var host string
-		if strings.Contains(w, "://") || hasPrefixFold(w, "www.") {
-			u, ok := s.normalize(w, false)
-			if !ok {
-				continue
-			}
-			host = u.Host
-		} else if looksLikeDomain(w) {
-			u, ok := s.normalize("http://"+w, false)
-			if !ok {
-				continue
-			}
-			host = u.Host
-		} else {
+		var u URL
+		var ok, notRead bool
+		switch {
+		case strings.Contains(w, "://") || hasPrefixFold(w, "www."):
+			u, ok, notRead = s.normalize(w, false)
+		case looksLikeDomain(w):
+			u, ok, notRead = s.normalize("http://"+w, false)
+		default:
 			continue
 		}
-		if d := registrable(host); d != "" {
-			return d
+		if notRead {
+			return "", true
+		}
+		if !ok {
+			continue
+		}
+		if d := registrable(u.Host); d != "" {
+			return d, false
 		}
 	}
-	return ""
+	return "", false
 }

@@ -190,9 +190,15 @@ func Normalize(raw string, attr bool) (URL, bool) {
 	return normalize(raw, attr, nil)
 }
 
-// normalize is Normalize spending idnaLeft, when not nil, on the bytes
-// of hosts that need IDNA; it is -1 once a host found it spent.
-func normalize(raw string, attr bool, idnaLeft *int) (URL, bool) {
+// idnaBudget is what a message may spend on hosts that need IDNA.
+type idnaBudget struct {
+	left    int  // bytes of such hosts left
+	refused bool // a host was not read for want of them
+}
+
+// normalize is Normalize spending b, when not nil, on the bytes of hosts
+// that need IDNA.
+func normalize(raw string, attr bool, b *idnaBudget) (URL, bool) {
 	if len(raw) > maxWord {
 		raw = raw[:maxWord]
 	}
@@ -240,7 +246,7 @@ func normalize(raw string, attr bool, idnaLeft *int) (URL, bool) {
 	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
 		auth = auth[i+1:]
 	}
-	host, ok := hostOf(auth, idnaLeft)
+	host, ok := hostOf(auth, b)
 	if !ok {
 		return URL{}, false
 	}
@@ -259,7 +265,7 @@ func isScheme(s string) bool {
 }
 
 // hostOf returns the normalised host of an authority without userinfo.
-func hostOf(auth string, idnaLeft *int) (string, bool) {
+func hostOf(auth string, b *idnaBudget) (string, bool) {
 	auth = strings.ReplaceAll(auth, "[.]", ".")
 	var host string
 	if strings.HasPrefix(auth, "[") {
@@ -302,12 +308,12 @@ func hostOf(auth string, idnaLeft *int) (string, bool) {
 		if !labelsFit(host) {
 			return "", false
 		}
-		if idnaLeft != nil {
-			if *idnaLeft < len(host) {
-				*idnaLeft = -1
+		if b != nil {
+			if b.left < len(host) {
+				b.left, b.refused = 0, true
 				return "", false
 			}
-			*idnaLeft -= len(host)
+			b.left -= len(host)
 		}
 		a, err := lookup.ToASCII(host)
 		if err != nil {
