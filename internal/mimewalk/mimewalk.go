@@ -30,6 +30,9 @@ const (
 type Part struct {
 	// Top: the message's own header.
 	Top bool
+	// Depth is the number of multiparts the part is inside: 0 for the
+	// message's own header.
+	Depth int
 	// Multipart: the part holds parts; it has no body of its own.
 	Multipart bool
 	// MediaType is the Content-Type's type, lower-case; text/plain when
@@ -328,7 +331,7 @@ func (w *Walker) headerLine(line []byte) {
 // handlers who reads it.
 func (w *Walker) endHeader() {
 	f := w.fields
-	p := Part{Top: w.top, ContentType: string(f.contentType), Disposition: string(f.disposition),
+	p := Part{Top: w.top, Depth: len(w.stack), ContentType: string(f.contentType), Disposition: string(f.disposition),
 		Encoding: strings.ToLower(string(f.encoding))}
 	if w.top {
 		w.from = f.from

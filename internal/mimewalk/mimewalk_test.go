@@ -97,3 +97,23 @@ func TestWalkerLongLinesAndHeaderOnly(t *testing.T) {
 		t.Errorf("header only: From %q", w.From())
 	}
 }
+
+type depths []string
+
+func (d *depths) Part(p *Part) Body {
+	*d = append(*d, fmt.Sprintf("%s@%d", p.MediaType, p.Depth))
+	return nil
+}
+
+// Depth is the multiparts a part is inside.
+func TestWalkerDepth(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n--a\r\nContent-Type: message/rfc822\r\n\r\nSubject: y\r\n\r\nz\r\n--a--\r\n"
+	var d depths
+	if _, err := walk(msg, 5, Options{MaxDepth: 5, MaxParts: 10}, &d); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(d, " "), "multipart/mixed@0 multipart/alternative@1 text/plain@2 message/rfc822@1"; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
