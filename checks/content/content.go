@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"fmt"
 	"hash/maphash"
-	"mime"
-	"strings"
 	"unicode/utf8"
 	"unsafe"
 
@@ -126,6 +124,10 @@ type Scanner struct {
 	from   string // the top-level From field, unfolded
 	inFrom bool
 	words  wordScanner
+	// parts seen in the whole message, attached messages' included;
+	// stopped: a bound on them was met and no more are read.
+	parts   int
+	stopped bool
 }
 
 // NewScanner starts the scan of one message, which it walks itself:
@@ -138,8 +140,9 @@ func NewScanner(o Options) *Scanner {
 
 // NewReader starts the scan of one message as a reader of a walk shared
 // with other readers (give it to mimewalk.New, then End it with the
-// finished walk). The walk's own bounds apply, not o's MaxDepth and
-// MaxParts.
+// finished walk). The walk's own bounds apply to it; o's MaxDepth and
+// MaxParts bound the parts of attached messages with it, so give them
+// the walk's.
 func NewReader(o Options) *Scanner {
 	s := &Scanner{o: o.withDefaults(), seen: map[uint64]struct{}{}, raw: map[uint64]struct{}{}, idna: idnaBudget{left: maxIDNABytes}}
 	s.words.s = s
@@ -155,23 +158,6 @@ func (s *Scanner) Write(p []byte) (int, error) {
 func (s *Scanner) Finish() *Result {
 	s.walk.Finish()
 	return s.End(s.walk)
-}
-
-// Part implements mimewalk.Handler: the text parts that are not
-// attachments are read.
-func (s *Scanner) Part(p *mimewalk.Part) mimewalk.Body {
-	if p.Multipart || !strings.HasPrefix(p.MediaType, "text/") {
-		return nil
-	}
-	if disp, _, _ := mime.ParseMediaType(p.Disposition); disp == "attachment" {
-		return nil
-	}
-	s.res.TextParts++
-	isHTML := p.MediaType == "text/html"
-	if isHTML {
-		s.res.HTML = true
-	}
-	return newPartDecoder(s, p.Encoding, p.Params["charset"], isHTML)
 }
 
 // End ends the scan of a message whose walk w finished and returns what

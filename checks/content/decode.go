@@ -11,6 +11,8 @@ import (
 	"golang.org/x/text/encoding/ianaindex"
 	"golang.org/x/text/encoding/unicode"
 	"golang.org/x/text/transform"
+
+	"github.com/mailward/mailward/internal/mimewalk"
 )
 
 // partDecoder decodes one text part as its lines pass: the transfer
@@ -21,6 +23,9 @@ type partDecoder struct {
 	s    *Scanner
 	enc  string
 	html bool
+	// msg, for an attached message, takes the decoded bytes in place
+	// of the charset stage.
+	msg *mimewalk.Walker
 	// base64: the alphabet characters of an incomplete quantum.
 	quad  [4]byte
 	nquad int
@@ -89,6 +94,10 @@ func (d *partDecoder) write(b []byte, eol bool) {
 			d.out = append(d.out, '\n')
 		}
 	}
+	if d.msg != nil {
+		d.msg.Write(d.out)
+		return
+	}
 	d.charset(d.out, false)
 }
 
@@ -97,6 +106,13 @@ func (d *partDecoder) finish() {
 		return
 	}
 	d.done = true
+	if d.msg != nil {
+		d.msg.Write(d.qpHeld)
+		if err := d.msg.Finish(); err != nil {
+			d.s.setLimit("%s", err)
+		}
+		return
+	}
 	if !d.bad {
 		d.out = append(d.out[:0], d.qpHeld...)
 		d.qpHeld = nil

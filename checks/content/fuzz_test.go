@@ -38,6 +38,7 @@ func checkURL(t *testing.T, u URL) {
 func FuzzScanner(f *testing.F) {
 	f.Add([]byte(crlf("Content-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain; charset=koi8-r\nContent-Transfer-Encoding: quoted-printable\n\nhttp://a.example/=\n=F0x\n--b\nContent-Type: text/html\nContent-Transfer-Encoding: base64\n\nPGEgaHJlZj0iaHR0cDovL2IuZXhhbXBsZS8iPnd3dy5jLmV4YW1wbGU8L2E+\n--b--\n")), uint8(7))
 	f.Add([]byte("From: \"a@b.example\" <c@d.example>\r\n\r\nwww.x.example hxxp://y[.]example"), uint8(1))
+	f.Add([]byte(crlf("Content-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: message/rfc822\n\nContent-Type: multipart/alternative; boundary=o\n\n--o\nContent-Type: text/plain; charset=utf-7\n\n+AGg-ttp://a.example/\n--o--\n--o--\n")), uint8(5))
 	f.Fuzz(func(t *testing.T, msg []byte, piece uint8) {
 		o := Options{MaxTextBytes: 4096, MaxURLs: 10, MaxDepth: 4, MaxParts: 20}
 		r := scan(t, o, string(msg), int(piece)+1)
