@@ -248,16 +248,21 @@ http://binary.example/
 
 func TestPhishLinks(t *testing.T) {
 	for body, want := range map[string]int{
-		`<a href="http://198.51.100.7/x">www.bank.example</a>`:                     1,
-		`<a href="https://evil.example/">Log in at <b>paypal.com</b></a>`:          1,
-		`<a href="https://www.paypal.com/x">paypal.com</a>`:                        0,
-		`<a href="https://t.paypal.com/x">https://www.paypal.com/</a>`:             0,
-		`<a href="https://evil.example/">Click here</a>`:                           0,
-		`<a href="https:\\evil.example\">www.paypal.com</a>`:                       1, // browsers go to evil.example
-		`<a href="mailto:a@b.example">support@bank.example</a>`:                    0,
-		`<a href="https://evil.example/">v1.2 notes</a>`:                           0,
-		`<a href="https://a.example/">a.example</a><a href=/x>b.example</a>`:       0,
-		`<a href="https://a.example/">b.com<a href="https://c.example/">c.example`: 1, // an unknown suffix is no name: "c.example"
+		`<a href="http://198.51.100.7/x">www.bank.example</a>`:                                               1,
+		`<a href="https://evil.example/">Log in at <b>paypal.com</b></a>`:                                    1,
+		`<a href="https://www.paypal.com/x">paypal.com</a>`:                                                  0,
+		`<a href="https://t.paypal.com/x">https://www.paypal.com/</a>`:                                       0,
+		`<a href="https://evil.example/">Click here</a>`:                                                     0,
+		`<a href="https:\\evil.example\">www.paypal.com</a>`:                                                 1, // browsers go to evil.example
+		`<a href="mailto:a@b.example">support@bank.example</a>`:                                              0,
+		`<a href="https://evil.example/">v1.2 notes</a>`:                                                     0,
+		"<a href=\"https://evil.example/\">paypal\uFF0Ecom</a>":                                              1, // fullwidth full stop
+		"<a href=\"https://evil.example/\">www\u3002paypal\u3002com</a>":                                     1,
+		"<a href=\"https://evil.example/\">\uFF50\uFF41\uFF59\uFF50\uFF41\uFF4C\uFF0E\uFF43\uFF4F\uFF4D</a>": 1,
+		"<a href=\"https://www.paypal.com/\">paypal\uFF0Ecom</a>":                                            0,
+		"<a href=\"https://evil.example/\">Gr\u00fc\u00dfe</a>":                                              0,
+		`<a href="https://a.example/">a.example</a><a href=/x>b.example</a>`:                                 0,
+		`<a href="https://a.example/">b.com<a href="https://c.example/">c.example`:                           1, // an unknown suffix is no name: "c.example"
 	} {
 		r := scan(t, Options{}, "Content-Type: text/html\r\n\r\n"+body, 1<<20)
 		if r.PhishLinks != want {

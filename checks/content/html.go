@@ -50,7 +50,7 @@ func (s *Scanner) scanHTML(markup []byte) {
 		visible []byte
 	)
 	endAnchor := func() {
-		if anchor && (hrefOK || unread) && bytes.IndexByte(visible, '.') >= 0 {
+		if anchor && (hrefOK || unread) && (bytes.IndexByte(visible, '.') >= 0 || !isASCII(string(visible))) {
 			// A link to an IP address showing a name deceives as well.
 			// Past the IDNA bound, a host or a shown name that was not
 			// read counts against the sender who padded the message
@@ -195,6 +195,8 @@ func (s *Scanner) shownDomain(text []byte) (domain string, unread bool) {
 	if t == "" || len(t) > anchorKeep {
 		return "", false
 	}
+	// Read as the From display name is: "paypal．com" is paypal.com.
+	t = foldWide(t)
 	for _, w := range strings.Fields(t) {
 		w = strings.Trim(w, `.,;:!?()[]{}<>"'`)
 		if i := strings.LastIndexByte(w, '@'); i >= 0 && !strings.Contains(w, "/") {
