@@ -260,3 +260,22 @@ func TestShutdownDuringDovecotExchange(t *testing.T) {
 		t.Fatal("shutdown still waiting for a session blocked on Dovecot")
 	}
 }
+
+// TestDovecotEmptyInitialResponse: "AUTH PLAIN =" is an empty initial
+// response (RFC 4954), which Dovecot refuses as PLAIN; "AUTH PLAIN"
+// without one gets PLAIN's empty challenge.
+func TestDovecotEmptyInitialResponse(t *testing.T) {
+	dc := testenv.StartDovecot(t, map[string]string{"alice": alicePass})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket()})
+	rc, _ := rawTLS(t, "127.0.0.9", addr)
+	rc.send("AUTH PLAIN =\r\n")
+	rc.expect(535)
+	rc.send("AUTH PLAIN\r\n")
+	if got := rc.expect(334); strings.Join(got.text, "") != "" {
+		t.Fatalf("want an empty challenge, got %q", got)
+	}
+	rc.send("*\r\n")
+	rc.expect(501)
+}

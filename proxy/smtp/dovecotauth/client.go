@@ -27,6 +27,12 @@ const maxHandshake = 256
 // Dovecot talking of something else would hold the exchange for ever.
 const maxOther = 256
 
+// minorVersion is the protocol's minor version this client announces.
+// It decides what an empty resp= means: from 1.2 on, Dovecot takes it as
+// an empty initial response (SMTP's "AUTH PLAIN ="), before it as no
+// initial response at all (as some clients sent one for none).
+const minorVersion = 2
+
 // Mech is one mechanism Dovecot offers.
 type Mech struct {
 	Name string
@@ -132,7 +138,7 @@ func (c *Conn) deadline() time.Time {
 }
 
 func (c *Conn) handshake() error {
-	if err := c.write("VERSION\t1\t2\nCPID\t" + strconv.Itoa(os.Getpid()) + "\n"); err != nil {
+	if err := c.write("VERSION\t1\t" + strconv.Itoa(minorVersion) + "\nCPID\t" + strconv.Itoa(os.Getpid()) + "\n"); err != nil {
 		return err
 	}
 	gotVersion := false
@@ -196,7 +202,11 @@ func (c *Conn) Auth(mech string, initial string, info Info) (Result, error) {
 	}
 	switch initial {
 	case "":
+		// No initial response: no resp field, and the mechanism starts
+		// with a challenge (PLAIN's is empty).
 	case "=":
+		// An empty one (RFC 4954): an empty resp, as Dovecot's own
+		// login processes send it; "=" is no base64 for the mechanism.
 		b.WriteString("\tresp=")
 	default:
 		b.WriteString("\tresp=" + initial)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +219,33 @@ func TestAnswerAmongOtherLines(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("still reading lines about other requests")
+	}
+}
+
+// TestEmptyInitialResponse: "=" (RFC 4954: an empty initial response)
+// reaches Dovecot as an empty response, which PLAIN refuses at once as
+// invalid, while no initial response gets PLAIN's empty challenge.
+func TestEmptyInitialResponse(t *testing.T) {
+	d := testenv.StartDovecot(t, map[string]string{"alice": "s3cret"})
+	c := dial(t, d)
+	r, err := c.Auth("PLAIN", "=", info)
+	if err != nil || r.Status != Fail || r.Temp {
+		t.Fatalf("PLAIN with an empty initial response: %+v %v, want a failure", r, err)
+	}
+	r, err = c.Auth("PLAIN", "", info)
+	if err != nil || r.Status != Continue || r.Challenge != "" {
+		t.Fatalf("PLAIN without an initial response: %+v %v, want an empty challenge", r, err)
+	}
+	r, err = c.Continue(b64("\x00alice\x00s3cret"))
+	if err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("PLAIN after the empty challenge: %+v %v", r, err)
+	}
+	// LOGIN asks for the user either way.
+	r, err = c.Auth("LOGIN", "=", info)
+	if err != nil || r.Status != Continue || r.Challenge != b64("Username:") {
+		t.Fatalf("LOGIN with an empty initial response: %+v %v", r, err)
+	}
+	if !strings.Contains(d.Log(), "plain(?,127.0.0.9): invalid input") {
+		t.Errorf("Dovecot did not see an empty PLAIN response:\n%s", d.Log())
 	}
 }
