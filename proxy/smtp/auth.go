@@ -194,6 +194,12 @@ func (s *session) relayAuth(mech, initial string) bool {
 	}
 	var responses []string
 	if initial != "" {
+		// The first response names the user: one the proxy cannot read
+		// is refused here, before upstream could accept it.
+		if saslUser(mech, []string{initial}) == "" {
+			s.refuseUnreadableUser(mech)
+			return true
+		}
 		responses = append(responses, initial)
 	}
 	r, err := s.up.cmd(line)
@@ -223,6 +229,15 @@ func (s *session) relayAuth(mech, initial string) bool {
 		if strings.ContainsAny(resp, "\r\x00") {
 			resp = "*"
 		}
+		if len(responses) == 0 && resp != "*" && saslUser(mech, []string{resp}) == "" {
+			// Cancelled upstream, refused here: a 235 for a user the
+			// proxy cannot name could only be followed by a drop.
+			if _, err = s.up.saslResponse("*"); err != nil {
+				s.dropUpstream(false)
+			}
+			s.refuseUnreadableUser(mech)
+			return true
+		}
 		responses = append(responses, resp)
 		r, err = s.up.saslResponse(resp)
 	}
@@ -232,17 +247,19 @@ func (s *session) relayAuth(mech, initial string) bool {
 		s.tempFailAuth()
 		return true
 	}
+	if r.code == 235 && saslUser(mech, responses) == "" {
+		// Not reached: the first response was read before it went
+		// upstream. Should it be, the client is not told 235, and the
+		// upstream session that holds the authentication is dropped.
+		s.log.Error("smtp: AUTH accepted by upstream, but the user could not be read from the exchange; refused", "mechanism", mech)
+		s.dropUpstream(true)
+		s.tempFailAuth()
+		return true
+	}
 	s.reply(r)
 	switch {
 	case r.code == 235:
 		user := saslUser(mech, responses)
-		if user == "" {
-			// Upstream accepted someone the proxy cannot name: better no
-			// session than one whose rules see no user.
-			s.log.Error("smtp: AUTH accepted by upstream, but the user could not be read from the exchange; closing", "mechanism", mech)
-			s.reply(newReply(421, "4.7.0", s.settings.cfg.Hostname+" Error: authentication state unknown"))
-			return false
-		}
 		s.auth = authState{user: user, relayed: true}
 		s.countAuth(authOK)
 		s.log.Info("smtp: client authenticated", "auth_user", user, "mechanism", mech)
@@ -259,6 +276,16 @@ func (s *session) relayAuth(mech, initial string) bool {
 		s.errors++
 	}
 	return true
+}
+
+// refuseUnreadableUser answers an exchange whose first response names
+// no user the proxy can read (not the mechanism's format, or a name
+// unfit for logs, rules and XCLIENT): a failed authentication, decided
+// before anything of it reached upstream.
+func (s *session) refuseUnreadableUser(mech string) {
+	s.log.Info("smtp: AUTH refused before relaying: no user name the proxy can read in the response", "mechanism", mech)
+	s.reply(newReply(535, "5.7.8", "Error: authentication failed: user name not readable"))
+	s.authFailed(mech)
 }
 
 // readSASLLine reads one client response of an exchange, flushing the
