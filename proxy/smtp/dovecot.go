@@ -20,14 +20,24 @@ const (
 	mechsRetry = 10 * time.Second
 	// dovecotDial bounds connecting and the handshake.
 	dovecotDial = 10 * time.Second
+	// mechsWait bounds how long an EHLO waits for a list when none is
+	// known yet: a Dovecot that hangs costs one EHLO this much, not the
+	// dial's bound, and AUTH is not offered in that reply.
+	mechsWait = 2 * time.Second
 )
 
-// mechCache is Dovecot's mechanism list as EHLO offers it.
+// mechCache is Dovecot's mechanism list as EHLO offers it. One fetch is
+// in flight at a time, on its own goroutine, never under mu: while it
+// runs, EHLO replies use the last list known, or wait for it only as
+// long as their own bound.
 type mechCache struct {
 	mu     sync.Mutex
 	socket string
 	mechs  []string
-	until  time.Time
+	known  bool      // mechs is an answer (nil: Dovecot did not answer)
+	until  time.Time // fresh until then; a fetch is started after
+	// fetching is closed when the fetch under way ends; nil when none.
+	fetching chan struct{}
 }
 
 // dovecotMechs returns what EHLO offers with auth: dovecot: Dovecot's
@@ -35,24 +45,68 @@ type mechCache struct {
 // Dovecot does not answer.
 func (s *Server) dovecotMechs(ctx context.Context, set *settings, log *slog.Logger) []string {
 	mc := &s.mechs
+	socket := set.cfg.DovecotSocket
 	mc.mu.Lock()
-	defer mc.mu.Unlock()
-	if mc.socket == set.cfg.DovecotSocket && time.Now().Before(mc.until) {
+	if mc.socket != socket {
+		// A reload named another socket: what was known is of the old.
+		mc.socket, mc.mechs, mc.known, mc.until, mc.fetching = socket, nil, false, time.Time{}, nil
+	}
+	if mc.known && time.Now().Before(mc.until) {
+		defer mc.mu.Unlock()
 		return mc.mechs
 	}
-	mc.socket = set.cfg.DovecotSocket
-	dctx, cancel := context.WithTimeout(ctx, dovecotDial)
-	defer cancel()
-	dc, err := dovecotauth.Dial(dctx, set.cfg.DovecotSocket, dovecotDial)
-	if err != nil {
-		log.Warn("smtp: Dovecot auth unavailable: AUTH not offered", "err", err)
-		mc.mechs, mc.until = nil, time.Now().Add(mechsRetry)
+	if mc.fetching == nil {
+		done := make(chan struct{})
+		mc.fetching = done
+		// Under the server's context, not the session's: the list is
+		// the server's, and one session ending must not end the fetch
+		// the others wait for; a shutdown does.
+		s.conns.Go(func(sctx context.Context) { mc.fetch(sctx, socket, done, log) })
+	}
+	done, mechs, known := mc.fetching, mc.mechs, mc.known
+	mc.mu.Unlock()
+	if known {
+		return mechs // the last list, while a new one is fetched
+	}
+	wait := time.NewTimer(mechsWait)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-wait.C:
+		return nil
+	case <-ctx.Done():
 		return nil
 	}
-	dc.Close()
-	mc.mechs = offerable(dc.Mechs())
-	mc.until = time.Now().Add(mechsTTL)
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.socket != socket {
+		return nil
+	}
 	return mc.mechs
+}
+
+// fetch dials Dovecot for its mechanisms and keeps them, or that it did
+// not answer, for the next EHLO replies; it closes done when it ends.
+func (mc *mechCache) fetch(ctx context.Context, socket string, done chan struct{}, log *slog.Logger) {
+	defer close(done)
+	dctx, cancel := context.WithTimeout(ctx, dovecotDial)
+	defer cancel()
+	var mechs []string
+	ttl := mechsTTL
+	dc, err := dovecotauth.Dial(dctx, socket, dovecotDial)
+	if err != nil {
+		log.Warn("smtp: Dovecot auth unavailable: AUTH not offered", "err", err)
+		ttl = mechsRetry
+	} else {
+		dc.Close()
+		mechs = offerable(dc.Mechs())
+	}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.fetching != done {
+		return // the socket changed while it ran
+	}
+	mc.mechs, mc.known, mc.until, mc.fetching = mechs, true, time.Now().Add(ttl), nil
 }
 
 func offerable(ms []dovecotauth.Mech) []string {

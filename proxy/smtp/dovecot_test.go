@@ -1,8 +1,10 @@
 package smtp
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -278,4 +280,101 @@ func TestDovecotEmptyInitialResponse(t *testing.T) {
 	}
 	rc.send("*\r\n")
 	rc.expect(501)
+}
+
+// TestEHLONotHeldByHungDovecot: with a Dovecot that accepts and never
+// answers, EHLO replies come within their own bound (without AUTH), all
+// of them while the one fetch of the mechanisms is still hanging, not
+// one after the other behind it; a Dovecot that answers again is
+// offered once the retry time has passed.
+func TestEHLONotHeldByHungDovecot(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 16)
+	hungUp := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		accepted <- struct{}{}
+		io.Copy(io.Discard, c) // says nothing until the proxy gives up
+		c.Close()
+		close(hungUp)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+			c.Close()
+		}
+	}()
+	sink := testenv.StartSink(t)
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), Auth: AuthDovecot, DovecotSocket: sock, AuthPlaintext: true})
+	ehlo := func() (string, error) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := readReply(br); err != nil {
+			return "", err
+		}
+		io.WriteString(c, "EHLO client.test.example\r\n")
+		r, err := readReply(br)
+		if err != nil {
+			return "", err
+		}
+		return offersAuth(r), nil
+	}
+	const clients = 4
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			a, err := ehlo()
+			if err == nil && a != "" {
+				err = fmt.Errorf("AUTH offered with Dovecot hung: %s", a)
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-hungUp:
+		t.Fatal("the EHLO replies waited until the fetch from the hung Dovecot gave up")
+	default:
+	}
+	if n := len(accepted); n != 1 {
+		t.Errorf("%d connections to Dovecot for %d EHLOs at once, want 1", n, clients)
+	}
+	// Once the hung fetch has given up and the retry time has passed, the
+	// next EHLO starts a new fetch; the one after it gets the list.
+	<-hungUp
+	time.Sleep(mechsRetry)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a, err := ehlo()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(a, "PLAIN") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("AUTH not offered again once Dovecot answers")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
