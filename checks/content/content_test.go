@@ -324,3 +324,19 @@ func TestAddressIsNoLink(t *testing.T) {
 		t.Errorf("links %+v", r.URLs)
 	}
 }
+
+// A run of text is looked at up to maxWord bytes however it comes: a
+// link past that is not found in one piece and missed in several.
+func TestLongRunPieces(t *testing.T) {
+	body := "\r\n" + strings.Repeat("a", maxWord+100) + "http://evil.example/ http://ok.example/\r\n"
+	whole := scan(t, Options{}, body, len(body)+1)
+	for _, n := range []int{1, 7, 100, 4096} {
+		r := scan(t, Options{}, body, n)
+		if len(r.URLs) != len(whole.URLs) || r.URLCount != whole.URLCount {
+			t.Errorf("pieces of %d: %+v, whole: %+v", n, r.URLs, whole.URLs)
+		}
+	}
+	if len(whole.URLs) != 1 || whole.URLs[0].Host != "ok.example" {
+		t.Errorf("links %+v", whole.URLs)
+	}
+}

@@ -54,8 +54,27 @@ func (w *wordScanner) write(b []byte) {
 		w.add(b)
 		return
 	}
-	w.s.findLinks(b[:last])
+	w.runs(b[:last])
 	w.add(b[last+1:])
+}
+
+// runs looks at each run of b as end would had it been kept: its first
+// maxWord bytes, so that a link far into a long run is found or not
+// whatever the pieces the text came in.
+func (w *wordScanner) runs(b []byte) {
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && !isBreak(b[i]) {
+			i++
+		}
+		if i >= 4 {
+			w.s.findLinks(b[:min(i, maxWord)])
+		}
+		if i == len(b) {
+			return
+		}
+		b = b[i+1:]
+	}
 }
 
 func (w *wordScanner) add(b []byte) {
