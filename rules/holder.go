@@ -27,6 +27,9 @@ type Holder struct {
 	failures atomic.Uint64
 	// swapped tells Watch that a load may have changed the files to watch.
 	swapped chan struct{}
+	// watching, if set, hears each directory Watch has begun to watch:
+	// a change made before that is not seen.
+	watching func(dir string)
 }
 
 // NewHolder returns a holder for cfg with no set yet; call Load.
@@ -187,6 +190,9 @@ func Watch(ctx context.Context, h *Holder, onReload func(error)) error {
 				continue
 			}
 			watched[d] = true
+			if h.watching != nil {
+				h.watching(d)
+			}
 		}
 		for d := range watched {
 			if !want[d] {

@@ -146,6 +146,23 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	results := make(chan error, 10)
+	added := make(chan string, 10)
+	h.watching = func(d string) { added <- d }
+	watched := map[string]bool{}
+	// waitWatched waits for the watch on d: fsnotify sees no change made
+	// before it is in place.
+	waitWatched := func(d string) {
+		t.Helper()
+		d, _ = filepath.Abs(d)
+		for !watched[d] {
+			select {
+			case a := <-added:
+				watched[a] = true
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s not watched after 10s", d)
+			}
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- Watch(ctx, h, func(err error) { results <- err }) }()
@@ -165,8 +182,8 @@ func TestWatch(t *testing.T) {
 		}
 		return nil
 	}
-	// fsnotify needs the watch in place before the first change.
-	time.Sleep(100 * time.Millisecond)
+	waitWatched(filepath.Join(dir, "rules"))
+	waitWatched(filepath.Join(dir, "lists"))
 
 	first := h.Current()
 	save(t, filepath.Join(dir, "rules/r.yaml"), brokenRules)
@@ -207,7 +224,7 @@ func TestWatch(t *testing.T) {
 	if err := h.Load(Config{Files: []string{"other/*.yaml"}}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // the watcher picks up the new directory
+	waitWatched(filepath.Join(dir, "other"))
 	save(t, filepath.Join(dir, "other/o.yaml"), otherRules)
 	if err := next(); err != nil {
 		t.Fatal(err)
