@@ -213,3 +213,18 @@ func TestPhishPastIDNABound(t *testing.T) {
 		}
 	}
 }
+
+// A host read once is not paid for again: an honest message whose many
+// anchors all name its own non-ASCII domain does not run out of the
+// IDNA bound and get its anchors counted as deceit.
+func TestIDNAHostRepeated(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Content-Type: text/html; charset=utf-8\r\n\r\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&b, "<p><a href=\"https://www.b\u00fccher-laden.example/%d\">www.b\u00fccher-laden.example</a>\r\n", i)
+	}
+	r := scan(t, Options{MaxURLs: MaxMaxURLs}, b.String(), 4096)
+	if r.PhishLinks != 0 || r.Limit != "" || r.URLCount != 3001 {
+		t.Errorf("%d deceptive links, %d links, limit %q", r.PhishLinks, r.URLCount, r.Limit)
+	}
+}

@@ -182,7 +182,7 @@ func (s *Scanner) End(w *mimewalk.Walker) *Result {
 
 // Close abandons the message.
 func (s *Scanner) Close() {
-	s.text, s.html, s.seen, s.raw = nil, nil, nil, nil
+	s.text, s.html, s.seen, s.raw, s.idna.read = nil, nil, nil, nil, nil
 	s.walk = nil
 }
 

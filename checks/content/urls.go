@@ -209,10 +209,52 @@ func Normalize(raw string, attr bool) (URL, bool) {
 	return normalize(raw, attr, nil)
 }
 
-// idnaBudget is what a message may spend on hosts that need IDNA.
+// idnaBudget is what a message may spend on hosts that need IDNA. A
+// host read once is kept with what IDNA made of it, up to as many bytes
+// again, and not paid for again: a newsletter whose every anchor names
+// its own bücher.example, in its href and its text, must not run out
+// of the bound and have its anchors counted as deceit.
 type idnaBudget struct {
 	left    int  // bytes of such hosts left
 	refused bool // a host was not read for want of them
+	read    map[string]idnaRead
+	kept    int // bytes of A-labels in read
+}
+
+type idnaRead struct {
+	ascii string
+	ok    bool
+}
+
+// toASCII is IDNA's lookup of a host, within b when b is not nil.
+func (b *idnaBudget) toASCII(host string) (string, bool) {
+	if b != nil {
+		if r, hit := b.read[host]; hit {
+			return r.ascii, r.ok
+		}
+		if b.left < len(host) {
+			b.left, b.refused = 0, true
+			return "", false
+		}
+		b.left -= len(host)
+	}
+	a, err := lookup.ToASCII(host)
+	if err != nil {
+		a, err = idna.Punycode.ToASCII(strings.ToLower(host))
+	}
+	// A full stop IDNA reads as a dot can end the name, as a dot can:
+	// "spam.example。" is spam.example.
+	a = strings.TrimRight(strings.ToLower(a), ".")
+	ok := err == nil
+	if b != nil && b.kept+len(a) <= maxIDNABytes {
+		if b.read == nil {
+			b.read = map[string]idnaRead{}
+		}
+		// Cloned: host is part of a link's text, which it would keep.
+		b.read[strings.Clone(host)] = idnaRead{a, ok}
+		b.kept += len(a)
+	}
+	return a, ok
 }
 
 // normalize is Normalize spending b, when not nil, on the bytes of hosts
@@ -327,22 +369,11 @@ func hostOf(auth string, b *idnaBudget) (string, bool) {
 		if !labelsFit(host) {
 			return "", false
 		}
-		if b != nil {
-			if b.left < len(host) {
-				b.left, b.refused = 0, true
-				return "", false
-			}
-			b.left -= len(host)
+		a, ok := b.toASCII(host)
+		if !ok {
+			return "", false
 		}
-		a, err := lookup.ToASCII(host)
-		if err != nil {
-			if a, err = idna.Punycode.ToASCII(strings.ToLower(host)); err != nil {
-				return "", false
-			}
-		}
-		// A full stop IDNA reads as a dot can end the name, as a dot
-		// can: "spam.example。" is spam.example.
-		host = strings.TrimRight(strings.ToLower(a), ".")
+		host = a
 	}
 	if len(host) > 253 {
 		return "", false
