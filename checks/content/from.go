@@ -32,7 +32,13 @@ func fromMismatch(field string) bool {
 	if at < 0 {
 		return false
 	}
-	own := registrable(strings.ToLower(strings.TrimSuffix(a.Address[at+1:], ".")))
+	// The address's domain is read as the names of the display name
+	// are: a domain in U-labels (RFC 6532) or upper case is its
+	// A-labels, or every name would differ from it.
+	own := ""
+	if u, ok := Normalize("http://"+a.Address[at+1:], false); ok {
+		own = registrable(u.Host)
+	}
 	for _, w := range strings.FieldsFunc(foldWide(a.Name), func(r rune) bool {
 		return r == ' ' || r == '\t' || r == '<' || r == '>' || r == '(' || r == ')' || r == '"' || r == ',' || r == '|' || r == '['
 	}) {
