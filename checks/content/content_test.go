@@ -47,7 +47,7 @@ Content-Transfer-Encoding: base64
 const htmlBody = `<html><head><title>T</title><style>p{color:red}</style><script>var u="http://script.example/";</script></head>
 <body><p>Hello&nbsp;<b>there</b></p><a href="https://login.evil.example/x">https://www.paypal.com/signin</a>
 <a href="https://www.paypal.com/help">PayPal help</a><img src="//cdn.example.net/i.png"><a href="/relative">r</a>
-<a href="http://xn--bcher-kva.de/">b</a><a href="http://BÜCHER.example/">b2</a><a href="http://[2001:db8::1]:8080/p">v6</a></body></html>`
+<a href="http://xn--bcher-kva.example/">b</a><a href="http://BÜCHER.example/">b2</a><a href="http://[2001:db8::1]:8080/p">v6</a></body></html>`
 
 func TestMultipart(t *testing.T) {
 	msg := crlf(fmt.Sprintf(multipart, base64.StdEncoding.EncodeToString([]byte(htmlBody))))
@@ -59,7 +59,7 @@ func TestMultipart(t *testing.T) {
 		{Scheme: "https", Host: "www.paypal.com", Domain: "paypal.com", Path: "/signin"},
 		{Scheme: "https", Host: "www.paypal.com", Domain: "paypal.com", Path: "/help"},
 		{Scheme: "http", Host: "cdn.example.net", Domain: "example.net", Path: "/i.png"},
-		{Scheme: "http", Host: "xn--bcher-kva.de", Domain: "xn--bcher-kva.de", Path: "/"},
+		{Scheme: "http", Host: "xn--bcher-kva.example", Domain: "xn--bcher-kva.example", Path: "/"},
 		{Scheme: "http", Host: "2001:db8::1", Path: "/p"},
 	}
 	for _, n := range []int{1, 3, 7, 64, 1 << 20} {
