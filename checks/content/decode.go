@@ -54,7 +54,7 @@ func charsetDecoder(label string) (tr transform.Transformer, utf8 bool) {
 	switch label {
 	case "", "utf-8", "utf8", "us-ascii", "ascii":
 		return unicode.UTF8.NewDecoder(), true
-	case "utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7":
+	case "utf-7", "utf7", "csutf7", "unicode-1-1-utf-7", "csunicode11utf7":
 		return &utf7Decoder{}, false
 	}
 	var enc encoding.Encoding

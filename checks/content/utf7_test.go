@@ -80,11 +80,14 @@ func TestUTF7(t *testing.T) {
 // hid both.
 func TestUTF7Part(t *testing.T) {
 	body := encodeUTF7("Gewinn! Jetzt http://spam.example/win öffnen")
-	msg := crlf("Content-Type: text/plain; charset=UTF-7\n\n" + body + "\n")
-	for _, n := range []int{1, 5, 1 << 10} {
-		r := scan(t, Options{}, msg, n)
-		if !strings.Contains(r.Text, "http://spam.example/win öffnen") || len(r.URLs) != 1 || r.URLs[0].Host != "spam.example" {
-			t.Errorf("pieces of %d: text %q, URLs %+v", n, r.Text, r.URLs)
+	// Every IANA name and alias of UTF-7 (csUTF7 too).
+	for _, label := range []string{"UTF-7", "csUTF7", "UNICODE-1-1-UTF-7", "csUnicode11UTF7"} {
+		msg := crlf("Content-Type: text/plain; charset=" + label + "\n\n" + body + "\n")
+		for _, n := range []int{1, 5, 1 << 10} {
+			r := scan(t, Options{}, msg, n)
+			if !strings.Contains(r.Text, "http://spam.example/win öffnen") || len(r.URLs) != 1 || r.URLs[0].Host != "spam.example" {
+				t.Errorf("%s in pieces of %d: text %q, URLs %+v", label, n, r.Text, r.URLs)
+			}
 		}
 	}
 }
