@@ -1,6 +1,7 @@
 package content
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,20 @@ func BenchmarkScanHostile(b *testing.B) {
 		msg = append(msg, byte('a'+i%26), byte('a'+i/26%26), byte('a'+i/676%26))
 		msg = append(msg, ".example/\">x</a>\r\n"...)
 	}
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		s := NewScanner(Options{})
+		s.Write(msg)
+		s.Finish()
+	}
+}
+
+// BenchmarkScanLinkRuns is text of runs each holding hundreds of links
+// and ending in a full stop: past the links looked at, such text must
+// cost what plain text does.
+func BenchmarkScanLinkRuns(b *testing.B) {
+	run := strings.Repeat("http://a/", 455) + ". "
+	msg := []byte("\r\n" + strings.Repeat(run, (8<<20)/len(run)) + "\r\n")
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
 		s := NewScanner(Options{})

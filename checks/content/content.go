@@ -107,23 +107,26 @@ type Result struct {
 // It works in the writer's goroutine and never keeps more than its
 // bounds: the cost is linear in the message.
 type Scanner struct {
-	o      Options
-	walk   *mimewalk.Walker // its own walk; nil when it reads a shared one
-	text   []byte
-	full   bool // text was cut at the bound: nothing more is kept
-	limit  string
-	res    Result
-	seen   map[uint64]struct{} // distinct links so far, by hash
-	raw    map[uint64]struct{} // links as written so far, by hash
-	hash   maphash.Hash
-	buf    []byte // the charset stage's output, made when first needed
-	cands  int
-	idna   idnaBudget
-	html   []byte // the HTML part being read
-	htmlN  int    // HTML bytes kept so far in the message
-	from   string // the top-level From field, unfolded
-	inFrom bool
-	words  wordScanner
+	o     Options
+	walk  *mimewalk.Walker // its own walk; nil when it reads a shared one
+	text  []byte
+	full  bool // text was cut at the bound: nothing more is kept
+	limit string
+	res   Result
+	seen  map[uint64]struct{} // distinct links so far, by hash
+	raw   map[uint64]struct{} // links as written so far, by hash
+	hash  maphash.Hash
+	buf   []byte // the charset stage's output, made when first needed
+	cands int
+	// linksOut: a link came past the links looked at; text is no
+	// longer looked at for links.
+	linksOut bool
+	idna     idnaBudget
+	html     []byte // the HTML part being read
+	htmlN    int    // HTML bytes kept so far in the message
+	from     string // the top-level From field, unfolded
+	inFrom   bool
+	words    wordScanner
 	// parts seen in the whole message, attached messages' included;
 	// stopped: a bound on them was met and no more are read.
 	parts   int
@@ -256,6 +259,7 @@ func (s *Scanner) normalize(raw string, attr bool) (u URL, ok, unread bool) {
 func (s *Scanner) link(raw []byte, attr, want bool) (u URL, ok, unread bool) {
 	if s.cands >= maxCandidates {
 		s.setLimit("more than %d links", maxCandidates)
+		s.linksOut = true
 		if want {
 			return s.normalize(string(raw), attr)
 		}

@@ -99,6 +99,11 @@ var starts = []string{"http://", "https://", "hxxp://", "hxxps://", "www.", "www
 // space, quotes, angle brackets), and one that begins inside another (a
 // redirector's target) is a link too.
 func (s *Scanner) findLinks(word []byte) {
+	if s.linksOut {
+		// Past the links looked at: no link in text is read, and
+		// finding them would cost each its length again.
+		return
+	}
 	runEnd := 0 // the break that ends the run at i
 	for i := 0; i+4 <= len(word); i++ {
 		c := word[i] | 0x20
@@ -123,6 +128,9 @@ func (s *Scanner) findLinks(word []byte) {
 				}
 				end := min(runEnd, i+maxWord)
 				s.link(trimLink(word[i:end]), false, false)
+				if s.linksOut {
+					return
+				}
 				// On past the host: "www." in "http://www.x" is not
 				// another link, a link in the path is.
 				j := i + len(p)
