@@ -47,6 +47,14 @@ func FuzzScanner(f *testing.F) {
 		if whole.Text != r.Text || len(whole.URLs) != len(r.URLs) {
 			t.Fatalf("the pieces change the result: %q vs %q", whole.Text, r.Text)
 		}
+		if whole.Summary != r.Summary {
+			t.Fatalf("the pieces change the summary: %+v vs %+v", whole.Summary, r.Summary)
+		}
+		for i := range r.URLs {
+			if r.URLs[i] != whole.URLs[i] {
+				t.Fatalf("the pieces change link %d: %+v vs %+v", i, r.URLs[i], whole.URLs[i])
+			}
+		}
 	})
 }
 
