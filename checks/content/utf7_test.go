@@ -1,12 +1,18 @@
 package content
 
 import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"testing"
 	"unicode/utf16"
 	"unicode/utf8"
 
 	"golang.org/x/text/transform"
+
+	"github.com/mailward/mailward/internal/testenv"
 )
 
 // utf7 decodes b in one call, or fed in pieces of n bytes to a small
@@ -153,4 +159,59 @@ func FuzzUTF7(f *testing.F) {
 			t.Fatalf("%q encoded and decoded is %q", text, got)
 		}
 	})
+}
+
+// Python's codec, an independent implementation, encodes random text;
+// the decoder must give the text back.
+func TestUTF7AgainstPython(t *testing.T) {
+	python := testenv.Require(t, "python3")
+	rng := rand.New(rand.NewPCG(7, 7))
+	pick := []rune("a+-/=~\\. A0\n\u00e9\u4e00\U0001F600")
+	var texts []string
+	for range 2000 {
+		var b strings.Builder
+		for range rng.IntN(30) {
+			switch rng.IntN(4) {
+			case 0:
+				b.WriteRune(rune(0x20 + rng.IntN(0x5F)))
+			case 1:
+				b.WriteRune(rune(0x80 + rng.IntN(0xD800-0x80)))
+			case 2:
+				b.WriteRune(rune(0x10000 + rng.IntN(0x100000)))
+			default:
+				b.WriteRune(pick[rng.IntN(len(pick))])
+			}
+		}
+		texts = append(texts, b.String())
+	}
+	in, err := json.Marshal(texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(python, "-c", `import json, sys
+print(json.dumps([list(s.encode("utf-7")) for s in json.load(sys.stdin)]))`)
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	var encoded [][]byte
+	var raw [][]int
+	if err := json.Unmarshal(out, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range raw {
+		b := make([]byte, len(r))
+		for i, v := range r {
+			b[i] = byte(v)
+		}
+		encoded = append(encoded, b)
+	}
+	for i, e := range encoded {
+		for _, n := range []int{0, 1, 3} {
+			if got := utf7(t, e, n); got != texts[i] {
+				t.Fatalf("%q (pieces of %d): %q, want %q", e, n, got, texts[i])
+			}
+		}
+	}
 }
