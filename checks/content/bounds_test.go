@@ -228,3 +228,17 @@ func TestIDNAHostRepeated(t *testing.T) {
 		t.Errorf("%d deceptive links, %d links, limit %q", r.PhishLinks, r.URLCount, r.Limit)
 	}
 }
+
+// The hosts kept from IDNA stay within their bytes, entries counted
+// whole, however many short ones a message names.
+func TestIDNAReadBound(t *testing.T) {
+	s := NewScanner(Options{})
+	s.Write([]byte("\r\n"))
+	for i := 0; i < 40000; i++ {
+		s.Write([]byte(fmt.Sprintf("http://\u00e9%d.example/\r\n", i)))
+	}
+	if s.idna.kept > maxIDNABytes || len(s.idna.read)*entryCost > maxIDNABytes {
+		t.Errorf("%d hosts kept in %d bytes", len(s.idna.read), s.idna.kept)
+	}
+	s.Finish()
+}

@@ -218,16 +218,20 @@ func Normalize(raw string, attr bool) (URL, bool) {
 }
 
 // idnaBudget is what a message may spend on hosts that need IDNA. A
-// host read once is kept with what IDNA made of it, up to as many bytes
-// again, and not paid for again: a newsletter whose every anchor names
-// its own bücher.example, in its href and its text, must not run out
-// of the bound and have its anchors counted as deceit.
+// host read once is kept with what IDNA made of it, in at most as many
+// bytes again, and not paid for again: a newsletter whose every anchor
+// names its own bücher.example, in its href and its text, must not run
+// out of the bound and have its anchors counted as deceit.
 type idnaBudget struct {
 	left    int  // bytes of such hosts left
 	refused bool // a host was not read for want of them
 	read    map[string]idnaRead
-	kept    int // bytes of A-labels in read
+	kept    int // bytes of read: hosts, A-labels, entryCost each
 }
+
+// entryCost is what a map entry of idnaBudget.read costs besides its
+// strings' bytes.
+const entryCost = 64
 
 type idnaRead struct {
 	ascii string
@@ -254,13 +258,16 @@ func (b *idnaBudget) toASCII(host string) (string, bool) {
 	// "spam.example。" is spam.example.
 	a = strings.TrimRight(strings.ToLower(a), ".")
 	ok := err == nil
-	if b != nil && b.kept+len(a) <= maxIDNABytes {
+	if !ok {
+		a = ""
+	}
+	if cost := len(host) + len(a) + entryCost; b != nil && b.kept+cost <= maxIDNABytes {
 		if b.read == nil {
 			b.read = map[string]idnaRead{}
 		}
 		// Cloned: host is part of a link's text, which it would keep.
 		b.read[strings.Clone(host)] = idnaRead{a, ok}
-		b.kept += len(a)
+		b.kept += cost
 	}
 	return a, ok
 }
