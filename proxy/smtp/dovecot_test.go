@@ -225,7 +225,9 @@ func TestShutdownDuringDovecotExchange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	// An auth process that shakes hands and then answers nothing.
+	// An auth process that shakes hands and then answers nothing; it
+	// tells when an AUTH request has come.
+	authed := make(chan struct{}, 1)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -235,7 +237,15 @@ func TestShutdownDuringDovecotExchange(t *testing.T) {
 			go func() {
 				defer c.Close()
 				io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
-				io.Copy(io.Discard, c)
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					if strings.HasPrefix(sc.Text(), "AUTH\t") {
+						select {
+						case authed <- struct{}{}:
+						default:
+						}
+					}
+				}
 			}()
 		}
 	}()
@@ -248,7 +258,11 @@ func TestShutdownDuringDovecotExchange(t *testing.T) {
 		t.Fatal("no AUTH offered")
 	}
 	rc.send("AUTH PLAIN " + b64("\x00alice\x00"+alicePass) + "\r\n")
-	time.Sleep(100 * time.Millisecond) // the AUTH is with Dovecot
+	select {
+	case <-authed: // the session is blocked on Dovecot
+	case <-time.After(30 * time.Second):
+		t.Fatal("the AUTH never reached Dovecot")
+	}
 	done := make(chan struct{})
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
