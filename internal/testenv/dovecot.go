@@ -25,7 +25,8 @@ type Dovecot struct {
 
 // StartDovecot starts Dovecot with users (name → password) in a
 // passwd-file and PLAIN, LOGIN and CRAM-MD5 on; it stops when the test
-// ends. Dovecot's master starts as root, as Postfix's does.
+// ends. A password may go on with the passwd-file's other fields, as
+// "pw::::::nologin" gives the user the extra field nologin. Dovecot's master starts as root, as Postfix's does.
 func StartDovecot(t testing.TB, users map[string]string) *Dovecot {
 	t.Helper()
 	bin := Require(t, "dovecot")

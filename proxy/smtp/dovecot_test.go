@@ -392,3 +392,18 @@ func TestEHLONotHeldByHungDovecot(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestDovecotNologinRefused: a user Dovecot marks nologin (a disabled
+// account) is refused with Dovecot's reason, though the password was
+// right, and upstream never hears of it.
+func TestDovecotNologinRefused(t *testing.T) {
+	dc := testenv.StartDovecot(t, map[string]string{"carol": alicePass + "::::::nologin reason=disabled"})
+	sink := testenv.StartSink(t)
+	cert := testenv.SelfSignedCert(t, "proxy.test.example")
+	_, addr := startProxy(t, Config{Upstream: sink.Addr(), TLSCert: cert.CertFile, TLSKey: cert.KeyFile, Auth: AuthDovecot, DovecotSocket: dc.Socket()})
+	rc, _ := rawTLS(t, "127.0.0.9", addr)
+	rc.send("AUTH PLAIN " + b64("\x00carol\x00"+alicePass) + "\r\n")
+	if got := rc.expect(535); !strings.Contains(got.String(), "disabled") {
+		t.Fatalf("got %s, want Dovecot's reason", got)
+	}
+}

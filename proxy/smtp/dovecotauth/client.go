@@ -258,14 +258,29 @@ func (c *Conn) result() (Result, error) {
 		case "OK":
 			c.active = false
 			r := Result{Status: OK}
+			refused := false
 			for _, p := range f[2:] {
-				if v, ok := strings.CutPrefix(p, "user="); ok {
+				k, v, _ := strings.Cut(p, "=")
+				switch k {
+				case "user":
 					r.User = unescape(v)
+				case "nologin", "proxy":
+					// The password was right, but the user must not be
+					// let in here (a disabled account, a referral, a
+					// user served elsewhere): Dovecot's own login
+					// processes take it as a failure, and so does this.
+					refused = true
+				case "reason":
+					r.Reason = unescape(v)
 				}
+			}
+			if refused {
+				return Result{Status: Fail, User: r.User, Reason: r.Reason}, nil
 			}
 			if r.User == "" {
 				return Result{}, errors.New("OK without a user")
 			}
+			r.Reason = ""
 			return r, nil
 		case "FAIL":
 			c.active = false

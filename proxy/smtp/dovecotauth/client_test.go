@@ -249,3 +249,23 @@ func TestEmptyInitialResponse(t *testing.T) {
 		t.Errorf("Dovecot did not see an empty PLAIN response:\n%s", d.Log())
 	}
 }
+
+// TestNologinIsRefused: Dovecot's OK with nologin (or proxy) says the
+// password was right but the user must not be let in; it is a failure,
+// with Dovecot's reason.
+func TestNologinIsRefused(t *testing.T) {
+	d := testenv.StartDovecot(t, map[string]string{"alice": "s3cret", "carol": "s3cret::::::nologin reason=disabled", "dave": "s3cret::::::proxy host=127.0.0.2"})
+	c := dial(t, d)
+	r, err := c.Auth("PLAIN", b64("\x00carol\x00s3cret"), info)
+	if err != nil || r.Status != Fail || r.Temp || r.Reason != "disabled" {
+		t.Fatalf("nologin: %+v %v, want a failure with reason disabled", r, err)
+	}
+	r, err = c.Auth("PLAIN", b64("\x00dave\x00s3cret"), info)
+	if err != nil || r.Status != Fail {
+		t.Fatalf("proxy: %+v %v, want a failure", r, err)
+	}
+	r, err = c.Auth("PLAIN", b64("\x00alice\x00s3cret"), info)
+	if err != nil || r.Status != OK || r.User != "alice" {
+		t.Fatalf("alice: %+v %v", r, err)
+	}
+}
