@@ -56,7 +56,9 @@ func TestObserveAndSkipSilentServers(t *testing.T) {
 	r.Query(ctx, "mx3.example.test", dns.TypeA)
 	begin = time.Now()
 	_, err = r.Query(ctx, "www.example.test", dns.TypeA)
-	if d := time.Since(begin); !errors.Is(err, ErrTimeout) || d > 100*time.Millisecond {
+	// Asking the server would wait out two 200ms attempts; an answer
+	// from memory may still be held up by a loaded machine.
+	if d := time.Since(begin); !errors.Is(err, ErrTimeout) || d > 300*time.Millisecond {
 		t.Errorf("after a silent server: %v in %v; want a timeout at once", err, d)
 	}
 	if n := srv.Queries("www.example.test", dns.TypeA); n != 0 {
