@@ -21,8 +21,9 @@ const (
 	// dovecotDial bounds connecting and the handshake.
 	dovecotDial = 10 * time.Second
 	// mechsWait bounds how long an EHLO waits for a list when none is
-	// known yet: a Dovecot that hangs costs one EHLO this much, not the
-	// dial's bound, and AUTH is not offered in that reply.
+	// known yet or Dovecot last did not answer: a Dovecot that hangs
+	// costs an EHLO this much, not the dial's bound, and AUTH is not
+	// offered in that reply.
 	mechsWait = 2 * time.Second
 )
 
@@ -34,7 +35,8 @@ type mechCache struct {
 	mu     sync.Mutex
 	socket string
 	mechs  []string
-	known  bool      // mechs is an answer (nil: Dovecot did not answer)
+	known  bool      // a fetch has ended
+	failed bool      // it got no answer (mechs is nil)
 	until  time.Time // fresh until then; a fetch is started after
 	// fetching is closed when the fetch under way ends; nil when none.
 	fetching chan struct{}
@@ -49,7 +51,7 @@ func (s *Server) dovecotMechs(ctx context.Context, set *settings, log *slog.Logg
 	mc.mu.Lock()
 	if mc.socket != socket {
 		// A reload named another socket: what was known is of the old.
-		mc.socket, mc.mechs, mc.known, mc.until, mc.fetching = socket, nil, false, time.Time{}, nil
+		mc.socket, mc.mechs, mc.known, mc.failed, mc.until, mc.fetching = socket, nil, false, false, time.Time{}, nil
 	}
 	if mc.known && time.Now().Before(mc.until) {
 		defer mc.mu.Unlock()
@@ -63,11 +65,15 @@ func (s *Server) dovecotMechs(ctx context.Context, set *settings, log *slog.Logg
 		// the others wait for; a shutdown does.
 		s.conns.Go(func(sctx context.Context) { mc.fetch(sctx, socket, done, log) })
 	}
-	done, mechs, known := mc.fetching, mc.mechs, mc.known
+	done, mechs, answered := mc.fetching, mc.mechs, mc.known && !mc.failed
 	mc.mu.Unlock()
-	if known {
+	if answered {
 		return mechs // the last list, while a new one is fetched
 	}
+	// None known, or Dovecot did not answer last time: this fetch is the
+	// first word of a Dovecot that may be back, so the reply waits for
+	// it as the first EHLO does, rather than go without AUTH while
+	// Dovecot answers at once.
 	wait := time.NewTimer(mechsWait)
 	defer wait.Stop()
 	select {
@@ -106,7 +112,7 @@ func (mc *mechCache) fetch(ctx context.Context, socket string, done chan struct{
 	if mc.fetching != done {
 		return // the socket changed while it ran
 	}
-	mc.mechs, mc.known, mc.until, mc.fetching = mechs, true, time.Now().Add(ttl), nil
+	mc.mechs, mc.known, mc.failed, mc.until, mc.fetching = mechs, true, err != nil, time.Now().Add(ttl), nil
 }
 
 func offerable(ms []dovecotauth.Mech) []string {

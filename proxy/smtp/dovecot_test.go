@@ -407,3 +407,66 @@ func TestDovecotNologinRefused(t *testing.T) {
 		t.Fatalf("got %s, want Dovecot's reason", got)
 	}
 }
+
+// TestEHLOWaitsForDovecotBack: once Dovecot did not answer and the
+// retry time has passed, the EHLO that starts the new fetch waits for it
+// (within its bound) like the first EHLO does: a Dovecot that is back
+// and answers at once is offered in that reply, not only in the next,
+// so no client is told "no AUTH" after Dovecot recovered.
+func TestEHLOWaitsForDovecotBack(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !first {
+				io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				io.Copy(io.Discard, c) // until the proxy hangs up
+			}
+			c.Close() // the first: a Dovecot going down mid-handshake
+		}
+	}()
+	sink := testenv.StartSink(t)
+	srv, addr := startProxy(t, Config{Upstream: sink.Addr(), Auth: AuthDovecot, DovecotSocket: sock, AuthPlaintext: true})
+	ehlo := func() string {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		if _, err := readReply(br); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "EHLO client.test.example\r\n")
+		r, err := readReply(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return offersAuth(r)
+	}
+	if a := ehlo(); a != "" {
+		t.Fatalf("AUTH offered while Dovecot did not answer: %s", a)
+	}
+	// The retry time passes (rather than sleeping mechsRetry).
+	srv.mechs.mu.Lock()
+	if !srv.mechs.known || srv.mechs.fetching != nil {
+		srv.mechs.mu.Unlock()
+		t.Fatal("the failed fetch was not recorded")
+	}
+	srv.mechs.until = time.Now()
+	srv.mechs.mu.Unlock()
+	if a := ehlo(); !strings.Contains(a, "PLAIN") {
+		t.Fatalf("EHLO once Dovecot answers again offers %q, want PLAIN", a)
+	}
+}
