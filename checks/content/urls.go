@@ -27,9 +27,18 @@ type wordScanner struct {
 	long bool // the run passed maxWord: the rest of it is not kept
 }
 
-func isBreak(c byte) bool {
-	return c <= ' ' || c == '<' || c == '>' || c == '"' || c == '`' || c == 0x7F
-}
+func isBreak(c byte) bool { return breaks[c] }
+
+// breaks is isBreak as a table: the run loops test every byte of text.
+var breaks = func() (t [256]bool) {
+	for c := 0; c <= ' '; c++ {
+		t[c] = true
+	}
+	for _, c := range "<>\"`\x7f" {
+		t[c] = true
+	}
+	return t
+}()
 
 // write looks at the runs of b in place; only a run cut by the end of
 // b is kept, to be ended by the next write.
