@@ -101,12 +101,12 @@ func (g *Conns[C]) Len() int {
 
 // Go runs fn, work of the server's own rather than a connection's, under
 // the server's context; Shutdown waits for it after ending that context.
-// Once Shutdown has begun fn is not run.
-func (g *Conns[C]) Go(fn func(ctx context.Context)) {
+// Once Shutdown has begun fn is not run, and Go returns false.
+func (g *Conns[C]) Go(fn func(ctx context.Context)) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closing.Load() {
-		return
+		return false
 	}
 	g.initLocked()
 	ctx := g.ctx
@@ -115,6 +115,7 @@ func (g *Conns[C]) Go(fn func(ctx context.Context)) {
 		defer g.bg.Done()
 		fn(ctx)
 	}()
+	return true
 }
 
 // Shutdown closes the listeners and calls wake, if not nil, on each open

@@ -63,7 +63,13 @@ func (s *Server) dovecotMechs(ctx context.Context, set *settings, log *slog.Logg
 		// Under the server's context, not the session's: the list is
 		// the server's, and one session ending must not end the fetch
 		// the others wait for; a shutdown does.
-		s.conns.Go(func(sctx context.Context) { mc.fetch(sctx, socket, done, log) })
+		if !s.conns.Go(func(sctx context.Context) { mc.fetch(sctx, socket, done, log) }) {
+			// Shutting down: no fetch will close done, so none is under
+			// way, and no EHLO of a session still draining waits for it.
+			mc.fetching = nil
+			mc.mu.Unlock()
+			return nil
+		}
 	}
 	done, mechs, answered := mc.fetching, mc.mechs, mc.known && !mc.failed
 	mc.mu.Unlock()

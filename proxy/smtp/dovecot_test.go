@@ -470,3 +470,22 @@ func TestEHLOWaitsForDovecotBack(t *testing.T) {
 		t.Fatalf("EHLO once Dovecot answers again offers %q, want PLAIN", a)
 	}
 }
+
+// TestDovecotMechsAfterShutdownBegun: once shutdown has begun no fetch of
+// the mechanisms is started, and none is left marked under way for the
+// EHLO replies of sessions still draining to wait on.
+func TestDovecotMechsAfterShutdownBegun(t *testing.T) {
+	sink := testenv.StartSink(t)
+	srv, _ := startProxy(t, Config{Upstream: sink.Addr(), Auth: AuthDovecot, DovecotSocket: filepath.Join(t.TempDir(), "none"), AuthPlaintext: true})
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := srv.dovecotMechs(context.Background(), srv.settings.Load(), testLogger(t)); m != nil {
+		t.Errorf("mechanisms %v after shutdown, want none", m)
+	}
+	srv.mechs.mu.Lock()
+	defer srv.mechs.mu.Unlock()
+	if srv.mechs.fetching != nil {
+		t.Error("a fetch is marked under way that nothing runs")
+	}
+}
