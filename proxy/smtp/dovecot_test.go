@@ -219,12 +219,7 @@ func TestAuthFailLimitSharedThroughRedis(t *testing.T) {
 // while Dovecot has not answered an AUTH closes the Dovecot connection
 // and returns, rather than wait out upstream_timeout.
 func TestShutdownDuringDovecotExchange(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "auth-client")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	sock, ln := fakeAuthSocket(t)
 	// An auth process that shakes hands and then answers nothing; it
 	// tells when an AUTH request has come.
 	authed := make(chan struct{}, 1)
@@ -236,7 +231,7 @@ func TestShutdownDuringDovecotExchange(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+				io.WriteString(c, dovecotHello)
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
 					if strings.HasPrefix(sc.Text(), "AUTH\t") {
@@ -302,12 +297,7 @@ func TestDovecotEmptyInitialResponse(t *testing.T) {
 // one after the other behind it; a Dovecot that answers again is
 // offered once the retry time has passed.
 func TestEHLONotHeldByHungDovecot(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "auth-client")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	sock, ln := fakeAuthSocket(t)
 	accepted := make(chan struct{}, 16)
 	hungUp := make(chan struct{})
 	go func() {
@@ -325,7 +315,7 @@ func TestEHLONotHeldByHungDovecot(t *testing.T) {
 				return
 			}
 			accepted <- struct{}{}
-			io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+			io.WriteString(c, dovecotHello)
 			c.Close()
 		}
 	}()
@@ -414,12 +404,7 @@ func TestDovecotNologinRefused(t *testing.T) {
 // and answers at once is offered in that reply, not only in the next,
 // so no client is told "no AUTH" after Dovecot recovered.
 func TestEHLOWaitsForDovecotBack(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "auth-client")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	sock, ln := fakeAuthSocket(t)
 	go func() {
 		for first := true; ; first = false {
 			c, err := ln.Accept()
@@ -427,7 +412,7 @@ func TestEHLOWaitsForDovecotBack(t *testing.T) {
 				return
 			}
 			if !first {
-				io.WriteString(c, "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+				io.WriteString(c, dovecotHello)
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				io.Copy(io.Discard, c) // until the proxy hangs up
 			}
@@ -488,4 +473,22 @@ func TestDovecotMechsAfterShutdownBegun(t *testing.T) {
 	if srv.mechs.fetching != nil {
 		t.Error("a fetch is marked under way that nothing runs")
 	}
+}
+
+// dovecotHello is the handshake of a fake Dovecot auth process that
+// offers PLAIN.
+const dovecotHello = "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n"
+
+// fakeAuthSocket listens on a unix socket where a test plays a Dovecot
+// auth process that misbehaves as the real one cannot be made to; it is
+// closed when the test ends.
+func fakeAuthSocket(t *testing.T) (string, net.Listener) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "auth-client")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return sock, ln
 }
