@@ -4,10 +4,13 @@
 package testenv
 
 import (
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -36,14 +39,42 @@ func Require(t testing.TB, name string) string {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// It is picked below the kernel's ephemeral range when it can be: a port
+// from that range (what listening on port 0 gives) can be taken, before
+// the process under test binds it, as the source port of any outgoing
+// connection the tests make, and the tests make many.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if lo := ephemeralLow(); lo > 11000 {
+		for range 50 {
+			port := 10000 + rand.IntN(lo-10000)
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+			if err == nil {
+				l.Close()
+				return port
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("finding a free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ephemeralLow is the first port of Linux's ephemeral range, or 0.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 // WriteFiles writes name → content (names may hold directories) into a
